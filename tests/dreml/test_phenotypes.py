@@ -49,16 +49,21 @@ def test_load_analysis_data__covariates_and_categorical(pheno, covar):
 
 
 def test_load_analysis_data__categorical_levels_over_used_samples(tmp_path):
-    pheno = write(tmp_path / "p", "FID IID t2\nfa a 3\nfd d 1\nfe e 2\nfc c 5\nff f 9\n")
-    covar = write(tmp_path / "c", "FID IID age sex site\nfa a 40 M s1\nfc c 50 F s2\nfd d NA F s1\nfe e 61 M s3\nff f 30 F s3\n")
-    data = load_analysis_data(STORE_IID, pheno, covar=covar)
-    assert list(data.iid) == ["a", "c", "e", "f"]
-    # t2: a=3, b=4, d=1, e=2 (c missing); covariates drop b (absent) and d (age NA)
-    np.testing.assert_array_equal(data.y, [3.0, 5.0, 2.0, 9.0])
-    # d (age NA) is dropped; site levels over the samples used: s1, s2, s3
+    store_iid = np.array(list("abcdefgh"))
+    pheno = write(tmp_path / "p", "FID IID y\nfa a 3\nfd d 1\nfe e 2\nfc c 5\nff f 9\nfg g 4\nfh h 6\n")
+    covar = write(
+        tmp_path / "c",
+        "FID IID age sex site\nfa a 40 M s1\nfc c 50 F s2\nfd d NA F s4\nfe e 61 M s3\nff f 30 F s3\n"
+        "fg g 45 M s2\nfh h 35 F s1\n",
+    )
+    data = load_analysis_data(store_iid, pheno, covar=covar)
+    assert list(data.iid) == ["a", "c", "e", "f", "g", "h"]
+    np.testing.assert_array_equal(data.y, [3.0, 5.0, 2.0, 9.0, 4.0, 6.0])
+    # d (age NA) is dropped, and with it the only s4: levels over the samples used are s1, s2, s3
     assert data.covariate_names == ("intercept", "age", "sex_M", "site_s2", "site_s3")
     np.testing.assert_array_equal(
-        data.X, [[1, 40, 1, 0, 0], [1, 50, 0, 1, 0], [1, 61, 1, 0, 1], [1, 30, 0, 0, 1]]
+        data.X,
+        [[1, 40, 1, 0, 0], [1, 50, 0, 1, 0], [1, 61, 1, 0, 1], [1, 30, 0, 0, 1], [1, 45, 1, 1, 0], [1, 35, 0, 0, 0]],
     )
     assert data.report["dropped_missing_covariate"] == 1
 

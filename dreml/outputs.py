@@ -1,0 +1,120 @@
+"""Writing a fit's results: GCTA-style .hsq, the full .json, the .history.tsv, a plot, a table.
+
+Every writer takes the *fit report*: the JSON-serialisable dictionary `dreml.fit` builds
+(its keys are documented in docs/cli.md). Files are written to a temporary name and renamed,
+so an interrupted run never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary sibling and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fmt(x: float | None) -> str:
+    return "NA" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
+
+
+def hsq_text(report: dict) -> str:
+    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [Sum of V(G)/Vp], logL, n."""
+    comps = report["components"]
+    labels = ["V(G)"] if len(comps) == 1 else [f"V(G{g + 1})" for g in range(len(comps))]
+    rows = [("Source", "Variance", "SE")]
+    rows += [(label, _fmt(c["variance"]), _fmt(c["se"])) for label, c in zip(labels, comps)]
+    rows.append(("V(e)", _fmt(report["residual_variance"]), _fmt(report["residual_se"])))
+    rows.append(("Vp", _fmt(report["vp"]), _fmt(report["vp_se"])))
+    rows += [(f"{label}/Vp", _fmt(c["h2"]), _fmt(c["h2_se"])) for label, c in zip(labels, comps)]
+    if len(comps) > 1:
+        rows.append(("Sum of V(G)/Vp", _fmt(report["h2_total"]), _fmt(report["h2_total_se"])))
+    lines = ["\t".join(r) for r in rows]
+    lines += [f"logL\t{report['loglik']:.3f}", f"n\t{report['n_samples']}"]
+    return "\n".join(lines) + "\n"
+
+
+def history_tsv_text(report: dict) -> str:
+    """One row per iteration; theta expanded to one column per variance component."""
+    names = [c["name"] for c in report["components"]] + ["residual"]
+    history = report["history"]
+    scalar_keys = [k for k in (history[0] if history else {}) if k != "theta" and not isinstance(history[0][k], (list, dict))]
+    header = ["iteration"] + [f"theta_{n}" for n in names] + [k for k in scalar_keys if k != "iteration"]
+    lines = ["\t".join(header)]
+    for i, row in enumerate(history):
+        cells = [str(row.get("iteration", i))]
+        cells += [_fmt(float(t)) for t in row["theta"]]
+        cells += [_fmt(row[k]) if isinstance(row[k], float) else str(row[k]) for k in scalar_keys if k != "iteration"]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(report: dict) -> str:
+    """The table `dreml fit` prints."""
+    width = max([len(c["name"]) for c in report["components"]] + [8])
+    head = f"{'component':<{width}}  {'m':>8}  {'variance':>10}  {'SE':>9}  {'h2':>7}  {'SE':>7}"
+    lines = [head, "-" * len(head)]
+    for c in report["components"]:
+        flag = "  (boundary)" if c.get("at_boundary") else ""
+        lines.append(
+            f"{c['name']:<{width}}  {c['m']:>8}  {c['variance']:>10.5f}  {c['se']:>9.5f}  "
+            f"{c['h2']:>7.4f}  {c['h2_se']:>7.4f}{flag}"
+        )
+    lines.append(f"{'residual':<{width}}  {'':>8}  {report['residual_variance']:>10.5f}  {report['residual_se']:>9.5f}")
+    lines.append("-" * len(head))
+    lines.append(f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f})   logL {report['loglik']:.3f}")
+    lines.append(
+        f"n {report['n_samples']}   iterations {report['iterations']}   passes {report['passes']}   "
+        f"time {report['timings']['total_s']:.1f} s   converged {report['converged']}   seed {report['seed']}"
+    )
+    return "\n".join(lines)
+
+
+def write_plot(report: dict, path: str | Path) -> None:
+    """Convergence figure: each variance component and the log-likelihood per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = report["history"]
+    theta = np.array([row["theta"] for row in history])
+    names = [c["name"] for c in report["components"]] + ["residual"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for j, name in enumerate(names):
+        ax1.plot(np.arange(len(theta)), theta[:, j], marker="o", label=name)
+    ax1.set_xlabel("iteration")
+    ax1.set_ylabel("variance")
+    ax1.legend()
+    loglik = [row.get("loglik") for row in history]
+    ax2.plot(np.arange(len(loglik)), [np.nan if v is None else v for v in loglik], marker="o")
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("REML log-likelihood")
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_outputs(report: dict, prefix: str | Path, *, plot: bool = False) -> list[Path]:
+    """Write PREFIX.hsq, PREFIX.json, PREFIX.history.tsv (and PREFIX.png); return the paths."""
+    prefix = str(prefix)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    paths = [Path(prefix + ".hsq"), Path(prefix + ".json"), Path(prefix + ".history.tsv")]
+    atomic_write_text(paths[0], hsq_text(report))
+    atomic_write_text(paths[1], json.dumps(report, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(paths[2], history_tsv_text(report))
+    if plot:
+        paths.append(Path(prefix + ".png"))
+        write_plot(report, paths[-1])
+    return paths

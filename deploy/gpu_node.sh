@@ -10,7 +10,7 @@ trap 'kill $worker_pid $scheduler_pid 2>/dev/null || true' EXIT
 until [ -s "$scheduler_file" ]; do sleep 1; done
 # XLA must not preallocate GPU memory on the workers; shards live in CuPy's pool.
 XLA_PYTHON_CLIENT_PREALLOCATE=false dask cuda worker --scheduler-file "$scheduler_file" \
-  --device-memory-limit 0.9 --rmm-pool-size 0.8 &
+  --device-memory-limit 0.9 &
 worker_pid=$!
 address=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['address'])" "$scheduler_file")
 dreml fit --store "$store" --pheno "$pheno" --out "$out" --scheduler "$address" "$@"

@@ -1,0 +1,81 @@
+"""Fit output files: GCTA .hsq layout, JSON round trip, history TSV, plot, atomic writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dreml.outputs import hsq_text, history_tsv_text, summary_table, write_outputs
+
+
+def make_report(n_components: int) -> dict:
+    comps = [
+        {"name": f"c{g}", "m": 100 * (g + 1), "variance": 0.1 * (g + 1), "se": 0.01 * (g + 1),
+         "h2": 0.1 * (g + 1), "h2_se": 0.02, "at_boundary": g == 1}
+        for g in range(n_components)
+    ]
+    theta = [c["variance"] for c in comps] + [0.5]
+    return {
+        "components": comps, "residual_variance": 0.5, "residual_se": 0.03, "vp": sum(theta),
+        "vp_se": 0.04, "h2_total": 0.3, "h2_total_se": 0.05, "loglik": -1234.56789, "n_samples": 2000,
+        "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"total_s": 1.5},
+        "history": [
+            {"iteration": 0, "theta": theta, "loglik": -1300.0, "score_norm": 3.0, "pcg_iterations": 12},
+            {"iteration": 1, "theta": theta, "loglik": -1234.56789, "score_norm": 1e-7, "pcg_iterations": 10},
+        ],
+    }
+
+
+def test_hsq_text__gcta_layout_one_component():
+    lines = hsq_text(make_report(1)).splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["Source", "V(G)", "V(e)", "Vp", "V(G)/Vp", "logL", "n"]
+    assert lines[1] == "V(G)\t0.1\t0.01"
+    assert lines[-2:] == ["logL\t-1234.568", "n\t2000"]
+
+
+def test_hsq_text__gcta_layout_three_components():
+    rows = [line.split("\t")[0] for line in hsq_text(make_report(3)).splitlines()]
+    assert rows == [
+        "Source", "V(G1)", "V(G2)", "V(G3)", "V(e)", "Vp", "V(G1)/Vp", "V(G2)/Vp", "V(G3)/Vp",
+        "Sum of V(G)/Vp", "logL", "n",
+    ]
+
+
+def test_history_tsv_text__one_column_per_variance():
+    lines = history_tsv_text(make_report(2)).splitlines()
+    assert lines[0].split("\t") == [
+        "iteration", "theta_c0", "theta_c1", "theta_residual", "loglik", "score_norm", "pcg_iterations"
+    ]
+    assert len(lines) == 3 and lines[2].split("\t")[:4] == ["1", "0.1", "0.2", "0.5"]
+
+
+def test_summary_table__flags_boundary():
+    table = summary_table(make_report(2))
+    assert "c1" in table and "(boundary)" in table.splitlines()[3]
+    assert "total h2 0.3000 (SE 0.0500)" in table
+
+
+def test_write_outputs__files_and_no_temporaries(tmp_path):
+    report = make_report(2)
+    paths = write_outputs(report, tmp_path / "sub" / "fit", plot=True)
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == sorted(p.name for p in paths)
+    assert json.loads((tmp_path / "sub" / "fit.json").read_text()) == report
+    png = (tmp_path / "sub" / "fit.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_outputs__nan_se_written_as_na(tmp_path):
+    report = make_report(1)
+    report["components"][0]["se"] = float("nan")
+    write_outputs(report, tmp_path / "fit")
+    assert (tmp_path / "fit.hsq").read_text().splitlines()[1] == "V(G)\t0.1\tNA"
+    assert np.isnan(json.loads((tmp_path / "fit.json").read_text())["components"][0]["se"])
+
+
+@pytest.mark.parametrize("n_components", [1, 2])
+def test_hsq_text__values_parse_back(n_components):
+    report = make_report(n_components)
+    table = dict(line.split("\t")[:2] for line in hsq_text(report).splitlines()[1:])
+    assert float(table["V(e)"]) == pytest.approx(report["residual_variance"])
+    assert float(table["Vp"]) == pytest.approx(report["vp"])
+    assert int(table["n"]) == report["n_samples"]

@@ -1,0 +1,11 @@
+"""Converters from PLINK filesets to the dreml genotype store (CLI: `dreml-convert`).
+
+One module per job: `plink_text` (text companions), `bed` and `pgen` (genotype readers
+behind the `source.Source` interface), `writer` (the Zarr store), `convert` (the atomic,
+Dask-parallel driver), `verify` (re-reading a source against a store), `cli`.
+"""
+
+from converters.convert import DEFAULT_SAMPLE_CHUNK, DEFAULT_VARIANT_CHUNK, convert, open_source
+from converters.source import Source
+
+__all__ = ["DEFAULT_SAMPLE_CHUNK", "DEFAULT_VARIANT_CHUNK", "Source", "convert", "open_source"]

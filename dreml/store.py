@@ -29,6 +29,14 @@ class StoreError(DremlError):
     """
 
 
+def _as_str(values: np.ndarray) -> np.ndarray:
+    """Strings as a fixed-width unicode array (Zarr returns variable-length NumPy StringDType)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "T":  # astype needs an explicit width for this conversion
+        return values.astype(f"U{max(1, int(np.strings.str_len(values).max(initial=1)))}")
+    return values.astype(str)
+
+
 def _dim_sizes(group: zarr.Group, attrs: dict) -> dict[str, int]:
     n_contigs = group["contig_id"].shape[0] if "contig_id" in group else 0
     return {
@@ -105,15 +113,15 @@ class Store:
 
     @functools.cached_property
     def sample_id(self) -> np.ndarray:
-        return np.asarray(self.group["sample_id"][:], dtype=str)
+        return _as_str(self.group["sample_id"][:])
 
     @functools.cached_property
     def sample_family_id(self) -> np.ndarray:
-        return np.asarray(self.group["sample_family_id"][:], dtype=str)
+        return _as_str(self.group["sample_family_id"][:])
 
     @functools.cached_property
     def contig_id(self) -> np.ndarray:
-        return np.asarray(self.group["contig_id"][:], dtype=str)
+        return _as_str(self.group["contig_id"][:])
 
     @functools.cached_property
     def variant_contig(self) -> np.ndarray:
@@ -125,11 +133,11 @@ class Store:
 
     @functools.cached_property
     def variant_id(self) -> np.ndarray:
-        return np.asarray(self.group["variant_id"][:], dtype=str)
+        return _as_str(self.group["variant_id"][:])
 
     @functools.cached_property
     def variant_allele(self) -> np.ndarray:
-        return np.asarray(self.group["variant_allele"][:], dtype=str)
+        return _as_str(self.group["variant_allele"][:])
 
     @functools.cached_property
     def variant_call_count(self) -> np.ndarray:

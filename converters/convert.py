@@ -1,0 +1,142 @@
+"""`convert`: PLINK fileset -> genotype store, chunk-parallel on Dask, atomic.
+
+The store is written under a deterministic temporary sibling, `OUT.partial` (removed when a
+conversion starts), marked complete, and only then renamed to OUT. An interrupted
+conversion therefore leaves at most an incomplete `OUT.partial`, which `open_store`
+refuses, and never touches an existing OUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import dask
+import distributed
+from dask.callbacks import Callback
+from tqdm import tqdm
+
+from converters.bed import open_bed
+from converters.pgen import open_pgen
+from converters.source import Source
+from converters.writer import ChunkStats, convert_variant_chunk, create_store, finalize_store
+from dreml.errors import InputError
+from dreml.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+OPENERS: dict[str, Callable[[str | Path], Source]] = {"bed": open_bed, "pgen": open_pgen}
+DEFAULT_VARIANT_CHUNK = 1024
+DEFAULT_SAMPLE_CHUNK = 8192
+
+
+def open_source(fmt: str, prefix: str | Path) -> Source:
+    """Open the fileset PREFIX.* of format `fmt` ("bed" or "pgen")."""
+    if fmt not in OPENERS:
+        raise InputError(f"format {fmt!r} is not supported (expected one of {', '.join(OPENERS)})")
+    return OPENERS[fmt](prefix)
+
+
+def partial_path(out: Path) -> Path:
+    """Where a conversion to `out` writes before the final rename."""
+    return out.with_name(out.name + ".partial")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an existing `out` without overwrite, and any existing non-Zarr path."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise InputError(f"{out}: output already exists (pass --overwrite / overwrite=True to replace it)")
+    if not (out / "zarr.json").is_file():
+        raise InputError(f"{out}: exists and is not a Zarr store; refusing to delete it even with overwrite")
+
+
+class _ProgressCallback(Callback):
+    """Advances a tqdm bar once per finished task of the local threaded scheduler."""
+
+    def __init__(self, bar: tqdm) -> None:
+        super().__init__()
+        self._bar = bar
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        self._bar.update(1)
+
+
+def _run_chunks(source: Source, store_path: Path, bounds: list[tuple[int, int]], client, bar: tqdm) -> list[ChunkStats]:
+    """Run one `convert_variant_chunk` task per variant chunk; return their statistics."""
+    if client is None:
+        tasks = [
+            dask.delayed(convert_variant_chunk, pure=False)(source.genotypes, str(store_path), start, stop)
+            for start, stop in bounds
+        ]
+        with _ProgressCallback(bar):
+            return list(dask.compute(*tasks, scheduler="threads"))
+    futures = [
+        client.submit(convert_variant_chunk, source.genotypes, str(store_path), start, stop, pure=False)
+        for start, stop in bounds
+    ]
+    results = []
+    for future in distributed.as_completed(futures):
+        results.append(future.result())
+        bar.update(1)
+    return results
+
+
+def convert(
+    fmt: str,
+    prefix: str | Path,
+    out: str | Path,
+    *,
+    client: distributed.Client | None = None,
+    variant_chunk: int = DEFAULT_VARIANT_CHUNK,
+    sample_chunk: int = DEFAULT_SAMPLE_CHUNK,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Store:
+    """Convert the PLINK fileset PREFIX.* into a genotype store at `out` and open it.
+
+    Arguments:
+        fmt: "bed" (PREFIX.bed/.bim/.fam) or "pgen" (PREFIX.pgen/.pvar/.psam).
+        prefix: the fileset's path without extension.
+        out: the store to create (a directory, conventionally named *.zarr).
+        client: a Dask client whose cluster runs the chunk tasks; None runs them in this
+            process on Dask's threaded scheduler.
+        variant_chunk, sample_chunk: chunk shape of `call_dosage` (variants x samples);
+            one task converts one variant chunk.
+        overwrite: replace an existing store at `out` (never a non-Zarr path).
+        progress: show a progress bar over chunks.
+
+    Returns:
+        The new store, opened and validated.
+    """
+    for name, value in (("variant_chunk", variant_chunk), ("sample_chunk", sample_chunk)):
+        if int(value) != value or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    out = Path(out)
+    check_output(out, overwrite)
+    source = open_source(fmt, prefix)  # every input check happens before anything is written
+    partial = partial_path(out)
+    if partial.exists() or partial.is_symlink():
+        logger.info("removing %s left by an earlier conversion", partial)
+        _remove(partial)
+    group = create_store(partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk)
+    m = source.n_variants
+    bounds = [(start, min(start + variant_chunk, m)) for start in range(0, m, variant_chunk)]
+    logger.info("converting %d variants x %d samples in %d chunks into %s", m, source.n_samples, len(bounds), out)
+    with tqdm(total=len(bounds), unit="chunk", disable=not progress, desc="convert") as bar:
+        stats = _run_chunks(source, partial, bounds, client, bar)
+    finalize_store(group, stats)
+    if out.exists():
+        _remove(out)
+    partial.rename(out)
+    return open_store(out)

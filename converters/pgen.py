@@ -1,0 +1,86 @@
+"""PLINK2 PGEN/PVAR/PSAM input, read through pgenlib.
+
+pgenlib takes file names as bytes and fills an int8 buffer (variants x samples) with the
+count of allele 1 (ALT) per sample, -9 for a missing call; the reader maps -9 to the
+store's missing code -1.
+
+PGENs with dosages: the store holds hard calls. `read_range` returns the hard-call track
+PLINK2 stores beside the dosages (a dosage within `--hard-call-threshold` of an integer,
+0.1 by default, becomes that call; anything else is a missing hard call), so converted
+values are exactly what `plink2 --pfile X --export A` would print without `dosage-only`.
+
+Multi-allelic variants (a comma in the .pvar ALT) are refused by `read_pvar` with a message
+naming the variant and its line: split them (`bcftools norm -m-`) or drop them
+(`plink2 --max-alleles 2`) first, so that every stored dosage counts one named allele.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pgenlib
+
+from converters.plink_text import read_psam, read_pvar
+from converters.source import Source, check_not_empty, check_range, companion_files
+from dreml.errors import InputError
+from dreml.store_schema import MISSING_DOSAGE
+
+logger = logging.getLogger(__name__)
+
+PGENLIB_MISSING = -9
+
+
+def _open_reader(path: Path, n_samples: int | None = None) -> pgenlib.PgenReader:
+    try:
+        return pgenlib.PgenReader(bytes(path), raw_sample_ct=n_samples)
+    except RuntimeError as exc:  # pgenlib reports a bad header as RuntimeError
+        raise InputError(f"{path}: not a readable PGEN file ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class PgenReader:
+    """Reads ALT hard-call dosages from a .pgen whose counts were checked by `open_pgen`."""
+
+    path: Path
+    n_samples: int
+    n_variants: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing."""
+        check_range(self, start, stop)
+        out = np.empty((stop - start, self.n_samples), dtype=np.int8)
+        reader = _open_reader(self.path, self.n_samples)
+        try:
+            if stop > start:
+                reader.read_range(start, stop, out)
+        finally:
+            reader.close()
+        out[out == PGENLIB_MISSING] = MISSING_DOSAGE
+        return out
+
+
+def open_pgen(prefix: str | Path) -> Source:
+    """Open PREFIX.pgen/.pvar/.psam: parse the metadata and check its counts against the .pgen header."""
+    pgen, pvar, psam = companion_files(prefix, ("pgen", "pvar", "psam"))
+    samples = read_psam(psam)
+    variants = read_pvar(pvar)
+    check_not_empty(psam, len(samples), pvar, len(variants))
+    reader = _open_reader(pgen)
+    try:
+        header = {"samples": reader.get_raw_sample_ct(), "variants": reader.get_variant_ct()}
+    finally:
+        reader.close()
+    for what, count, companion in (("samples", len(samples), psam), ("variants", len(variants), pvar)):
+        if header[what] != count:
+            raise InputError(f"{pgen}: header counts {header[what]} {what}, expected {count} as in {companion.name}")
+    logger.info("%s: %d samples x %d variants", pgen, len(samples), len(variants))
+    return Source(
+        format="pgen",
+        files=(pgen, pvar, psam),
+        samples=samples,
+        variants=variants,
+        genotypes=PgenReader(pgen, len(samples), len(variants)),
+    )

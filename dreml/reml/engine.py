@@ -1,0 +1,89 @@
+"""`fit_reml`: REML estimation of variance components for any GRM operator."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from dreml.errors import InputError
+from dreml.operators.protocol import GRMOperator
+from dreml.reml.config import FitConfig
+from dreml.reml.exact import ExactEvaluator
+from dreml.reml.optimizer import run_ai
+from dreml.reml.probes import draw_probes
+from dreml.reml.randomised import RandomisedEvaluator
+from dreml.reml.results import RemlResult, uncertainty
+
+logger = logging.getLogger(__name__)
+
+
+def _check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    n = operator.shape[0]
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (n,):
+        raise InputError(f"y must have shape ({n},) to match the operator, got {y.shape}")
+    X = np.ones((n, 1)) if X is None else np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != n:
+        raise InputError(f"X must have shape ({n}, p), got {X.shape}")
+    if not (np.isfinite(y).all() and np.isfinite(X).all()):
+        raise InputError("y and X must be finite (drop samples with missing values first)")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise InputError("X is rank deficient: drop collinear covariates")
+    if X.shape[1] >= n - 1:
+        raise InputError(f"need more samples ({n}) than covariates + 1 ({X.shape[1] + 1})")
+    return y, X
+
+
+def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, config: FitConfig = FitConfig()) -> RemlResult:
+    """Fit y = X beta + sum_g u_g + e, u_g ~ N(0, theta_g K_g), e ~ N(0, theta_e I), by REML.
+
+    Arguments:
+        operator: any object with the `GRMOperator` protocol (K_g products, stacked or weighted).
+        y: phenotype, shape (n,), in the operator's sample order.
+        X: fixed-effect covariates, shape (n, p), full column rank; None for an intercept only.
+            Include the intercept yourself when you pass X.
+        config: `FitConfig`; `config.exact` selects the dense reference path.
+
+    Returns:
+        `RemlResult`. Non-convergence is reported in `converged` / `status`, not raised.
+
+    Raises:
+        InputError: shapes, non-finite values or rank-deficient covariates.
+    """
+    y, X = _check_inputs(operator, y, X)
+    t0 = time.perf_counter()
+    passes0 = operator.passes
+    if config.exact:
+        evaluator = ExactEvaluator(operator, y, X)
+    else:
+        rank = config.precond_rank
+        columns = min(rank + config.precond_oversampling, operator.shape[0]) if rank else 0
+        probes = draw_probes(operator.shape[0], config.n_probes, config.slq_probes, columns, config.seed)
+        evaluator = RandomisedEvaluator(operator, y, X, config, probes)
+    t_setup = time.perf_counter() - t0
+    opt = run_ai(evaluator, operator, config)
+    t_total = time.perf_counter() - t0
+    theta = opt.point.theta
+    logger.info("REML %s after %d iterations, %d passes", opt.status, opt.iterations, operator.passes - passes0)
+    return RemlResult(
+        names=tuple(operator.component_names) + ("residual",),
+        theta=theta,
+        **uncertainty(theta, opt.derivatives.ai, opt.held),
+        at_boundary=opt.held,
+        loglik=opt.point.loglik,
+        loglik_se=opt.point.loglik_se,
+        score=opt.derivatives.score,
+        ai=opt.derivatives.ai,
+        iterations=opt.iterations,
+        passes=int(operator.passes - passes0),
+        converged=opt.converged,
+        status=opt.status,
+        n_samples=int(y.shape[0]),
+        n_covariates=int(X.shape[1]),
+        seed=config.seed,
+        config=config,
+        history=opt.history,
+        timings={"setup": t_setup, "iterations": t_total - t_setup, "total": t_total},
+    )

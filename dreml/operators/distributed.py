@@ -1,0 +1,164 @@
+"""The Dask genotype operator: SNP shards resident on workers, every K_g V in one pass.
+
+Set-up (once per operator): the shards (contiguous variant ranges, see
+`dreml.operators.shard`) are sized from a per-worker memory budget and loaded with
+`client.submit(load_shard, ..., pure=False, workers=[w], allow_other_workers=True)`. The
+driver keeps the futures, so the data stays on the workers; if a worker dies, the scheduler
+recomputes its shards from the store on another worker (lineage), which scattered data
+would not allow.
+
+One pass (one `matmat`): V is cast to the worker dtype and broadcast to the workers once,
+one task per shard computes its partial products where the shard lives, partials are summed
+pairwise on the cluster (a binary tree of `add_partials` tasks), and only the final sum
+(G blocks of n x k, or one n x k block when `weights=theta`) is gathered on the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import psutil
+from dask.utils import format_bytes, parse_bytes
+from distributed import Client, Future, get_client, wait
+
+from dreml.backend import Backend, array_module
+from dreml.cluster import connect
+from dreml.components import Components
+from dreml.errors import InputError
+from dreml.operators.shard import add_partials, call_counts, load_shard, shard_matmat
+from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
+from dreml.store import Store
+
+logger = logging.getLogger(__name__)
+
+# the default budget is this fraction of a worker's memory, under distributed's spill
+# threshold (60% of memory_limit by default): resident shards must never be spilled to disk
+DEFAULT_BUDGET_FRACTION = 0.5
+# a shard holds at most this fraction of the budget, bounding the temporaries of its load
+SHARD_FRACTION_OF_BUDGET = 1 / 8
+
+
+def worker_capacity(backend: Backend = "auto", dask_worker=None) -> int:
+    """Bytes a worker can hold: device memory on a CuPy worker, else its memory limit.
+
+    Run on every worker with `client.run(worker_capacity, backend)`.
+    """
+    xp = array_module(backend)
+    if xp is not np:
+        return int(xp.cuda.Device().mem_info[1])
+    limit = dask_worker.memory_manager.memory_limit if dask_worker is not None else None
+    return int(limit or psutil.virtual_memory().total)
+
+
+def _tree_sum(client: Client, parts: list[Future]) -> Future:
+    """Sum futures pairwise on the cluster, log2(len(parts)) levels deep."""
+    while len(parts) > 1:
+        pairs = [client.submit(add_partials, a, b, pure=False) for a, b in zip(parts[0::2], parts[1::2])]
+        parts = pairs + parts[len(pairs) * 2:]
+    return parts[0]
+
+
+class GenotypeOperator(GenotypeOperatorBase):
+    """K_g = Z_g Z_g^T / m_g for genotype components, computed on a Dask cluster.
+
+    Arguments:
+        stores: one store (path or `Store`), or several with the same samples in the same
+            order (default components: one per store).
+        components: the component spec (`dreml.components`); default all variants per store.
+        samples: analysed samples as indices into the stores' samples (default: all).
+        client: the Dask client; default the current one, or a new `dreml.cluster.connect()`
+            cluster owned (and closed) by this operator.
+        dtype: worker arithmetic, float32 (default) or float64; results are float64.
+        memory_budget: bytes (or "4GiB") of resident shards and working space per worker;
+            default half of the smallest worker's memory (device memory on GPU workers).
+        min_maf, max_missing: variant filters; monomorphic variants are always excluded.
+        frequencies: "store" (p_j over all samples, default) or "samples" (over `samples`);
+            see `dreml.operators.streaming`.
+        shard_variants: rows per shard, overriding the size derived from the budget.
+        backend: worker backend, "auto" (CuPy where a worker has a GPU), "numpy" or "cupy".
+
+    Attributes:
+        passes, pass_times: count and wall-clock seconds of every pass.
+        shard_specs: the planned shards; `shards` their futures.
+        report: per-component filter report (m_spec, m_g, exclusions).
+    """
+
+    def __init__(
+        self,
+        stores: Store | str | Path | Sequence[Store | str | Path],
+        components: Components | None = None,
+        samples: Sequence[int] | np.ndarray | None = None,
+        *,
+        client: Client | None = None,
+        dtype: np.dtype | type = np.float32,
+        memory_budget: int | str | None = None,
+        min_maf: float = 0.0,
+        max_missing: float = 1.0,
+        frequencies: Frequencies = "store",
+        shard_variants: int | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        self._owns_client = False
+        if client is None:
+            try:
+                client = get_client()
+            except ValueError:
+                client, self._owns_client = connect(), True
+        self.client = client
+        layout = build_layout(
+            stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+            count_map=lambda args: client.gather([client.submit(call_counts, *a, pure=False) for a in args]),
+        )
+        super().__init__(layout, dtype)
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
+        capacity = min(client.run(worker_capacity, backend).values())
+        self.memory_budget = int(parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION)
+        row_bytes = layout.n * self.dtype.itemsize
+        total_rows = int(self.m.sum())
+        per_worker = -(-total_rows // len(workers)) * row_bytes
+        if per_worker > self.memory_budget:
+            raise InputError(
+                f"the shards need {format_bytes(per_worker)} per worker but memory_budget is "
+                f"{format_bytes(self.memory_budget)}: add workers, use float32, or raise the budget"
+            )
+        max_rows = shard_variants or max(1, int(self.memory_budget * SHARD_FRACTION_OF_BUDGET) // row_bytes)
+        self.shard_specs = layout.plan(max_rows, multiple_of=len(workers))
+        self.shards: list[Future] = [
+            client.submit(
+                load_shard, spec, layout.samples, self.dtype.name, backend,
+                pure=False, workers=[workers[i % len(workers)]], allow_other_workers=True,
+            )
+            for i, spec in enumerate(self.shard_specs)
+        ]
+        wait(self.shards)
+        logger.info(
+            "%d shards (%s per worker of a %s budget) loaded on %d worker(s)",
+            len(self.shards), format_bytes(per_worker), format_bytes(self.memory_budget), len(workers),
+        )
+
+    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
+        V_future = self.client.scatter(V, broadcast=True, hash=False)
+        parts = [self.client.submit(shard_matmat, s, V_future, weights, pure=False) for s in self.shards]
+        return _tree_sum(self.client, parts).result()
+
+    def close(self) -> None:
+        """Release the shards (and the cluster, when this operator started it)."""
+        for f in self.shards:
+            f.release()
+        self.shards = []
+        if self._owns_client:
+            cluster = self.client.cluster
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+
+    def __enter__(self) -> "GenotypeOperator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

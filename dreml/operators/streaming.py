@@ -1,0 +1,275 @@
+"""The in-process streaming operator, and the set-up it shares with the Dask operator.
+
+`build_layout` turns stores + a component spec + a sample subset into what every genotype
+operator needs: the validated stores, the filtered components with their m_g, and the
+frequencies p_j used to standardise. `GenotypeOperatorBase` exposes that layout through the
+operator protocol. `StreamingOperator` then reads the store shard by shard on every pass
+(no Dask, bounded memory); it runs the same shard functions as the Dask operator.
+
+Frequencies: by default ("store") p_j comes from the store's statistics over ALL its
+samples, which matches GCTA run on the whole file, keeps K_g identical whichever phenotype
+(and so sample subset) is analysed, and costs no pass. "samples" recomputes p_j, the missing
+rates and the monomorphic test over the analysed samples (one extra pass at build time),
+which centres Z_g exactly on the subset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from dreml.backend import Backend
+from dreml.components import Components, FilterReport, VariantStats, filter_components, per_store
+from dreml.errors import InputError
+from dreml.operators.dense import DenseOperator
+from dreml.operators.protocol import as_block, check_weights
+from dreml.operators.shard import ShardSpec, add_partials, call_counts, load_shard, plan_shards, shard_matmat
+from dreml.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+Frequencies = Literal["store", "samples"]
+# map(call_counts, argument tuples) -> results, run in-process or on a cluster
+CountMap = Callable[[list[tuple]], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Stores, samples and filtered components of a genotype operator.
+
+    Attributes:
+        stores: the opened stores (same samples, same order).
+        samples: indices of the analysed samples into the stores' samples (None: all).
+        components: components after filters; `components.m` is m_g.
+        report: what the filters removed, per component.
+        frequencies: per store, the p_j used to standardise.
+    """
+
+    stores: tuple[Store, ...]
+    samples: np.ndarray | None  # shape: (n,)
+    components: Components
+    report: FilterReport
+    frequencies: tuple[np.ndarray, ...]
+
+    @property
+    def n(self) -> int:
+        return self.stores[0].n_samples if self.samples is None else len(self.samples)
+
+    def plan(self, max_rows: int, multiple_of: int = 1) -> list[ShardSpec]:
+        """Shards of at most `max_rows` rows (see `plan_shards`)."""
+        return plan_shards(
+            [str(s.path) for s in self.stores],
+            self.components.variant_indices,
+            self.components.stores,
+            self.components.m,
+            self.frequencies,
+            max_rows,
+            multiple_of,
+        )
+
+
+def _open_stores(stores: Store | str | Path | Sequence[Store | str | Path]) -> tuple[Store, ...]:
+    items = [stores] if isinstance(stores, (Store, str, Path)) else list(stores)
+    if not items:
+        raise InputError("no genotype store given")
+    opened = tuple(s if isinstance(s, Store) else open_store(s) for s in items)
+    first = opened[0]
+    for other in opened[1:]:
+        if other.n_samples != first.n_samples:
+            raise InputError(
+                f"stores {first.path} and {other.path} hold different samples "
+                f"({first.n_samples} vs {other.n_samples}); multi-store operators need the same samples in the same order"
+            )
+        differ = np.flatnonzero(first.sample_id != other.sample_id)
+        if differ.size:
+            i = int(differ[0])
+            raise InputError(
+                f"stores {first.path} and {other.path} differ in sample order: sample {i} is "
+                f"{str(first.sample_id[i])!r} vs {str(other.sample_id[i])!r}; multi-store operators need the same samples in the same order"
+            )
+    return opened
+
+
+def _check_samples(samples: Sequence[int] | np.ndarray | None, n_samples: int) -> np.ndarray | None:
+    if samples is None:
+        return None
+    idx = np.asarray(samples)
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise InputError(f"samples must be a non-empty 1-d array of integer indices, got dtype {idx.dtype} shape {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n_samples:
+        raise InputError(f"sample index out of range [0, {n_samples}): {int(idx.min())}..{int(idx.max())}")
+    if np.unique(idx).size != idx.size:
+        raise InputError("samples contain a repeated index")
+    return idx.astype(np.int64)
+
+
+def _local_map(args: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [call_counts(*a) for a in args]
+
+
+def build_layout(
+    stores: Store | str | Path | Sequence[Store | str | Path],
+    components: Components | None = None,
+    samples: Sequence[int] | np.ndarray | None = None,
+    *,
+    min_maf: float = 0.0,
+    max_missing: float = 1.0,
+    frequencies: Frequencies = "store",
+    count_map: CountMap = _local_map,
+) -> Layout:
+    """Validate the inputs of a genotype operator and apply the variant filters.
+
+    Arguments:
+        stores: one store (path or `Store`) or several with identical samples.
+        components: the spec (default: one component per store, all its variants).
+        samples: analysed samples as indices into the stores' samples (default: all).
+        min_maf, max_missing: variant filters (monomorphic variants are always excluded).
+        frequencies: "store" (p_j over all samples, the default) or "samples" (p_j over
+            `samples`); see the module docstring.
+        count_map: how the "samples" statistics pass runs (in-process, or on a cluster).
+    """
+    opened = _open_stores(stores)
+    idx = _check_samples(samples, opened[0].n_samples)
+    components = components if components is not None else per_store(opened)
+    components.check_stores([s.n_variants for s in opened])
+    if frequencies == "store":
+        stats = [VariantStats.from_store(s) for s in opened]
+    elif frequencies == "samples":
+        stats = []
+        for s in opened:
+            step = s.chunks[0]
+            ranges = [(str(s.path), a, min(a + step, s.n_variants), idx) for a in range(0, s.n_variants, step)]
+            counts = list(count_map(ranges))
+            n = s.n_samples if idx is None else len(idx)
+            stats.append(VariantStats.from_counts(np.concatenate([c for c, _ in counts]), np.concatenate([d for _, d in counts]), n))
+    else:
+        raise ValueError(f"frequencies must be 'store' or 'samples', got {frequencies!r}")
+    kept, report = filter_components(components, stats, min_maf=min_maf, max_missing=max_missing)
+    logger.info("components after filters:\n%s", report.table())
+    return Layout(opened, idx, kept, report, tuple(st.allele_frequency for st in stats))
+
+
+class GenotypeOperatorBase:
+    """Protocol properties shared by the genotype operators (set `self.layout` first).
+
+    Attributes:
+        layout: stores, samples and filtered components.
+        pass_times: wall-clock seconds of every pass so far.
+    """
+
+    layout: Layout
+    dtype: np.dtype
+
+    def __init__(self, layout: Layout, dtype: np.dtype | type) -> None:
+        self.layout = layout
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.pass_times: list[float] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.layout.n, self.layout.n)
+
+    @property
+    def n_components(self) -> int:
+        return self.layout.components.n_components
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return self.layout.components.names
+
+    @property
+    def m(self) -> np.ndarray:
+        """m_g: variants per component after filters."""
+        return self.layout.components.m
+
+    @property
+    def report(self) -> FilterReport:
+        return self.layout.report
+
+    @property
+    def passes(self) -> int:
+        return len(self.pass_times)
+
+    def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """K_g V for every g, shape (G, n, k), or sum_g weights_g K_g V, shape (n, k); float64."""
+        block, vector = as_block(V, self.shape[0])
+        w = check_weights(weights, self.n_components)
+        t0 = time.perf_counter()
+        total = self._pass(block.astype(self.dtype), w)
+        self.pass_times.append(time.perf_counter() - t0)
+        logger.debug("pass %d took %.3f s", self.passes, self.pass_times[-1])
+        if w is None:
+            out = np.zeros((self.n_components,) + block.shape)
+            for g, part in total.items():
+                out[g] = part
+        else:
+            out = np.asarray(total, dtype=np.float64)
+        return out[..., 0] if vector else out
+
+    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
+        raise NotImplementedError
+
+
+class StreamingOperator(GenotypeOperatorBase):
+    """Genotype operator computed in this process, reading the stores shard by shard each pass.
+
+    Arguments:
+        stores, components, samples, min_maf, max_missing, frequencies: see `build_layout`.
+        dtype: arithmetic precision (float32 default, float64 option); results are float64.
+        shard_variants: rows per shard (default: the store's variant chunk), the bound on
+            the memory one pass holds at a time.
+        backend: "auto" (CuPy with a GPU, else NumPy), "numpy" or "cupy".
+    """
+
+    def __init__(
+        self,
+        stores: Store | str | Path | Sequence[Store | str | Path],
+        components: Components | None = None,
+        samples: Sequence[int] | np.ndarray | None = None,
+        *,
+        dtype: np.dtype | type = np.float32,
+        min_maf: float = 0.0,
+        max_missing: float = 1.0,
+        frequencies: Frequencies = "store",
+        shard_variants: int | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        layout = build_layout(stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies)
+        super().__init__(layout, dtype)
+        self.backend = backend
+        self.shards = layout.plan(shard_variants or layout.stores[0].chunks[0])
+
+    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
+        total = None
+        for spec in self.shards:
+            part = shard_matmat(load_shard(spec, self.layout.samples, self.dtype.name, self.backend), V, weights)
+            total = part if total is None else add_partials(total, part)
+        return total
+
+
+def dense_reference(
+    stores: Store | str | Path | Sequence[Store | str | Path],
+    components: Components | None = None,
+    samples: Sequence[int] | np.ndarray | None = None,
+    **layout_options,
+) -> DenseOperator:
+    """The explicit float64 K_g of the same layout, as a `DenseOperator` (exact fits, small n).
+
+    Builds K_g = Z_g Z_g^T / m_g from the same shards a streaming operator reads.
+    """
+    layout = build_layout(stores, components, samples, **layout_options)
+    n, G = layout.n, layout.components.n_components
+    K = np.zeros((G, n, n))
+    for spec in layout.plan(layout.stores[0].chunks[0]):
+        shard = load_shard(spec, layout.samples, "float64", "numpy")
+        for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
+            K[g] += inv_m * (shard.Z[a:b].T @ shard.Z[a:b])
+    return DenseOperator(K, layout.components.names)

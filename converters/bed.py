@@ -53,7 +53,9 @@ def decode_bed_records(raw: np.ndarray, out: np.ndarray) -> None:
     `out` is int8 of shape (rows, 4 * ceil(n/4)), C-contiguous; its last columns receive the
     padding codes (dosage 2) and are for the caller to ignore.
     """
-    np.take(_LOOKUP, raw, out=out.view(np.uint32))  # out viewed as (rows, ceil(n/4)) uint32
+    # out viewed as (rows, ceil(n/4)) uint32; mode="wrap" because the default "raise" makes
+    # np.take buffer its output (uint8 indices are always < 256, so nothing wraps).
+    np.take(_LOOKUP, raw, out=out.view(np.uint32), mode="wrap")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def verify(store: Store, prefix: str | Path, *, fmt: str | None = None) -> Verif
         if differs.size:
             report.mismatches.append(
                 f"{store.path}: call_dosage differs from the source at {differs.size} variant(s) "
-                f"of [{start}, {stop}), first {store.variant_id[start + differs[0]]!r}"
+                f"of [{start}, {stop}), first {str(store.variant_id[start + differs[0]])!r}"
             )
     logger.info("compared %d genotypes: %d mismatch(es)", report.n_genotypes, len(report.mismatches))
     return report

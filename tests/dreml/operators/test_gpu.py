@@ -1,0 +1,60 @@
+"""CuPy workers and Dask-CUDA clusters; skipped cleanly without CuPy, CUDA or dask-cuda."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import N, reference_KV, rel_err
+
+from dreml.backend import array_module, cuda_available
+from dreml.components import by_chromosome
+from dreml.operators import GenotypeOperator, StreamingOperator
+from dreml.operators.shard import load_shard, plan_shards
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device"),
+]
+
+
+def _expected(cohort, V):
+    contig = cohort.store.variant_contig
+    return reference_KV(cohort.genotypes, [np.flatnonzero(contig == c) for c in range(3)], V)[0]
+
+
+def test_array_module__auto_picks_cupy_on_gpu():
+    assert array_module("auto").__name__ == "cupy"
+
+
+def test_load_shard__resident_on_device(cohort):
+    store = cohort.store
+    spec = plan_shards([str(store.path)], [np.arange(50)], [0], np.array([50]), [store.variant_allele_frequency], 100)[0]
+    shard = load_shard(spec, None, "float32", "cupy")
+    assert type(shard.Z).__module__.startswith("cupy")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming__cupy_matches_dense(cohort, dtype):
+    V = np.random.default_rng(0).standard_normal((N, 4))
+    op = StreamingOperator(cohort.store, by_chromosome(cohort.store), dtype=dtype, backend="cupy", shard_variants=37)
+    got = op.matmat(V)
+    assert isinstance(got, np.ndarray)
+    assert rel_err(got, _expected(cohort, V)) <= (1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_genotype_operator__dask_cuda_cluster(cohort):
+    pytest.importorskip("dask_cuda")
+    from dreml.cluster import connect
+
+    client = connect(dashboard_address=None)
+    try:
+        V = np.random.default_rng(1).standard_normal((N, 4))
+        op = GenotypeOperator(cohort.store, by_chromosome(cohort.store), client=client, shard_variants=37)
+        assert rel_err(op.matmat(V), _expected(cohort, V)) <= 1e-6
+        kinds = client.run(lambda: array_module("auto").__name__)
+        assert set(kinds.values()) == {"cupy"}
+        op.close()
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()

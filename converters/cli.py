@@ -20,7 +20,7 @@ from pathlib import Path
 
 import distributed
 
-from converters.convert import DEFAULT_SAMPLE_CHUNK, DEFAULT_VARIANT_CHUNK, check_output, convert
+from converters.convert import DEFAULT_SAMPLE_CHUNK, DEFAULT_VARIANT_CHUNK, check_chunk_sizes, check_output, open_source, write_store
 from converters.verify import verify
 from dreml._version import __version__
 from dreml.errors import DremlError
@@ -70,11 +70,13 @@ def _client(args: argparse.Namespace) -> Iterator[distributed.Client]:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    check_output(Path(args.out), args.overwrite)  # before paying for a cluster
+    # check the output and every input file before paying for a cluster
+    check_chunk_sizes(args.variant_chunk, args.sample_chunk)
+    check_output(Path(args.out), args.overwrite)
+    source = open_source(args.fmt, args.prefix)
     with _client(args) as client:
-        store = convert(
-            args.fmt,
-            args.prefix,
+        store = write_store(
+            source,
             args.out,
             client=client,
             variant_chunk=args.variant_chunk,

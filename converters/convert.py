@@ -61,6 +61,12 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out}: exists and is not a Zarr store; refusing to delete it even with overwrite")
 
 
+def check_chunk_sizes(variant_chunk: int, sample_chunk: int) -> None:
+    for name, value in (("variant_chunk", variant_chunk), ("sample_chunk", sample_chunk)):
+        if int(value) != value or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
 class _ProgressCallback(Callback):
     """Advances a tqdm bar once per finished task of the local threaded scheduler."""
 
@@ -119,12 +125,31 @@ def convert(
     Returns:
         The new store, opened and validated.
     """
-    for name, value in (("variant_chunk", variant_chunk), ("sample_chunk", sample_chunk)):
-        if int(value) != value or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return write_store(
+        open_source(fmt, prefix),  # every input check happens before anything is written
+        out,
+        client=client,
+        variant_chunk=variant_chunk,
+        sample_chunk=sample_chunk,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def write_store(
+    source: Source,
+    out: str | Path,
+    *,
+    client: distributed.Client | None = None,
+    variant_chunk: int = DEFAULT_VARIANT_CHUNK,
+    sample_chunk: int = DEFAULT_SAMPLE_CHUNK,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Store:
+    """`convert` for a source that is already open (the CLI opens it before starting a cluster)."""
+    check_chunk_sizes(variant_chunk, sample_chunk)
     out = Path(out)
     check_output(out, overwrite)
-    source = open_source(fmt, prefix)  # every input check happens before anything is written
     partial = partial_path(out)
     if partial.exists() or partial.is_symlink():
         logger.info("removing %s left by an earlier conversion", partial)

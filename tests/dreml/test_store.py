@@ -1,0 +1,115 @@
+"""`dreml.open_store` validation and the `Store` reading API, on stores written by the converter."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from converters import convert
+from dreml.plink_write import write_plink1
+from dreml.store import StoreError, open_store
+
+
+@pytest.fixture
+def store_path(tmp_path) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(3)
+    dosage = rng.integers(-1, 3, size=(23, 9)).astype(np.int8)
+    write_plink1(tmp_path / "x", dosage)
+    convert("bed", tmp_path / "x", tmp_path / "x.zarr", variant_chunk=5, sample_chunk=4)
+    return tmp_path / "x.zarr", dosage
+
+
+def set_attr(path: Path, **attrs) -> None:
+    zarr.open_group(str(path), mode="r+").attrs.update(attrs)
+
+
+def test_store__reading_api(store_path):
+    path, dosage = store_path
+    store = open_store(path)
+    assert (store.n_variants, store.n_samples, store.chunks) == (23, 9, (5, 4))
+    np.testing.assert_array_equal(store.dosage(3, 17), dosage[3:17])
+    np.testing.assert_array_equal(store.dosage(0, 23, samples=np.array([8, 0, 3])), dosage[:, [8, 0, 3]])
+    assert store.sample_id.dtype.kind == "U" and list(store.sample_id[:2]) == ["s0", "s1"]
+    np.testing.assert_allclose(store.variant_missing_rate, (dosage < 0).mean(axis=1))
+    assert "samples        9" in store.summary() and "x.bed" in store.summary()
+    with pytest.raises(IndexError, match=r"variant range \[20, 24\) outside \[0, 23\)"):
+        store.dosage(20, 24)
+
+
+def test_open_store__raise_on_missing_path(tmp_path):
+    with pytest.raises(StoreError, match=re.escape(f"{tmp_path / 'nope.zarr'}: no such store")):
+        open_store(tmp_path / "nope.zarr")
+
+
+def test_open_store__raise_on_not_a_group(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreError, match="not a Zarr v3 group"):
+        open_store(tmp_path / "plain")
+
+
+def test_open_store__raise_on_incomplete(store_path):
+    path, _ = store_path
+    set_attr(path, complete=False)
+    with pytest.raises(StoreError, match=r"x\.zarr: store is incomplete \(conversion was interrupted"):
+        open_store(path)
+
+
+def test_open_store__raise_on_unknown_version(store_path):
+    path, _ = store_path
+    set_attr(path, format_version=99)
+    with pytest.raises(StoreError, match=r"store format version 99 is not supported \(this dreml reads version 1\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_foreign_format(store_path):
+    path, _ = store_path
+    set_attr(path, format="vcf-zarr")
+    with pytest.raises(StoreError, match=r"not a dreml genotype store \(attribute 'format' is 'vcf-zarr'\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_missing_attribute(store_path):
+    path, _ = store_path
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = group.attrs.asdict()
+    del attrs["source"]
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    with pytest.raises(StoreError, match=r"missing group attribute\(s\) source"):
+        open_store(path)
+
+
+def test_open_store__raise_on_shape_disagreement(store_path):
+    path, _ = store_path
+    group = zarr.open_group(str(path), mode="r+")
+    group["variant_position"].resize((22,))
+    with pytest.raises(StoreError, match=r"array 'variant_position' has shape \(22,\), expected \(23,\) \(variants\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_counts_disagreeing_with_dosage(store_path):
+    path, _ = store_path
+    set_attr(path, n_samples=10)
+    with pytest.raises(StoreError, match=r"array 'sample_id' has shape \(9,\), expected \(10,\) \(samples\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_missing_array(store_path):
+    path, _ = store_path
+    shutil.rmtree(path / "variant_allele_frequency")
+    with pytest.raises(StoreError, match=r"array 'variant_allele_frequency' is missing"):
+        open_store(path)
+
+
+def test_open_store__raise_on_wrong_dtype(store_path):
+    path, _ = store_path
+    group = zarr.open_group(str(path), mode="r+")
+    del group["variant_call_count"]
+    group.create_array("variant_call_count", shape=(23,), dtype="float32")
+    with pytest.raises(StoreError, match=r"array 'variant_call_count' has dtype float32, expected int64"):
+        open_store(path)

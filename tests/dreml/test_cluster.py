@@ -20,16 +20,32 @@ def _close(client) -> None:
         cluster.close()
 
 
-def test_connect__local_cpu_workers_on_localhost(caplog):
-    with caplog.at_level(logging.INFO, logger="dreml.cluster"):
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_connect__local_cpu_workers_on_localhost(monkeypatch):
+    # a handler on our own logger: LocalCluster lowers the level of the root's stream
+    # handlers (pytest's caplog among them) while it runs (`silence_logs`)
+    records = _Records()
+    monkeypatch.setattr(dreml.cluster.logger, "level", logging.INFO)
+    dreml.cluster.logger.addHandler(records)
+    try:
         client = connect(n_workers=2, memory_limit="1GiB", dashboard_address=None)
+    finally:
+        dreml.cluster.logger.removeHandler(records)
     try:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert len(workers) == 2
         assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
         assert all(w["nthreads"] == 1 and w["memory_limit"] == 2**30 for w in workers.values())
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
-        assert "dashboard:" in caplog.text and "2 worker(s)" in caplog.text
+        assert any("dashboard:" in m and "2 worker(s)" in m for m in records.messages)
     finally:
         _close(client)
 

@@ -1,0 +1,137 @@
+"""Genotype operator benchmark: one pass against the bare GEMMs, Dask latency, worker memory.
+
+Figures (docs/performance.md, "Genotype operator"):
+- pass: one `matmat` of an n x k block (k = 64) through the Dask operator on W CPU workers
+  (1 thread each; distributed runs BLAS single-threaded in workers), beside the bare NumPy
+  float32 GEMM pair of the same shapes (T = Z V, then Z^T T, Z variant-major as in the
+  shards) run on the same W workers at the same time, each on its m / W variants.
+  ratio = pass / GEMM pair (target <= 1.4). The driver's own GEMM pair (all cores) is
+  listed for reference.
+- latency: a pass over many tiny shards: the per-pass floor and the cost per shard task.
+- memory: peak RSS of each worker after loading and passes, against the shard bytes and
+  the memory budget.
+Inputs come from `dreml.simulate` + `converters.convert`, cached under bench_out/operator/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converters import convert
+from dreml.cluster import connect
+from dreml.operators import GenotypeOperator
+from dreml.simulate import SimulationConfig, simulate_cohort
+from dreml.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+CACHE = Path("bench_out/operator")
+FULL = {"n": 20_000, "m": 50_000, "k": 64}
+QUICK = {"n": 2_000, "m": 5_000, "k": 16}
+REPEATS = 3
+
+
+def cohort_store(n: int, m: int, client=None) -> Store:
+    """The simulated cohort's store, simulated and converted on first use."""
+    out = CACHE / f"n{n}_m{m}.zarr"
+    if out.exists():
+        return open_store(out)
+    prefix = CACHE / f"n{n}_m{m}"
+    if not Path(f"{prefix}.bed").exists():
+        logger.info("simulating %d samples x %d variants", n, m)
+        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=2, seed=11), prefix)
+    return convert("bed", prefix, out, client=client, variant_chunk=1024, sample_chunk=8192)
+
+
+def gemm_pair(n: int, m: int, k: int, seed: int = 0) -> float:
+    """Seconds of T = Z V, Z^T T in float32, Z of shape (m, n) (best of REPEATS)."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((m, n), dtype=np.float32)
+    V = rng.standard_normal((n, k), dtype=np.float32)
+    best = np.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        T = Z @ V  # shape: (m, k)
+        Z.T @ T  # shape: (n, k)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kiB
+
+
+def _time_passes(op: GenotypeOperator, V: np.ndarray) -> float:  # V shape: (n, k)
+    for _ in range(REPEATS):
+        op.matmat(V)
+    return min(op.pass_times)
+
+
+def pass_vs_gemm(store: Store, k: int, n_workers: int) -> dict:
+    """One configuration: W workers, the operator pass and the bare GEMM pair."""
+    n, m = store.n_samples, store.n_variants
+    with connect(n_workers=n_workers, threads_per_worker=1, dashboard_address=None) as client:
+        t0 = time.perf_counter()
+        op = GenotypeOperator(store, client=client)
+        load_s = time.perf_counter() - t0
+        V = np.random.default_rng(1).standard_normal((n, k))
+        pass_s = _time_passes(op, V)
+        peak = max(client.run(_peak_rss).values())
+        shard_bytes = int(op.m.sum()) * n * 4 // n_workers
+        budget, n_shards = op.memory_budget, len(op.shards)
+        op.close()
+        # every worker multiplies its share at once: the parallel bare-GEMM time of the pass
+        gemm_s = max(client.run(gemm_pair, n, -(-m // n_workers), k).values())
+        client.cluster.close()
+    return {
+        "workers": n_workers, "n": n, "m": m, "k": k, "shards": n_shards,
+        "load_s": load_s, "pass_s": pass_s, "gemm_pair_s": gemm_s, "ratio": pass_s / gemm_s,
+        "gflops": 4.0 * n * m * k / pass_s / 1e9,
+        "peak_rss_gib": peak / 2**30, "shards_gib": shard_bytes / 2**30, "budget_gib": budget / 2**30,
+    }
+
+
+def latency(store: Store, n_workers: int, shard_variants: int) -> dict:
+    """Pass time over many tiny shards (k = 1): the Dask per-pass and per-task floor."""
+    with connect(n_workers=n_workers, threads_per_worker=1, dashboard_address=None) as client:
+        op = GenotypeOperator(store, client=client, shard_variants=shard_variants)
+        V = np.random.default_rng(2).standard_normal((store.n_samples, 1))
+        pass_s = _time_passes(op, V)
+        n_shards = len(op.shards)
+        op.close()
+        client.cluster.close()
+    return {"workers": n_workers, "n": store.n_samples, "shards": n_shards, "pass_s": pass_s,
+            "ms_per_shard": 1e3 * pass_s / n_shards}
+
+
+def run(quick: bool) -> list[dict]:
+    """Benchmark rows (see the module docstring); `quick` uses small sizes."""
+    size = QUICK if quick else FULL
+    CACHE.mkdir(parents=True, exist_ok=True)
+    store = cohort_store(size["n"], size["m"])
+    rows = [dict(case="pass", **pass_vs_gemm(store, size["k"], w)) for w in (1, 2)]
+    rows.append(dict(case="driver_gemm", workers=0, n=size["n"], m=size["m"], k=size["k"],
+                     gemm_pair_s=gemm_pair(size["n"], size["m"], size["k"])))
+    tiny = cohort_store(1_000, 2_000)
+    rows += [dict(case="latency", **latency(tiny, w, s)) for w in (1, 2) for s in (2_000, 10)]
+    return rows
+
+
+def main() -> None:
+    from benchmarks.run import format_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(format_table(run(args.quick)))
+
+
+if __name__ == "__main__":
+    main()

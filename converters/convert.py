@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 OPENERS: dict[str, Callable[[str | Path], Source]] = {"bed": open_bed, "pgen": open_pgen}
 DEFAULT_VARIANT_CHUNK = 1024
-DEFAULT_SAMPLE_CHUNK = 8192
+DEFAULT_SAMPLE_CHUNK = 65536
 
 
 def open_source(fmt: str, prefix: str | Path) -> Source:

@@ -119,6 +119,8 @@ def create_store(path: Path, source: Source, *, variant_chunk: int, sample_chunk
             dtype=str if spec.dtype == "str" else spec.dtype,
             chunks=_array_chunks(name, shape, variant_chunk, sample_chunk),
             compressors=DOSAGE_COMPRESSOR if name == "call_dosage" else "auto",
+            # an unwritten dosage chunk reads as missing, never as a genotype
+            fill_value=MISSING_DOSAGE if name == "call_dosage" else None,
             dimension_names=spec.dims,
         )
     metadata = {

@@ -123,26 +123,42 @@ def run(quick: bool) -> list[dict]:
     prefix = cohort(n, m)
     out = CACHE / "convert_bench.zarr"
     rows: list[dict] = []
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         client.run(importlib.import_module, "converters.writer")  # worker imports are start-up
         with PeakMemory() as memory:
             t0 = time.perf_counter()
             store = convert("bed", prefix, out, client=client, overwrite=True)
             seconds = time.perf_counter() - t0
     bed_mb = Path(f"{prefix}.bed").stat().st_size / 1e6
-    rows.append({
-        "step": "convert (2 workers)", "n": n, "m": m, "seconds": seconds,
-        "Mgenotypes/s": n * m / seconds / 1e6, "bed MB/s": bed_mb / seconds,
-        "peak memory GB": memory.peak / 1e9, "raw read / convert": 1.0,
-    })
+    rows.append(
+        {
+            "step": "convert (2 workers)",
+            "n": n,
+            "m": m,
+            "seconds": seconds,
+            "Mgenotypes/s": n * m / seconds / 1e6,
+            "bed MB/s": bed_mb / seconds,
+            "peak memory GB": memory.peak / 1e9,
+            "raw read / convert": 1.0,
+        }
+    )
     for reader, read_seconds in raw_read_seconds(prefix, n).items():
-        rows.append({
-            "step": f"raw read ({reader})", "n": n, "m": m, "seconds": read_seconds,
-            "Mgenotypes/s": n * m / read_seconds / 1e6, "bed MB/s": bed_mb / read_seconds,
-            "raw read / convert": read_seconds / seconds,
-        })
+        rows.append(
+            {
+                "step": f"raw read ({reader})",
+                "n": n,
+                "m": m,
+                "seconds": read_seconds,
+                "Mgenotypes/s": n * m / read_seconds / 1e6,
+                "bed MB/s": bed_mb / read_seconds,
+                "raw read / convert": read_seconds / seconds,
+            }
+        )
     rows.append({"step": f"compression ({next(iter(SPECTRA))})", "n": n, "m": m, **compression(store)})
     for label, maf_min in list(SPECTRA.items())[1:]:
         spectrum_prefix = cohort(n, sizes["m_spectrum"], maf_min)

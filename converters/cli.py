@@ -20,7 +20,14 @@ from pathlib import Path
 
 import distributed
 
-from converters.convert import DEFAULT_SAMPLE_CHUNK, DEFAULT_VARIANT_CHUNK, check_chunk_sizes, check_output, open_source, write_store
+from converters.convert import (
+    DEFAULT_SAMPLE_CHUNK,
+    DEFAULT_VARIANT_CHUNK,
+    check_chunk_sizes,
+    check_output,
+    open_source,
+    write_store,
+)
 from converters.verify import verify
 from dreml._version import __version__
 from dreml.errors import DremlError
@@ -62,9 +69,12 @@ def _client(args: argparse.Namespace) -> Iterator[distributed.Client]:
         with distributed.Client(args.scheduler) as client:
             yield client
         return
-    with distributed.LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1"
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         logger.info("local Dask cluster of %d workers, dashboard %s", args.workers, client.dashboard_link)
         yield client
 
@@ -103,9 +113,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return int(args.run(args))
     except DremlError as exc:

@@ -16,6 +16,7 @@ from dreml.store import Store
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class VerifyReport:
     """Outcome of `verify`: `mismatches` lists one line per difference found (empty = equal)."""

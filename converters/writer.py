@@ -161,8 +161,6 @@ def finalize_store(group: zarr.Group, stats: list[ChunkStats]) -> None:
     for name, column in columns.items():
         group[f"variant_{name}"][...] = column
     count = columns["call_count"]
-    frequency = np.divide(
-        columns["dosage_sum"], 2.0 * count, out=np.full(m, np.nan), where=count > 0
-    )
+    frequency = np.divide(columns["dosage_sum"], 2.0 * count, out=np.full(m, np.nan), where=count > 0)
     group["variant_allele_frequency"][...] = frequency
     group.attrs.update({"complete": True})  # last write: the store is valid from here on

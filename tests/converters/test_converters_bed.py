@@ -5,13 +5,11 @@ from __future__ import annotations
 import bed_reader
 import numpy as np
 import pytest
+from plink_fixtures import random_dosage, read_bed_with_pgenlib, write_bed_fileset, write_pgen_fileset
 
 from converters import bed
 from converters.bed import open_bed
 from converters.pgen import open_pgen
-from dreml.errors import InputError
-
-from plink_fixtures import random_dosage, read_bed_with_pgenlib, write_bed_fileset, write_pgen_fileset
 
 
 def test_lookup_table_decodes_every_byte():

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plink_fixtures import random_dosage, write_bed_fileset
 
 from converters.cli import main
 from converters.convert import partial_path
 from converters.verify import verify
 from dreml.store import StoreError, open_store
-
-from plink_fixtures import random_dosage, write_bed_fileset
 
 SCRIPT = str(Path(sys.executable).with_name("dreml-convert"))
 
@@ -30,7 +29,8 @@ def test_cli__raise_on_missing_companion_file_exit_2(tmp_path):
     result = run_cli("bed", str(tmp_path / "absent"), str(tmp_path / "x.zarr"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"dreml-convert: error: {tmp_path / 'absent.bed'}: no such file (a fileset needs absent.bed, absent.bim, absent.fam)"
+        f"dreml-convert: error: {tmp_path / 'absent.bed'}: no such file "
+        "(a fileset needs absent.bed, absent.bim, absent.fam)"
     ]
     assert not (tmp_path / "x.zarr").exists()
 
@@ -39,7 +39,10 @@ def test_cli__info_verify_and_existing_output(tmp_path, rng, capsys):
     dosage = random_dosage(rng, 30, 11)
     write_bed_fileset(tmp_path / "x", dosage)
     # in-process with a 1-worker local cluster: the same code path as the console script
-    assert main(["-q", "bed", str(tmp_path / "x"), str(tmp_path / "x.zarr"), "--workers", "1", "--variant-chunk", "8"]) == 0
+    assert (
+        main(["-q", "bed", str(tmp_path / "x"), str(tmp_path / "x.zarr"), "--workers", "1", "--variant-chunk", "8"])
+        == 0
+    )
     assert main(["info", str(tmp_path / "x.zarr")]) == 0
     assert "variants       30" in capsys.readouterr().out
     assert main(["-q", "verify", str(tmp_path / "x.zarr"), str(tmp_path / "x")]) == 0
@@ -55,9 +58,22 @@ def test_cli__info_verify_and_existing_output(tmp_path, rng, capsys):
 def test_cli__killed_midway_leaves_no_valid_store_and_rerun_succeeds(tmp_path, rng):
     write_bed_fileset(tmp_path / "big", random_dosage(np.random.default_rng(5), 3000, 1000))
     out = tmp_path / "big.zarr"
-    args = ["-q", "bed", str(tmp_path / "big"), str(out), "--workers", "1", "--variant-chunk", "10", "--sample-chunk", "256"]
+    args = [
+        "-q",
+        "bed",
+        str(tmp_path / "big"),
+        str(out),
+        "--workers",
+        "1",
+        "--variant-chunk",
+        "10",
+        "--sample-chunk",
+        "256",
+    ]
     # own session, so that the whole process group (the CLI and its Dask worker) can be killed
-    process = subprocess.Popen([SCRIPT, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [SCRIPT, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     chunks = partial_path(out) / "call_dosage" / "c"
     deadline = time.monotonic() + 60
     while not (chunks.is_dir() and any(chunks.iterdir())):

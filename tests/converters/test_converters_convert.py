@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import distributed
 import numpy as np
 import pgenlib
 import pytest
 import zarr
-
-from converters import convert
-from converters.convert import partial_path
-from converters.verify import verify
-from dreml.errors import InputError
-from dreml.store import StoreError, open_store
-from dreml.store_schema import ARRAYS, FORMAT_NAME
-
 from plink_fixtures import (
     assert_no_complete_store,
     random_dosage,
@@ -27,12 +17,22 @@ from plink_fixtures import (
     write_pgen_fileset,
 )
 
+from converters import convert
+from converters.convert import partial_path
+from converters.verify import verify
+from dreml.errors import InputError
+from dreml.store import open_store
+from dreml.store_schema import ARRAYS, FORMAT_NAME
+
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 
@@ -83,7 +83,9 @@ def test_convert__on_cluster_bed_equals_pgen(tmp_path, rng, client):
     bed_store = convert("bed", tmp_path / "x", tmp_path / "bed.zarr", client=client, variant_chunk=40, sample_chunk=16)
     # BED -> PGEN through pgenlib's writer, fed by pgenlib's own reading of the .bed
     write_pgen_fileset(tmp_path / "x", read_bed_with_pgenlib(tmp_path / "x.bed", 37), meta)
-    pgen_store = convert("pgen", tmp_path / "x", tmp_path / "pgen.zarr", client=client, variant_chunk=40, sample_chunk=16)
+    pgen_store = convert(
+        "pgen", tmp_path / "x", tmp_path / "pgen.zarr", client=client, variant_chunk=40, sample_chunk=16
+    )
     assert_store_matches(bed_store, dosage, meta)
     assert_store_matches(pgen_store, dosage, meta)
     for name in ARRAYS:
@@ -95,7 +97,9 @@ def test_convert__on_cluster_bed_equals_pgen(tmp_path, rng, client):
 
 
 def test_convert__pgen_dosages_become_hard_calls(tmp_path):
-    writer = pgenlib.PgenWriter(str(tmp_path / "d.pgen").encode(), 6, variant_ct=1, nonref_flags=False, dosage_present=True)
+    writer = pgenlib.PgenWriter(
+        str(tmp_path / "d.pgen").encode(), 6, variant_ct=1, nonref_flags=False, dosage_present=True
+    )
     writer.append_dosages(np.array([0.0, 0.95, 1.12, 1.5, 2.0, -9], dtype=np.float32))
     writer.close()
     (tmp_path / "d.pvar").write_text("#CHROM\tPOS\tID\tREF\tALT\n1\t5\tv\tA\tC\n")
@@ -152,7 +156,9 @@ def test_convert__raise_on_wrong_bed_magic(tmp_path, rng):
     data = bytearray((tmp_path / "x.bed").read_bytes())
     data[2] = 0x00  # sample-major
     (tmp_path / "x.bed").write_bytes(bytes(data))
-    with pytest.raises(InputError, match=r"x\.bed: not a variant-major PLINK1 \.bed: first bytes are 6c 1b 00, expected 6c 1b 01"):
+    with pytest.raises(
+        InputError, match=r"x\.bed: not a variant-major PLINK1 \.bed: first bytes are 6c 1b 00, expected 6c 1b 01"
+    ):
         convert("bed", tmp_path / "x", tmp_path / "x.zarr")
     assert_no_complete_store(tmp_path / "x.zarr")
 
@@ -173,12 +179,15 @@ def test_convert__raise_on_bed_size_inconsistent(tmp_path, rng, change):
     assert_no_complete_store(tmp_path / "x.zarr")
 
 
-@pytest.mark.parametrize(("fmt", "ext", "line", "expected"), [
-    ("bed", "bim", "1 bad 0 notanumber A G", r"x\.bim: line 3: position 'notanumber' is not an integer"),
-    ("bed", "fam", "f s 0 0", r"x\.fam: line 3: expected 6 columns"),
-    ("pgen", "pvar", "1\t5\tbad", r"x\.pvar: line 3: expected at least 5 columns"),
-    ("pgen", "psam", "onlyfid", r"x\.psam: line 3: expected at least 3 columns"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "ext", "line", "expected"),
+    [
+        ("bed", "bim", "1 bad 0 notanumber A G", r"x\.bim: line 3: position 'notanumber' is not an integer"),
+        ("bed", "fam", "f s 0 0", r"x\.fam: line 3: expected 6 columns"),
+        ("pgen", "pvar", "1\t5\tbad", r"x\.pvar: line 3: expected at least 5 columns"),
+        ("pgen", "psam", "onlyfid", r"x\.psam: line 3: expected at least 3 columns"),
+    ],
+)
 def test_convert__raise_on_malformed_line(tmp_path, rng, fmt, ext, line, expected):
     dosage = random_dosage(rng, 5, 4)
     meta = write_bed_fileset(tmp_path / "x", dosage)
@@ -206,7 +215,9 @@ def test_convert__raise_on_duplicate_sample_ids(tmp_path, rng):
 
 
 def test_convert__raise_on_multiallelic_pgen_variant(tmp_path):
-    writer = pgenlib.PgenWriter(str(tmp_path / "m.pgen").encode(), 3, variant_ct=2, nonref_flags=False, allele_ct_limit=3)
+    writer = pgenlib.PgenWriter(
+        str(tmp_path / "m.pgen").encode(), 3, variant_ct=2, nonref_flags=False, allele_ct_limit=3
+    )
     writer.append_alleles(np.array([0, 1, 1, 1, 0, 0], dtype=np.int32))
     writer.append_alleles(np.array([0, 1, 1, 2, 0, 0], dtype=np.int32))
     writer.close()
@@ -260,4 +271,6 @@ def test_verify__reports_changed_genotype(tmp_path, rng):
     write_bed_fileset(tmp_path / "x", dosage)
     report = verify(store, tmp_path / "x")
     assert not report.ok
-    assert any("call_dosage differs from the source at 1 variant(s) of [5, 10), first 'snp7'" in m for m in report.mismatches)
+    assert any(
+        "call_dosage differs from the source at 1 variant(s) of [5, 10), first 'snp7'" in m for m in report.mismatches
+    )

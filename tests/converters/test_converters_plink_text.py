@@ -49,7 +49,12 @@ def test_read_psam__with_and_without_fid(tmp_path):
 @pytest.mark.parametrize(
     ("reader", "name", "text", "message"),
     [
-        (read_bim, "x.bim", "1 a 0 10 A G\n1 b 0 20 A\n", "line 2: expected 6 columns (CHROM ID CM POS A1 A2), found 5"),
+        (
+            read_bim,
+            "x.bim",
+            "1 a 0 10 A G\n1 b 0 20 A\n",
+            "line 2: expected 6 columns (CHROM ID CM POS A1 A2), found 5",
+        ),
         (read_bim, "x.bim", "1 a 0 ten A G\n", "line 1: position 'ten' is not an integer"),
         (read_fam, "x.fam", "f s1 0 0 1 -9\nf s2 0 0 1\n", "line 2: expected 6 columns"),
         (read_pvar, "x.pvar", "#CHROM\tPOS\tID\tREF\n", "line 1: header lacks column(s) ALT"),
@@ -65,10 +70,13 @@ def test_parsers__raise_on_malformed_line(tmp_path, reader, name, text, message)
         reader(path)
 
 
-@pytest.mark.parametrize(("reader", "name", "text"), [
-    (read_fam, "x.fam", "f1 s1 0 0 1 -9\nf2 s2 0 0 1 -9\nf3 s1 0 0 1 -9\n"),
-    (read_psam, "x.psam", "#IID\ns1\ns2\ns1\n"),
-])
+@pytest.mark.parametrize(
+    ("reader", "name", "text"),
+    [
+        (read_fam, "x.fam", "f1 s1 0 0 1 -9\nf2 s2 0 0 1 -9\nf3 s1 0 0 1 -9\n"),
+        (read_psam, "x.psam", "#IID\ns1\ns2\ns1\n"),
+    ],
+)
 def test_parsers__raise_on_duplicate_sample_id(tmp_path, reader, name, text):
     path = write(tmp_path / name, text)
     with pytest.raises(InputError, match=r"line \d: duplicate sample ID 's1' \(first on line \d\)"):

@@ -10,8 +10,9 @@ import pytest
 
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 
-CONFIG = SimulationConfig(n_samples=61, n_variants=300, n_chromosomes=3, group_variances=(0.3, 0.2),
-                          n_traits=2, chunk_variants=70, seed=9)
+CONFIG = SimulationConfig(
+    n_samples=61, n_variants=300, n_chromosomes=3, group_variances=(0.3, 0.2), n_traits=2, chunk_variants=70, seed=9
+)
 EXTENSIONS = ("bed", "bim", "fam", "pheno", "covar", "components.tsv", "truth.json")
 
 

@@ -4,7 +4,8 @@ Figures (docs/performance.md, "Conversion"):
 - convert: `converters.convert` of a simulated n x m cohort's .bed on a 2-worker
   LocalCluster (processes, 1 thread each; cluster start-up not counted), in genotypes/s and
   MB/s of .bed, with the peak resident memory of this process plus every worker process
-  (psutil, sampled every 20 ms).
+  (psutil, sampled every 50 ms), and the CPU seconds of all those processes (robust to
+  other load on a shared machine, unlike wall time).
 - raw read: the same .bed read into one int8 matrix in the same run, by bed-reader and by
   pgenlib; ratio = raw read time / conversion time (target >= 0.5).
 - compression: `call_dosage` bytes on disk against int8 and .bed sizes, and against the
@@ -56,7 +57,7 @@ def cohort(n: int, m: int, maf_min: float = 0.01) -> Path:
 class PeakMemory:
     """Samples the summed RSS of this process and all its descendants until stopped."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         self.peak = 0
         self._interval = interval
         self._stop = threading.Event()
@@ -83,20 +84,39 @@ class PeakMemory:
         self._thread.join()
 
 
-def raw_read_seconds(prefix: Path, n: int) -> dict[str, float]:
-    """Seconds each reader takes to read the whole .bed into an int8 matrix."""
-    bed = Path(f"{prefix}.bed")
-    t0 = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU seconds so far of this process and its live descendants."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _read_with_bed_reader(bed: Path, n: int) -> None:
     with bed_reader.open_bed(bed) as reader:
         reader.read(dtype="int8")  # samples x variants, Fortran order (variant-major)
-    seconds = {"bed-reader": time.perf_counter() - t0}
-    t0 = time.perf_counter()
+
+
+def _read_with_pgenlib(bed: Path, n: int) -> None:
     reader = pgenlib.PgenReader(str(bed).encode(), raw_sample_ct=n)
     out = np.empty((reader.get_variant_ct(), n), dtype=np.int8)
     reader.read_range(0, reader.get_variant_ct(), out)
     reader.close()
-    seconds["pgenlib"] = time.perf_counter() - t0
-    return seconds
+
+
+def raw_reads(prefix: Path, n: int) -> dict[str, tuple[float, float]]:
+    """(wall seconds, CPU seconds) each reader takes to read the whole .bed into an int8 matrix."""
+    timings = {}
+    for name, read in (("bed-reader", _read_with_bed_reader), ("pgenlib", _read_with_pgenlib)):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        read(Path(f"{prefix}.bed"), n)
+        timings[name] = (time.perf_counter() - t0, cpu_seconds() - c0)
+    return timings
 
 
 def compression(store: Store) -> dict[str, float]:
@@ -131,9 +151,9 @@ def run(quick: bool) -> list[dict]:
     ):
         client.run(importlib.import_module, "converters.writer")  # worker imports are start-up
         with PeakMemory() as memory:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             store = convert("bed", prefix, out, client=client, overwrite=True)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     bed_mb = Path(f"{prefix}.bed").stat().st_size / 1e6
     rows.append(
         {
@@ -141,19 +161,21 @@ def run(quick: bool) -> list[dict]:
             "n": n,
             "m": m,
             "seconds": seconds,
+            "cpu seconds": cpu,
             "Mgenotypes/s": n * m / seconds / 1e6,
             "bed MB/s": bed_mb / seconds,
             "peak memory GB": memory.peak / 1e9,
             "raw read / convert": 1.0,
         }
     )
-    for reader, read_seconds in raw_read_seconds(prefix, n).items():
+    for reader, (read_seconds, read_cpu) in raw_reads(prefix, n).items():
         rows.append(
             {
                 "step": f"raw read ({reader})",
                 "n": n,
                 "m": m,
                 "seconds": read_seconds,
+                "cpu seconds": read_cpu,
                 "Mgenotypes/s": n * m / read_seconds / 1e6,
                 "bed MB/s": bed_mb / read_seconds,
                 "raw read / convert": read_seconds / seconds,
@@ -174,7 +196,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(format_table(run(quick=args.quick)))
+    rows = run(quick=args.quick)
+    print(f"load average during the run (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from dreml._version import __version__
-from dreml.cli import simulate
+from dreml.cli import fit, simulate
 from dreml.errors import DremlError
 
-SUBCOMMANDS = (simulate,)
+SUBCOMMANDS = (simulate, fit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
     )
+    # JAX reports at start-up which accelerator plugins it did not find; that is not news.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
     try:
         return int(args.run(args) or 0)
     except DremlError as exc:

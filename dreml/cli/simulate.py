@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from dreml.cli.common import float_list
 from dreml.errors import InputError
 from dreml.simulate import SimulationConfig, simulate_cohort
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=d.n_samples)
     p.add_argument("--variants", type=int, default=d.n_variants)
     p.add_argument("--chromosomes", type=int, default=d.n_chromosomes)
-    p.add_argument("--group-variances", type=_floats, default=d.group_variances,
+    p.add_argument("--group-variances", type=float_list, default=d.group_variances,
                    help="variance of each contiguous chromosome group, e.g. 0.3,0.2 (phenotypic variance 1)")
     p.add_argument("--traits", type=int, default=d.n_traits)
     p.add_argument("--block-size", type=float, default=d.block_size, help="mean LD block length (variants)")

@@ -78,7 +78,9 @@ class _ProgressCallback(Callback):
         self._bar.update(1)
 
 
-def _run_chunks(source: Source, store_path: Path, bounds: list[tuple[int, int]], client, bar: tqdm) -> list[ChunkStats]:
+def _run_chunks(
+    source: Source, store_path: Path, bounds: list[tuple[int, int]], client: distributed.Client | None, bar: tqdm
+) -> list[ChunkStats]:
     """Run one `convert_variant_chunk` task per variant chunk; return their statistics."""
     if client is None:
         tasks = [
@@ -92,9 +94,12 @@ def _run_chunks(source: Source, store_path: Path, bounds: list[tuple[int, int]],
         for start, stop in bounds
     ]
     results = []
-    for future in distributed.as_completed(futures):
-        results.append(future.result())
-        bar.update(1)
+    try:
+        for future in distributed.as_completed(futures):
+            results.append(future.result())
+            bar.update(1)
+    finally:  # after a failed chunk, stop writing to a store that will never be complete
+        client.cancel(futures)
     return results
 
 

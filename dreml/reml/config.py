@@ -13,6 +13,10 @@ from typing import Any
 _WORKER_DTYPES = ("float32", "float64")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Settings of `fit_reml`. Frozen; invalid values raise `ValueError` at construction.
@@ -54,10 +58,10 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_probes", "slq_probes", "pcg_max_iter", "max_iter"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("precond_rank", "precond_oversampling", "precond_power_iters", "max_step_halvings", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
         if not 0 < self.pcg_tol < 1:
             raise ValueError(f"pcg_tol must lie in (0, 1), got {self.pcg_tol!r}")

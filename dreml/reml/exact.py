@@ -45,15 +45,15 @@ class ExactEvaluator:
         yt = residualise(self.y, self.X)
         G = self.K.shape[0]
         T = np.empty((G + 1, G + 1))
-        T[:G, :G] = np.einsum("gij,hij->gh", self.K, self.K)
+        T[:G, :G] = np.tensordot(self.K, self.K, axes=([1, 2], [1, 2]))
         T[:G, G] = T[G, :G] = np.einsum("gii->g", self.K)
         T[G, G] = n
-        q = np.append(np.einsum("i,gij,j->g", yt, self.K, yt), yt @ yt)
+        q = np.append((self.K @ yt) @ yt, yt @ yt)
         return haseman_elston(T, q, yt @ yt / (n - self.X.shape[1]))
 
     def evaluate(self, theta: np.ndarray) -> Point:
         n = self.y.shape[0]
-        H = np.einsum("g,gij->ij", theta[:-1], self.K) + theta[-1] * np.eye(n)
+        H = np.tensordot(theta[:-1], self.K, axes=1) + theta[-1] * np.eye(n)
         Hi, logdet_H = _inverse_and_logdet(H)
         HiX = Hi @ self.X
         A = cho_factor(self.X.T @ HiX, lower=True)
@@ -66,7 +66,7 @@ class ExactEvaluator:
     def derivatives(self, point: Point) -> Derivatives:
         P, Py = point.data["P"], point.data["Py"]
         V = np.vstack([self.K @ Py, Py[None]]).T  # shape: (n, G + 1), columns K_i P y
-        traces = np.append(np.einsum("ij,gij->g", P, self.K), np.trace(P))
+        traces = np.append(np.tensordot(self.K, P, axes=([1, 2], [0, 1])), np.trace(P))
         score = -0.5 * traces + 0.5 * (Py @ V)
         ai = 0.5 * V.T @ P @ V
         return Derivatives(score=score, ai=(ai + ai.T) / 2)

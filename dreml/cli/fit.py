@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 
 from dreml.cli.common import add_cluster_options, cluster_client, float_list
 from dreml.errors import InputError
@@ -22,13 +23,31 @@ logger = logging.getLogger(__name__)
 _EXPLICIT = {"seed", "exact", "worker_dtype"}
 
 
+def _field_help(doc: str) -> dict[str, str]:
+    """Each field's description from an `Arguments:` docstring section (name: text, indented)."""
+    helps: dict[str, str] = {}
+    name = None
+    for line in doc.splitlines():
+        match = re.match(r"^ {8}(\w+): (.*)", line)
+        if match:
+            name, text = match.groups()
+            helps[name] = text
+        elif name and re.match(r"^ {12}\S", line):
+            helps[name] += " " + line.strip()
+        else:
+            name = None
+    return helps
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    group = p.add_argument_group("algorithm (defaults: docs/cli.md)")
+    group = p.add_argument_group("algorithm (FitConfig; rationale of the defaults in docs/math.md)")
+    helps = _field_help(FitConfig.__doc__ or "")
     for f in dataclasses.fields(FitConfig):
         if f.name in _EXPLICIT:
             continue
+        text = helps.get(f.name, "").replace("%", "%%")
         group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                           help=f"default {f.default}")
+                           help=f"{text} (default {f.default})")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

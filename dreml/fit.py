@@ -156,29 +156,18 @@ def fit_prepared(
     return report
 
 
-def fit(
-    stores: str | Path | Sequence[str | Path],
-    pheno: str | Path,
-    *,
-    pheno_name: str | None = None,
-    covar: str | Path | None = None,
-    covar_names: Sequence[str] | None = None,
-    components: ComponentChoice = ComponentChoice(),
-    **options,
-) -> dict:
+def fit(stores: str | Path | Sequence[str | Path], pheno: str | Path, **options) -> dict:
     """Fit a variance-component model by REML on a Dask cluster and return the fit report.
 
     Arguments:
         stores: one genotype store, or several holding the same samples in the same order.
-        pheno, pheno_name: phenotype file and column (default: the first).
-        covar, covar_names: covariate file and columns (default: all); an intercept is added.
-        components: how variants form components (`ComponentChoice`).
-        options: `client`, `config`, `min_maf`, `max_missing`, `memory_budget` of `fit_prepared`.
+        pheno: the phenotype file.
+        options: `pheno_name`, `covar`, `covar_names`, `components` of `prepare_inputs`, and
+            `client`, `config`, `min_maf`, `max_missing`, `memory_budget` of `fit_prepared`.
 
     Returns:
         The report dictionary (see docs/cli.md); `dreml.outputs.write_outputs` writes it.
     """
-    inputs = prepare_inputs(
-        stores, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names, components=components
-    )
-    return fit_prepared(inputs, **options)
+    input_keys = {"pheno_name", "covar", "covar_names", "components"}
+    inputs = prepare_inputs(stores, pheno, **{k: v for k, v in options.items() if k in input_keys})
+    return fit_prepared(inputs, **{k: v for k, v in options.items() if k not in input_keys})

@@ -33,7 +33,7 @@ from dreml.store import open_store
 
 logger = logging.getLogger(__name__)
 
-# rows standardised at once are bounded so the int64 index temporaries stay near this size
+# rows decoded at once are bounded so the host temporaries stay near this size
 _DECODE_BYTES = 32 * 2**20
 
 Partial = dict[int, np.ndarray] | np.ndarray
@@ -167,11 +167,16 @@ def load_shard(
     n = dosage.shape[1]
     table = standardisation_table(spec.frequencies).astype(dtype)
     Z = xp.empty((spec.n_rows, n), dtype=dtype)
-    step = max(1, _DECODE_BYTES // (8 * max(n, 1)))
+    step = max(1, _DECODE_BYTES // (table.itemsize * max(n, 1)))
     for a in range(0, spec.n_rows, step):
         b = min(a + step, spec.n_rows)
-        codes = dosage[spec.rows[a:b]].astype(np.intp) + 1
-        Z[a:b] = xp.asarray(np.take_along_axis(table[a:b], codes, axis=1))
+        # NumPy rows are decoded in place; CuPy rows go through a host block
+        block = Z[a:b] if xp is np else np.empty((b - a, n), dtype=dtype)
+        codes = (dosage[spec.rows[a:b]] + 1).view(np.uint8)  # 0 missing, 1..3 dosage 0..2
+        for i in range(b - a):
+            np.take(table[a + i], codes[i], out=block[i])
+        if xp is not np:
+            Z[a:b] = xp.asarray(block)
     return Shard(Z=Z, components=spec.components, bounds=spec.bounds, inv_m=spec.inv_m)
 
 

@@ -4,9 +4,12 @@ Update (Gilmour, Thompson & Cullis 1995; Johnson & Thompson 1995 for step contro
     theta' = Pi(theta + AI^-1 s)
 on the free components, where Pi projects theta_g >= 0 (g genetic) and theta_e >= 1e-6 sum(theta).
 A genetic component at 0 whose score is <= 0 (the likelihood would rise only by going negative)
-is held at 0 and dropped from the Newton system (active set). If l(theta') < l(theta) - tol_loglik
-the step is halved, up to `max_step_halvings` times (the last halved step is then taken and the
-row says so). Converged when max_i |theta'_i - theta_i| / sum(theta') < tol_theta and
+is held at 0 and dropped from the Newton system (active set). The step is halved, up to
+`max_step_halvings` times (the last halved step is then taken and the row says so), when
+l(theta') < l(theta) - tol_loglik and the scores confirm an overshoot along the step delta,
+s(theta')^T delta < -s(theta)^T delta (for a quadratic along the line the two tests agree). The
+second test keeps Monte Carlo disagreement between the SLQ log-likelihood and the Hutchinson
+score from halving steps near the optimum on the randomised path. Converged when max_i |theta'_i - theta_i| / sum(theta') < tol_theta and
 |l(theta') - l(theta)| < tol_loglik; otherwise, after `max_iter` iterations, the result says so.
 """
 
@@ -63,6 +66,15 @@ def _ai_step(der: Derivatives, held: np.ndarray) -> np.ndarray:
     return step
 
 
+def _overshoot(old: Derivatives, new: Derivatives, delta: np.ndarray) -> bool:
+    """Whether the step passed the maximum along the line by more than twice.
+
+    For phi(t) = l(theta + t delta) quadratic, phi(1) < phi(0) exactly when
+    phi'(1) < -phi'(0), i.e. s(theta')^T delta < -s(theta)^T delta.
+    """
+    return float(new.score @ delta) < -float(old.score @ delta)
+
+
 def _project(theta: np.ndarray) -> np.ndarray:
     out = np.maximum(theta, 0.0)
     out[-1] = max(theta[-1], 1e-6 * float(out.sum()))
@@ -99,10 +111,11 @@ def run_ai(evaluator: Evaluator, operator: GRMOperator, config: FitConfig) -> Op
         step = _ai_step(der, held_at_zero(point.theta, der.score))
         for halvings in range(config.max_step_halvings + 1):
             new = evaluator.evaluate(_project(point.theta + step))
-            if new.loglik >= point.loglik - config.tol_loglik:
+            new_der = None if new.loglik >= point.loglik - config.tol_loglik else evaluator.derivatives(new)
+            if new_der is None or not _overshoot(der, new_der, new.theta - point.theta):
                 break
             step = step / 2
-        new_der = evaluator.derivatives(new)
+        new_der = new_der if new_der is not None else evaluator.derivatives(new)
         d_theta = float(np.max(np.abs(new.theta - point.theta)) / new.theta.sum())
         d_loglik = new.loglik - point.loglik
         point, der = new, new_der

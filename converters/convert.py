@@ -1,9 +1,11 @@
 """`convert`: PLINK fileset -> genotype store, chunk-parallel on Dask, atomic.
 
 The store is written under a deterministic temporary sibling, `OUT.partial` (removed when a
-conversion starts), marked complete, and only then renamed to OUT. An interrupted
-conversion therefore leaves at most an incomplete `OUT.partial`, which `open_store`
-refuses, and never touches an existing OUT.
+conversion starts), marked complete, and only then renamed to OUT. An existing OUT (with
+`overwrite`) is renamed aside to `OUT.replaced` just before and deleted only after the new
+store is in place. An interrupted conversion therefore leaves at most an incomplete
+`OUT.partial`, which `open_store` refuses, and OUT is at every moment the old complete
+store, the new complete store, or (between the two renames) absent with both on disk.
 """
 
 from __future__ import annotations
@@ -44,11 +46,33 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def replaced_path(out: Path) -> Path:
+    """Where an existing store at `out` waits, during an overwrite, until the new one is in place."""
+    return out.with_name(out.name + ".replaced")
+
+
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
+    """Delete a file, link or store directory, if present.
+
+    A store's group `zarr.json` goes first: `shutil.rmtree` interrupted midway could otherwise
+    leave a `zarr.json` saying `complete: true` above deleted chunks, which would open as a
+    valid store whose lost genotypes read as missing calls.
+    """
+    if path.is_symlink() or path.is_file():
         path.unlink()
+    elif path.is_dir():
+        (path / "zarr.json").unlink(missing_ok=True)
+        shutil.rmtree(path)
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the complete store `partial` to `out`, deleting a store at `out` only afterwards."""
+    replaced = replaced_path(out)
+    _remove(replaced)  # left by a conversion killed between the two renames below
+    if out.exists() or out.is_symlink():
+        out.rename(replaced)
+    partial.rename(out)
+    _remove(replaced)
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -158,7 +182,7 @@ def write_store(
     partial = partial_path(out)
     if partial.exists() or partial.is_symlink():
         logger.info("removing %s left by an earlier conversion", partial)
-        _remove(partial)
+    _remove(partial)
     group = create_store(partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk)
     m = source.n_variants
     bounds = [(start, min(start + variant_chunk, m)) for start in range(0, m, variant_chunk)]
@@ -166,7 +190,5 @@ def write_store(
     with tqdm(total=len(bounds), unit="chunk", disable=not progress, desc="convert") as bar:
         stats = _run_chunks(source, partial, bounds, client, bar)
     finalize_store(group, stats)
-    if out.exists():
-        _remove(out)
-    partial.rename(out)
+    _move_into_place(partial, out)
     return open_store(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import distributed
@@ -18,11 +19,14 @@ from plink_fixtures import (
 )
 
 from converters import convert
-from converters.convert import partial_path
+from converters.bed import BedReader
+from converters.convert import partial_path, replaced_path
 from converters.verify import verify
 from dreml.errors import InputError
-from dreml.store import open_store
+from dreml.store import StoreError, open_store
 from dreml.store_schema import ARRAYS, FORMAT_NAME
+
+convert_module = importlib.import_module("converters.convert")  # the package re-exports a function of that name
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +132,54 @@ def test_convert__overwrite_replaces_store(tmp_path, rng):
     dosage = random_dosage(rng, 8, 3)
     meta = write_bed_fileset(tmp_path / "x", dosage)
     assert_store_matches(convert("bed", tmp_path / "x", tmp_path / "x.zarr", overwrite=True), dosage, meta)
+
+
+def test_convert__overwrite_failing_midway_keeps_old_store(tmp_path, rng, monkeypatch):
+    old = random_dosage(rng, 9, 4)
+    meta = write_bed_fileset(tmp_path / "x", old)
+    convert("bed", tmp_path / "x", tmp_path / "x.zarr", variant_chunk=3)
+    read = BedReader.read
+
+    def fail_on_second_chunk(self, start, stop):
+        if start > 0:
+            raise OSError("disk unplugged")
+        return read(self, start, stop)
+
+    monkeypatch.setattr(BedReader, "read", fail_on_second_chunk)
+    with pytest.raises(OSError, match="disk unplugged"):
+        convert("bed", tmp_path / "x", tmp_path / "x.zarr", variant_chunk=3, overwrite=True)
+    assert_store_matches(open_store(tmp_path / "x.zarr"), old, meta)
+
+
+def test_convert__overwrite_deletes_old_store_only_after_new_is_in_place(tmp_path, rng, monkeypatch):
+    out = tmp_path / "x.zarr"
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
+    convert("bed", tmp_path / "x", out)
+    new = random_dosage(rng, 8, 3)
+    meta = write_bed_fileset(tmp_path / "x", new)
+    replaced_path(out).mkdir()  # left by a conversion killed between its two renames
+    remove = convert_module._remove
+    removals = []  # (what is deleted, variants of the store at OUT at that moment)
+
+    def spy(path):
+        if path == replaced_path(out) and path.exists():
+            deleted = open_store(path).n_variants if (path / "zarr.json").exists() else "stale"
+            removals.append((deleted, open_store(out).n_variants))
+        remove(path)
+
+    monkeypatch.setattr(convert_module, "_remove", spy)
+    assert_store_matches(convert("bed", tmp_path / "x", out, overwrite=True), new, meta)
+    assert removals == [("stale", 5), (5, 8)]  # the old store (5 variants) goes once OUT holds the new one
+    assert not replaced_path(out).exists() and not partial_path(out).exists()
+
+
+def test_remove__store_stops_opening_before_its_chunks_go(tmp_path, rng, monkeypatch):
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
+    convert("bed", tmp_path / "x", tmp_path / "x.zarr")
+    monkeypatch.setattr(convert_module.shutil, "rmtree", lambda path: None)  # killed before rmtree
+    convert_module._remove(tmp_path / "x.zarr")
+    with pytest.raises(StoreError):
+        open_store(tmp_path / "x.zarr")
 
 
 def test_convert__removes_stale_partial(tmp_path, rng):

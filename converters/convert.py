@@ -127,42 +127,21 @@ def _run_chunks(
     return results
 
 
-def convert(
-    fmt: str,
-    prefix: str | Path,
-    out: str | Path,
-    *,
-    client: distributed.Client | None = None,
-    variant_chunk: int = DEFAULT_VARIANT_CHUNK,
-    sample_chunk: int = DEFAULT_SAMPLE_CHUNK,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> Store:
+def convert(fmt: str, prefix: str | Path, out: str | Path, **options) -> Store:
     """Convert the PLINK fileset PREFIX.* into a genotype store at `out` and open it.
 
     Arguments:
         fmt: "bed" (PREFIX.bed/.bim/.fam) or "pgen" (PREFIX.pgen/.pvar/.psam).
         prefix: the fileset's path without extension.
         out: the store to create (a directory, conventionally named *.zarr).
-        client: a Dask client whose cluster runs the chunk tasks; None runs them in this
-            process on Dask's threaded scheduler.
-        variant_chunk, sample_chunk: chunk shape of `call_dosage` (variants x samples);
-            one task converts one variant chunk.
-        overwrite: replace an existing store at `out` (never a non-Zarr path).
-        progress: show a progress bar over chunks.
+        options: `client`, `variant_chunk`, `sample_chunk`, `overwrite`, `progress` of
+            `write_store`.
 
     Returns:
         The new store, opened and validated.
     """
-    return write_store(
-        open_source(fmt, prefix),  # every input check happens before anything is written
-        out,
-        client=client,
-        variant_chunk=variant_chunk,
-        sample_chunk=sample_chunk,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    # every input check happens in open_source, before anything is written
+    return write_store(open_source(fmt, prefix), out, **options)
 
 
 def write_store(
@@ -175,7 +154,23 @@ def write_store(
     overwrite: bool = False,
     progress: bool = False,
 ) -> Store:
-    """`convert` for a source that is already open (the CLI opens it before starting a cluster)."""
+    """Write the store of an opened `source` at `out` and open it (see `convert`).
+
+    The CLI opens the source itself, to check every input before it starts a cluster.
+
+    Arguments:
+        source: the opened input fileset.
+        out: the store to create (a directory, conventionally named *.zarr).
+        client: a Dask client whose cluster runs the chunk tasks; None runs them in this
+            process on Dask's threaded scheduler.
+        variant_chunk, sample_chunk: chunk shape of `call_dosage` (variants x samples);
+            one task converts one variant chunk.
+        overwrite: replace an existing store at `out` (never a non-Zarr path).
+        progress: show a progress bar over chunks.
+
+    Returns:
+        The new store, opened and validated.
+    """
     check_chunk_sizes(variant_chunk, sample_chunk)
     out = Path(out)
     check_output(out, overwrite)

@@ -11,6 +11,7 @@ store, the new complete store, or (between the two renames) absent with both on 
 from __future__ import annotations
 
 import logging
+import numbers
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -86,8 +87,9 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def check_chunk_sizes(variant_chunk: int, sample_chunk: int) -> None:
+    """Chunk sizes are integers >= 1 (a float such as 4.0 would reach Zarr and range())."""
     for name, value in (("variant_chunk", variant_chunk), ("sample_chunk", sample_chunk)):
-        if int(value) != value or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 

@@ -307,11 +307,18 @@ def test_convert__raise_on_pgen_count_mismatch(tmp_path, rng):
     assert_no_complete_store(tmp_path / "x.zarr")
 
 
-def test_convert__raise_on_bad_chunk_size(tmp_path, rng):
+@pytest.mark.parametrize(
+    ("option", "value"), [("variant_chunk", 0), ("sample_chunk", -3), ("variant_chunk", 4.0), ("sample_chunk", True)]
+)
+def test_convert__raise_on_bad_chunk_size(tmp_path, rng, option, value):
     write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
-    with pytest.raises(InputError, match="variant_chunk must be a positive integer, got 0"):
-        convert("bed", tmp_path / "x", tmp_path / "x.zarr", variant_chunk=0)
-    with pytest.raises(InputError, match="format 'vcf' is not supported"):
+    with pytest.raises(InputError, match=re.escape(f"{option} must be a positive integer, got {value!r}")):
+        convert("bed", tmp_path / "x", tmp_path / "x.zarr", **{option: value})
+    assert_no_complete_store(tmp_path / "x.zarr")
+
+
+def test_open_source__raise_on_unsupported_format(tmp_path):
+    with pytest.raises(InputError, match=r"format 'vcf' is not supported \(expected one of bed, pgen\)"):
         convert("vcf", tmp_path / "x", tmp_path / "x.zarr")
 
 

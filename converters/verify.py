@@ -10,7 +10,7 @@ import numpy as np
 
 from converters.convert import OPENERS, open_source
 from converters.source import Source
-from converters.writer import source_attribute
+from converters.writer import metadata_arrays, source_attribute
 from dreml.errors import InputError
 from dreml.store import Store
 
@@ -39,16 +39,7 @@ def detect_format(prefix: str | Path) -> str:
 
 
 def _compare_metadata(store: Store, source: Source, report: VerifyReport) -> None:
-    expected = {
-        "sample_id": source.samples.sample_id,
-        "sample_family_id": source.samples.family_id,
-        "contig_id": source.variants.contig_id,
-        "variant_contig": source.variants.contig,
-        "variant_position": source.variants.position,
-        "variant_id": source.variants.variant_id,
-        "variant_allele": source.variants.allele,
-    }
-    for name, values in expected.items():
+    for name, values in metadata_arrays(source).items():
         stored = getattr(store, name)
         if stored.shape != values.shape or not np.array_equal(stored, values):
             report.mismatches.append(f"{store.path}: array '{name}' differs from the source")

@@ -94,6 +94,19 @@ def source_attribute(source: Source) -> dict:
     }
 
 
+def metadata_arrays(source: Source) -> dict[str, np.ndarray]:
+    """The store's sample and variant metadata arrays, by name, as the source holds them."""
+    return {
+        "sample_id": source.samples.sample_id,
+        "sample_family_id": source.samples.family_id,
+        "contig_id": source.variants.contig_id,
+        "variant_contig": source.variants.contig,
+        "variant_position": source.variants.position,
+        "variant_id": source.variants.variant_id,
+        "variant_allele": source.variants.allele,
+    }
+
+
 def create_store(path: Path, source: Source, *, variant_chunk: int, sample_chunk: int) -> zarr.Group:
     """Create the group at `path` (which must not exist) with all arrays and metadata, incomplete."""
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
@@ -123,16 +136,7 @@ def create_store(path: Path, source: Source, *, variant_chunk: int, sample_chunk
             fill_value=MISSING_DOSAGE if name == "call_dosage" else None,
             dimension_names=spec.dims,
         )
-    metadata = {
-        "sample_id": source.samples.sample_id,
-        "sample_family_id": source.samples.family_id,
-        "contig_id": source.variants.contig_id,
-        "variant_contig": source.variants.contig,
-        "variant_position": source.variants.position,
-        "variant_id": source.variants.variant_id,
-        "variant_allele": source.variants.allele,
-    }
-    for name, values in metadata.items():
+    for name, values in metadata_arrays(source).items():
         # zarr 3.1.6 writes a non-C-contiguous string array in the wrong order: copy first
         group[name][...] = np.ascontiguousarray(values)
     return group

@@ -14,17 +14,14 @@ byte with no per-sample arithmetic.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from converters.plink_text import read_bim, read_fam
-from converters.source import Source, check_not_empty, check_range, companion_files
+from converters.source import Source, build_source, check_not_empty, check_range, companion_files
 from dreml.errors import InputError
-
-logger = logging.getLogger(__name__)
 
 BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
 # Raw bytes decoded per step of `BedReader.read`: bounds the read buffer whatever the range.
@@ -123,11 +120,4 @@ def open_bed(prefix: str | Path) -> Source:
     variants = read_bim(bim)
     check_not_empty(fam, len(samples), bim, len(variants))
     check_bed_size(bed, len(samples), len(variants), bim, fam)
-    logger.info("%s: %d samples x %d variants", bed, len(samples), len(variants))
-    return Source(
-        format="bed",
-        files=(bed, bim, fam),
-        samples=samples,
-        variants=variants,
-        genotypes=BedReader(bed, len(samples), len(variants)),
-    )
+    return build_source("bed", (bed, bim, fam), samples, variants, BedReader)

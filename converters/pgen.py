@@ -16,7 +16,6 @@ naming the variant and its line: split them (`bcftools norm -m-`) or drop them
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +23,9 @@ import numpy as np
 import pgenlib
 
 from converters.plink_text import read_psam, read_pvar
-from converters.source import Source, check_not_empty, check_range, companion_files
+from converters.source import Source, build_source, check_not_empty, check_range, companion_files
 from dreml.errors import InputError
 from dreml.store_schema import MISSING_DOSAGE
-
-logger = logging.getLogger(__name__)
 
 PGENLIB_MISSING = -9
 
@@ -76,11 +73,4 @@ def open_pgen(prefix: str | Path) -> Source:
     for what, count, companion in (("samples", len(samples), psam), ("variants", len(variants), pvar)):
         if header[what] != count:
             raise InputError(f"{pgen}: header counts {header[what]} {what}, expected {count} as in {companion.name}")
-    logger.info("%s: %d samples x %d variants", pgen, len(samples), len(variants))
-    return Source(
-        format="pgen",
-        files=(pgen, pvar, psam),
-        samples=samples,
-        variants=variants,
-        genotypes=PgenReader(pgen, len(samples), len(variants)),
-    )
+    return build_source("pgen", (pgen, pvar, psam), samples, variants, PgenReader)

@@ -11,6 +11,8 @@ the count of the ALT allele (0, 1, 2) and `MISSING_DOSAGE` (-1) for a missing ca
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +21,8 @@ import numpy as np
 
 from converters.tables import SampleTable, VariantTable
 from dreml.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 
 class GenotypeReader(Protocol):
@@ -81,3 +85,21 @@ def check_not_empty(samples_file: Path, n_samples: int, variants_file: Path, n_v
     for path, count, what in ((samples_file, n_samples, "sample"), (variants_file, n_variants, "variant")):
         if count == 0:
             raise InputError(f"{path}: no {what} lines (expected at least one)")
+
+
+def build_source(
+    fmt: str,
+    files: tuple[Path, ...],
+    samples: SampleTable,
+    variants: VariantTable,
+    reader_type: Callable[[Path, int, int], GenotypeReader],
+) -> Source:
+    """The `Source` of a checked fileset; its reader (on `files[0]`) gets the tables' counts."""
+    logger.info("%s: %d samples x %d variants", files[0], len(samples), len(variants))
+    return Source(
+        format=fmt,
+        files=files,
+        samples=samples,
+        variants=variants,
+        genotypes=reader_type(files[0], len(samples), len(variants)),
+    )

@@ -33,8 +33,9 @@ PGENLIB_MISSING = -9
 def _open_reader(path: Path, n_samples: int | None = None) -> pgenlib.PgenReader:
     try:
         return pgenlib.PgenReader(bytes(path), raw_sample_ct=n_samples)
-    except RuntimeError as exc:  # pgenlib reports a bad header as RuntimeError
-        raise InputError(f"{path}: not a readable PGEN file ({exc})") from exc
+    except RuntimeError as exc:  # pgenlib reports a bad header as RuntimeError(bytes message)
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise InputError(f"{path}: not a readable PGEN file ({' '.join(detail.split())})") from exc
 
 
 @dataclass(frozen=True)

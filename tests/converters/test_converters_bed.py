@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import bed_reader
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from plink_fixtures import random_dosage, read_bed_with_pgenlib, write_bed_files
 from converters import bed
 from converters.bed import open_bed
 from converters.pgen import open_pgen
+from dreml.errors import InputError
 
 
 def test_lookup_table_decodes_every_byte():
@@ -56,3 +59,18 @@ def test_pgen_read__equals_bed(tmp_path, rng):
     meta = write_bed_fileset(tmp_path / "x", dosage)
     write_pgen_fileset(tmp_path / "x", dosage, meta)
     np.testing.assert_array_equal(open_pgen(tmp_path / "x").read(2, 15), open_bed(tmp_path / "x").read(2, 15))
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "is too small to be a valid .pgen file."), (b"garbage" * 10, "is not a .pgen file")],
+    ids=["empty", "bad_magic"],
+)
+def test_open_pgen__raise_on_unreadable_pgen(tmp_path, rng, content, reason):
+    dosage = random_dosage(rng, 5, 4)
+    write_pgen_fileset(tmp_path / "x", dosage, write_bed_fileset(tmp_path / "x", dosage))
+    (tmp_path / "x.pgen").write_bytes(content)
+    pgen = tmp_path / "x.pgen"
+    with pytest.raises(InputError, match=re.escape(f"{pgen}: not a readable PGEN file ({pgen} {reason}")) as info:
+        open_pgen(tmp_path / "x")
+    assert "\n" not in str(info.value) and "b'" not in str(info.value)

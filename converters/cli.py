@@ -6,7 +6,9 @@
     dreml-convert info STORE
     dreml-convert verify STORE PREFIX
 
-dreml's own errors become one line `dreml-convert: error: ...` on stderr and exit status 2.
+dreml's own errors and operating-system errors (an unwritable output directory, a file
+that cannot be read) become one line `dreml-convert: error: ...` on stderr and exit
+status 2; `verify` exits 1 when the store differs from the source.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return int(args.run(args))
-    except DremlError as exc:
+    except (DremlError, OSError) as exc:  # OSError's message names the path
         print(f"dreml-convert: error: {exc}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,15 @@ def test_cli__raise_on_missing_companion_file_exit_2(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_main__raise_on_unwritable_output_exit_2(tmp_path, rng, capsys):
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
+    (tmp_path / "file").write_text("not a directory")
+    out = tmp_path / "file" / "x.zarr"
+    assert main(["-q", "bed", str(tmp_path / "x"), str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dreml-convert: error: [Errno 20] Not a directory: '{partial_path(out)}'"]
+
+
 def test_cli__info_verify_and_existing_output(tmp_path, rng, capsys):
     dosage = random_dosage(rng, 30, 11)
     write_bed_fileset(tmp_path / "x", dosage)

@@ -74,3 +74,22 @@ def test_open_pgen__raise_on_unreadable_pgen(tmp_path, rng, content, reason):
     with pytest.raises(InputError, match=re.escape(f"{pgen}: not a readable PGEN file ({pgen} {reason}")) as info:
         open_pgen(tmp_path / "x")
     assert "\n" not in str(info.value) and "b'" not in str(info.value)
+
+
+def test_read__raise_on_truncated_bed(tmp_path, rng):
+    dosage = random_dosage(rng, 6, 5)
+    write_bed_fileset(tmp_path / "x", dosage)
+    source = open_bed(tmp_path / "x")  # sizes checked here; the file shrinks afterwards
+    data = (tmp_path / "x.bed").read_bytes()
+    (tmp_path / "x.bed").write_bytes(data[:-3])  # 2 bytes per variant: variant 4 loses 1 byte
+    np.testing.assert_array_equal(source.read(0, 4), dosage[:4])
+    with pytest.raises(InputError, match=r"x\.bed: file ended early \(truncated while reading variant 4\)"):
+        source.read(4, 6)
+
+
+@pytest.mark.parametrize(("emptied", "what"), [("fam", "sample"), ("bim", "variant")])
+def test_open_bed__raise_on_empty_fileset(tmp_path, rng, emptied, what):
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 3, 4))
+    (tmp_path / f"x.{emptied}").write_text("\n")
+    with pytest.raises(InputError, match=re.escape(f"x.{emptied}: no {what} lines (expected at least one)")):
+        open_bed(tmp_path / "x")

@@ -21,8 +21,10 @@ from plink_fixtures import (
 from converters import convert
 from converters.bed import BedReader
 from converters.convert import partial_path, replaced_path
-from converters.verify import verify
+from converters.verify import detect_format, verify
+from converters.writer import ChunkStats, finalize_store
 from dreml.errors import InputError
+from dreml.plink_write import write_plink1
 from dreml.store import StoreError, open_store
 from dreml.store_schema import ARRAYS, FORMAT_NAME
 
@@ -257,10 +259,7 @@ def test_convert__raise_on_duplicate_sample_ids(tmp_path, rng):
     dosage = random_dosage(rng, 5, 4)
     meta = write_bed_fileset(tmp_path / "x", dosage)
     meta["sample_id"][3] = meta["sample_id"][1]
-    write_bed_fileset(tmp_path / "x", dosage)  # rewrite with the duplicate below
-    from dreml.plink_write import write_fam
-
-    write_fam(tmp_path / "x.fam", meta["family_id"], meta["sample_id"])
+    write_plink1(tmp_path / "x", dosage, **meta)
     with pytest.raises(InputError, match=r"x\.fam: line 4: duplicate sample ID 'ind1' \(first on line 2\)"):
         convert("bed", tmp_path / "x", tmp_path / "x.zarr")
     assert_no_complete_store(tmp_path / "x.zarr")
@@ -333,3 +332,41 @@ def test_verify__reports_changed_genotype(tmp_path, rng):
     assert any(
         "call_dosage differs from the source at 1 variant(s) of [5, 10), first 'snp7'" in m for m in report.mismatches
     )
+
+
+def test_verify__reports_changed_metadata_and_counts(tmp_path, rng):
+    dosage = random_dosage(rng, 6, 5)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    store = convert("bed", tmp_path / "x", tmp_path / "x.zarr")
+    meta["position"][2] += 1  # same number of digits: the .bim keeps its size
+    write_plink1(tmp_path / "x", dosage, **meta)
+    assert verify(store, tmp_path / "x").mismatches == [f"{store.path}: array 'variant_position' differs from the source"]
+    meta["sample_id"] = np.array(["renamed", *meta["sample_id"][1:]])  # the .fam grows
+    write_plink1(tmp_path / "x", dosage, **meta)
+    assert verify(store, tmp_path / "x").mismatches == [
+        f"{store.path}: array 'sample_id' differs from the source",
+        f"{store.path}: array 'variant_position' differs from the source",
+        f"{store.path}: attribute 'source' differs (files or sizes changed)",
+    ]
+    write_bed_fileset(tmp_path / "x", dosage[:5])
+    assert verify(store, tmp_path / "x").mismatches == [
+        f"{store.path}: 6 variants x 5 samples, source has 5 x 5"
+    ]
+
+
+@pytest.mark.parametrize("present", [(), ("bed", "pgen")], ids=["neither", "both"])
+def test_detect_format__raise_on_neither_or_both(tmp_path, present):
+    for ext in present:
+        (tmp_path / f"x.{ext}").write_bytes(b"")
+    what = "both .bed and .pgen" if present else "neither .bed nor .pgen"
+    with pytest.raises(InputError, match=re.escape(f"x: found {what}; cannot tell which fileset")):
+        detect_format(tmp_path / "x")
+
+
+def test_finalize_store__raise_on_lost_variants(tmp_path):
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    group.attrs["n_variants"] = 4
+    one = np.ones(2, dtype=np.int64)
+    with pytest.raises(RuntimeError, match=r"conversion lost variants: 2 have no statistics"):
+        finalize_store(group, [ChunkStats(start=0, call_count=one, dosage_sum=one, dosage_sq_sum=one)])
+    assert "complete" not in group.attrs

@@ -52,24 +52,20 @@ def test_open_store__raise_on_not_a_group(tmp_path):
         open_store(tmp_path / "plain")
 
 
-def test_open_store__raise_on_incomplete(store_path):
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"complete": False}, r"x\.zarr: store is incomplete \(conversion was interrupted"),
+        ({"format_version": 99}, r"store format version 99 is not supported \(this dreml reads version 1\)"),
+        ({"format": "vcf-zarr"}, r"not a dreml genotype store \(attribute 'format' is 'vcf-zarr'\)"),
+        ({"n_samples": 10}, r"array 'sample_id' has shape \(9,\), expected \(10,\) \(samples\)"),
+    ],
+    ids=["incomplete", "unknown_version", "foreign_format", "counts_disagreeing_with_arrays"],
+)
+def test_open_store__raise_on_bad_attribute(store_path, attrs, message):
     path, _ = store_path
-    set_attr(path, complete=False)
-    with pytest.raises(StoreError, match=r"x\.zarr: store is incomplete \(conversion was interrupted"):
-        open_store(path)
-
-
-def test_open_store__raise_on_unknown_version(store_path):
-    path, _ = store_path
-    set_attr(path, format_version=99)
-    with pytest.raises(StoreError, match=r"store format version 99 is not supported \(this dreml reads version 1\)"):
-        open_store(path)
-
-
-def test_open_store__raise_on_foreign_format(store_path):
-    path, _ = store_path
-    set_attr(path, format="vcf-zarr")
-    with pytest.raises(StoreError, match=r"not a dreml genotype store \(attribute 'format' is 'vcf-zarr'\)"):
+    set_attr(path, **attrs)
+    with pytest.raises(StoreError, match=message):
         open_store(path)
 
 
@@ -89,13 +85,6 @@ def test_open_store__raise_on_shape_disagreement(store_path):
     group = zarr.open_group(str(path), mode="r+")
     group["variant_position"].resize((22,))
     with pytest.raises(StoreError, match=r"array 'variant_position' has shape \(22,\), expected \(23,\) \(variants\)"):
-        open_store(path)
-
-
-def test_open_store__raise_on_counts_disagreeing_with_dosage(store_path):
-    path, _ = store_path
-    set_attr(path, n_samples=10)
-    with pytest.raises(StoreError, match=r"array 'sample_id' has shape \(9,\), expected \(10,\) \(samples\)"):
         open_store(path)
 
 

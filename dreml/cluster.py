@@ -87,5 +87,6 @@ def connect(
         )
         client = Client(cluster)
     n = len(client.scheduler_info(n_workers=-1)["workers"])
-    logger.info("connected to %s with %d worker(s); dashboard: %s", client.scheduler.address, n, client.dashboard_link)
+    dashboard = client.dashboard_link if address is not None or dashboard_address is not None else "disabled"
+    logger.info("connected to %s with %d worker(s); dashboard: %s", client.scheduler.address, n, dashboard)
     return client

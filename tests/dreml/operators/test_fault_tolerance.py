@@ -9,7 +9,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import N, reference_KV, rel_err
+from genotype_reference import N, reference_KV, rel_err
 from distributed import Client, LocalCluster
 
 from dreml.components import by_chromosome

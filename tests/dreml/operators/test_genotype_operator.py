@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import M, N, read_bed, reference_KV, rel_err
+from genotype_reference import M, N, read_bed, reference_KV, rel_err
 
 from dreml.components import Components, by_chromosome
 from dreml.errors import ComponentSpecError, InputError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import N, reference_KV, rel_err
+from genotype_reference import N, reference_KV, rel_err
 
 from dreml.backend import array_module, cuda_available
 from dreml.components import by_chromosome

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference_Z
+from genotype_reference import reference_Z
 
 from dreml.operators.shard import add_partials, load_shard, plan_shards, shard_matmat, standardisation_table
 

@@ -5,7 +5,7 @@ from dreml.cluster import connect
 from dreml.components import Components
 from dreml.errors import ComponentSpecError, DremlError, InputError
 from dreml.fit import ComponentChoice, fit
-from dreml.operators import DenseOperator, GenotypeOperator, GRMOperator, StreamingOperator
+from dreml.operators import DenseOperator, GenotypeOperator, GRMOperator, StreamingOperator, dense_reference
 from dreml.reml import FitConfig, RemlResult, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import Store, StoreError, open_store
@@ -27,6 +27,7 @@ __all__ = [
     "StoreError",
     "StreamingOperator",
     "connect",
+    "dense_reference",
     "fit",
     "fit_reml",
     "open_store",

@@ -65,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output prefix")
     p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
     p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
-    p.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB (device memory on GPU workers)")
+    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
     p.add_argument("--exact", action="store_true", help="dense exact REML (small n): the reference path")
     p.add_argument("--seed", type=int, default=FitConfig.seed, help="seed of every random draw (recorded)")
     p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     with cluster_client(args) as client:
         report = fit_prepared(
             inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
-            memory_budget=args.memory_budget,
+            memory_budget=f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget,
         )
     paths = write_outputs(report, args.out, plot=args.plot)
     print(summary_table(report))

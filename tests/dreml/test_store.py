@@ -13,6 +13,7 @@ import zarr
 from converters import convert
 from dreml.plink_write import write_plink1
 from dreml.store import StoreError, open_store
+from dreml.store_schema import ARRAYS, REQUIRED_ATTRS
 
 
 @pytest.fixture
@@ -102,3 +103,17 @@ def test_open_store__raise_on_wrong_dtype(store_path):
     group.create_array("variant_call_count", shape=(23,), dtype="float32")
     with pytest.raises(StoreError, match=r"array 'variant_call_count' has dtype float32, expected int64"):
         open_store(path)
+
+
+def test_store_format_doc__lists_every_array_and_attribute():
+    """docs/store_format.md has a table row per array (its dtype and dims) and per required attribute."""
+    doc = (Path(__file__).parents[2] / "docs" / "store_format.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [cell.strip().strip("`") for cell in line.split("|")[1:-1]]
+        if len(cells) >= 2:
+            rows[cells[0]] = cells[1:]
+    for name, spec in ARRAYS.items():
+        dtype, dims = rows[name][:2]
+        assert (dtype, dims) == ("string" if spec.dtype == "str" else spec.dtype, " x ".join(spec.dims)), name
+    assert set(REQUIRED_ATTRS) <= set(rows)

@@ -41,8 +41,8 @@ class FitConfig:
         exact: use the dense reference path (explicit K_g, Cholesky of H); small n only.
     """
 
-    n_probes: int = 60
-    slq_probes: int = 30
+    n_probes: int = 100
+    slq_probes: int = 64
     pcg_tol: float = 1e-6
     pcg_max_iter: int = 500
     precond_rank: int = 64

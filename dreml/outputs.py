@@ -85,6 +85,7 @@ def write_plot(report: dict, path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     history = report["history"]
     theta = np.array([row["theta"] for row in history])
@@ -98,6 +99,8 @@ def write_plot(report: dict, path: str | Path) -> None:
     loglik = [row.get("loglik") for row in history]
     ax2.plot(np.arange(len(loglik)), [np.nan if v is None else v for v in loglik], marker="o")
     ax2.set_xlabel("iteration")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_ylabel("REML log-likelihood")
     fig.tight_layout()
     tmp = Path(str(path) + ".tmp.png")

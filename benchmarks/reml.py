@@ -25,21 +25,8 @@ from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 OperatorFactory = Callable[[Sequence[np.ndarray]], GRMOperator]
 
 
-class _TracedDense(DenseOperator):
-    """The dense reference with `traces()` and BLAS products."""
-
-    def traces(self) -> np.ndarray:
-        return np.einsum("gii->g", self.K)
-
-    def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        self._passes += 1
-        if weights is None:
-            return self.K @ V
-        return np.tensordot(np.asarray(weights, dtype=np.float64), self.K, axes=1) @ V
-
-
 def dense_factory(Z: Sequence[np.ndarray]) -> GRMOperator:
-    return _TracedDense(np.stack([z @ z.T / z.shape[1] for z in Z]))
+    return DenseOperator.from_genotypes(Z)
 
 
 def _genotypes(n: int, m: int, G: int, ld: bool, rng: np.random.Generator) -> list[np.ndarray]:

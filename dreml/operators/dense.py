@@ -50,12 +50,14 @@ class DenseOperator:
     def passes(self) -> int:
         return self._passes
 
+    def traces(self) -> np.ndarray:
+        """tr(K_g), shape (G,)."""
+        return np.einsum("gii->g", self.K)
+
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         block, vector = as_block(V, self.shape[0])
         w = check_weights(weights, self.n_components)
         self._passes += 1
-        if w is None:
-            out = np.einsum("gij,jk->gik", self.K, block)
-            return out[..., 0] if vector else out
-        out = np.einsum("g,gij->ij", w, self.K) @ block
-        return out[:, 0] if vector else out
+        # matmul, not einsum: BLAS GEMMs are ~10x faster at n = 2000
+        out = self.K @ block if w is None else np.tensordot(w, self.K, axes=1) @ block
+        return out[..., 0] if vector else out

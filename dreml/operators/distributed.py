@@ -28,7 +28,7 @@ from dreml.backend import Backend, array_module
 from dreml.cluster import connect
 from dreml.components import Components
 from dreml.errors import InputError
-from dreml.operators.shard import add_partials, call_counts, load_shard, shard_matmat
+from dreml.operators.shard import add_partials, call_counts, load_shard, shard_matmat, shard_traces
 from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
 from dreml.store import Store
 
@@ -140,6 +140,10 @@ class GenotypeOperator(GenotypeOperatorBase):
             "%d shards (%s per worker of a %s budget) loaded on %d worker(s)",
             len(self.shards), format_bytes(per_worker), format_bytes(self.memory_budget), len(workers),
         )
+
+    def _trace_parts(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        parts = self.client.gather([self.client.submit(shard_traces, s, pure=False) for s in self.shards])
+        return [(spec.components, part) for spec, part in zip(self.shard_specs, parts)]
 
     def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
         V_future = self.client.scatter(V, broadcast=True, hash=False)

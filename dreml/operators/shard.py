@@ -197,6 +197,13 @@ def shard_matmat(
     return to_numpy(Z.T @ T)
 
 
+def shard_traces(shard: Shard) -> np.ndarray:  # shape: (G_s,)
+    """The shard's part of tr(K_g) = sum_j ||z_j||^2 / m_g, one value per group, in float64."""
+    # array methods, so the same line runs on NumPy and CuPy shards
+    sq = [float((shard.Z[a:b].astype("float64") ** 2).sum()) for a, b in zip(shard.bounds[:-1], shard.bounds[1:])]
+    return np.asarray(sq) * shard.inv_m
+
+
 def add_partials(a: Partial, b: Partial) -> Partial:
     """Sum two partials (the tree reduction's step); stacked partials add per component."""
     if isinstance(a, np.ndarray):

@@ -29,7 +29,15 @@ from dreml.components import Components, FilterReport, VariantStats, filter_comp
 from dreml.errors import InputError
 from dreml.operators.dense import DenseOperator
 from dreml.operators.protocol import as_block, check_weights
-from dreml.operators.shard import ShardSpec, add_partials, call_counts, load_shard, plan_shards, shard_matmat
+from dreml.operators.shard import (
+    ShardSpec,
+    add_partials,
+    call_counts,
+    load_shard,
+    plan_shards,
+    shard_matmat,
+    shard_traces,
+)
 from dreml.store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -172,6 +180,23 @@ class GenotypeOperatorBase:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.pass_times: list[float] = []
+        self._traces: np.ndarray | None = None
+
+    def traces(self) -> np.ndarray:
+        """tr(K_g) for every g, shape (G,): exact, computed once from the shards (not a pass).
+
+        The REML engine uses them as control variates of its Hutchinson and SLQ estimates.
+        """
+        if self._traces is None:
+            total = np.zeros(self.n_components)
+            for components, part in self._trace_parts():
+                np.add.at(total, list(components), part)
+            self._traces = total
+        return self._traces
+
+    def _trace_parts(self) -> Iterable[tuple[tuple[int, ...], np.ndarray]]:
+        """(components, shard_traces) of every shard."""
+        raise NotImplementedError
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -247,10 +272,16 @@ class StreamingOperator(GenotypeOperatorBase):
         self.backend = backend
         self.shards = layout.plan(shard_variants or layout.stores[0].chunks[0])
 
+    def _load(self, spec: ShardSpec):
+        return load_shard(spec, self.layout.samples, self.dtype.name, self.backend)
+
+    def _trace_parts(self) -> Iterable[tuple[tuple[int, ...], np.ndarray]]:
+        return ((spec.components, shard_traces(self._load(spec))) for spec in self.shards)
+
     def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
         total = None
         for spec in self.shards:
-            part = shard_matmat(load_shard(spec, self.layout.samples, self.dtype.name, self.backend), V, weights)
+            part = shard_matmat(self._load(spec), V, weights)
             total = part if total is None else add_partials(total, part)
         return total
 

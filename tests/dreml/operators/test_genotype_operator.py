@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from genotype_reference import M, N, read_bed, reference_KV, rel_err
+from genotype_reference import M, N, read_bed, reference_KV, reference_Z, rel_err
 
 from dreml.components import Components, by_chromosome
 from dreml.errors import ComponentSpecError, InputError
@@ -203,3 +203,26 @@ def test_build_layout__raise_on_component_empty_after_filters(cohort):
     rare = np.flatnonzero(cohort.store.variant_maf < 0.05)
     with pytest.raises(ComponentSpecError, match=r"component 'rare': no variants left after filters"):
         StreamingOperator(cohort.store, Components(("rare",), (rare,)), min_maf=0.05)
+
+
+@pytest.mark.parametrize("kind", ["streaming", "dask2"])
+@pytest.mark.parametrize("case", ["three", "overlapping", "subset", "multi_store"])
+def test_traces__match_independent_dense(case, kind, cohort, split_cohort, request):
+    stores, components, samples, frequencies, genotypes, indices = _case(case, cohort, split_cohort)
+    op = _make(kind, stores, components, samples, frequencies, np.float32, request)
+    Z, polymorphic = reference_Z(genotypes, samples, frequencies)
+    expected = [np.sum(Z[:, idx[polymorphic[idx]]] ** 2) / np.sum(polymorphic[idx]) for idx in indices]
+
+    got = op.traces()
+
+    # float32 shards, squares summed in float64: the rounding of z alone is ~1e-7 relative
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert op.passes == 0  # not a pass: computed from the resident shards
+    assert op.traces() is got  # computed once
+    if kind != "streaming":
+        op.close()
+
+
+def test_dense_reference__traces_equal_diagonal_sums(cohort):
+    dense = dense_reference(cohort.store, by_chromosome(cohort.store))
+    np.testing.assert_allclose(dense.traces(), [np.trace(K) for K in dense.K], rtol=1e-14)

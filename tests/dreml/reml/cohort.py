@@ -53,22 +53,6 @@ def covariates(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([np.ones(n), rng.standard_normal(n)])
 
 
-class TracedDenseOperator(DenseOperator):
-    """DenseOperator with the optional `traces()` extension (tr(K_g), shape (G,)) and BLAS
-    products (DenseOperator's einsum is ~10x slower than matmul at n = 2000; both to move
-    into DenseOperator)."""
-
-    def traces(self) -> np.ndarray:
-        return np.einsum("gii->g", self.K)
-
-    def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        self._passes += 1
-        V = np.asarray(V, dtype=np.float64)
-        if weights is None:
-            return self.K @ V
-        return np.tensordot(np.asarray(weights, dtype=np.float64), self.K, axes=1) @ V
-
-
-def dense_operator(Z: tuple[np.ndarray, ...]) -> TracedDenseOperator:
-    """K_g = Z_g Z_g^T / m_g as a `TracedDenseOperator`."""
-    return TracedDenseOperator(np.stack([z @ z.T / z.shape[1] for z in Z]))
+def dense_operator(Z: tuple[np.ndarray, ...]) -> DenseOperator:
+    """K_g = Z_g Z_g^T / m_g as a `DenseOperator`."""
+    return DenseOperator.from_genotypes(Z)

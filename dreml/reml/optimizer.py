@@ -15,6 +15,7 @@ score from halving steps near the optimum on the randomised path. Converged when
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ import numpy as np
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
 from dreml.reml.evaluation import Derivatives, Evaluator, Point
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,11 @@ def run_ai(evaluator: Evaluator, operator: GRMOperator, config: FitConfig) -> Op
             "passes": int(operator.passes), "wall_s": time.perf_counter() - t0,
             **extra, **point.stats, **der.stats,
         })
+        logger.info(
+            "REML iteration %d: theta [%s], logL %.3f, |score| %.3g, %d passes, %.1f s",
+            it, ", ".join(f"{t:.4g}" for t in point.theta), point.loglik, history[-1]["score_norm"],
+            operator.passes, history[-1]["wall_s"],
+        )
 
     point = evaluator.evaluate(evaluator.start())
     der = evaluator.derivatives(point)

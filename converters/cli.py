@@ -14,13 +14,9 @@ status 2; `verify` exits 1 when the store differs from the source.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import distributed
 
 from converters.convert import (
     DEFAULT_SAMPLE_CHUNK,
@@ -32,6 +28,7 @@ from converters.convert import (
 )
 from converters.verify import verify
 from dreml._version import __version__
+from dreml.cluster import session
 from dreml.errors import DremlError
 from dreml.store import open_store
 
@@ -64,29 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _client(args: argparse.Namespace) -> Iterator[distributed.Client]:
-    """A client of the given scheduler, or of a local cluster of `--workers` processes."""
-    if args.scheduler:
-        with distributed.Client(args.scheduler) as client:
-            yield client
-        return
-    with (
-        distributed.LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1"
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        logger.info("local Dask cluster of %d workers, dashboard %s", args.workers, client.dashboard_link)
-        yield client
-
-
 def _run_convert(args: argparse.Namespace) -> int:
     # check the output and every input file before paying for a cluster
     check_chunk_sizes(args.variant_chunk, args.sample_chunk)
     check_output(Path(args.out), args.overwrite)
     source = open_source(args.fmt, args.prefix)
-    with _client(args) as client:
+    with session(args.scheduler, n_workers=args.workers) as client:
         store = write_store(
             source,
             args.out,

@@ -7,8 +7,10 @@ network can submit work to them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import psutil
 from distributed import Client, LocalCluster
@@ -90,3 +92,20 @@ def connect(
     dashboard = client.dashboard_link if address is not None or dashboard_address is not None else "disabled"
     logger.info("connected to %s with %d worker(s); dashboard: %s", client.scheduler.address, n, dashboard)
     return client
+
+
+@contextlib.contextmanager
+def session(address: str | None = None, **options) -> Iterator[Client]:
+    """`connect(address, **options)` as a context: closes the client, then any cluster it started.
+
+    Closing the client before its local cluster avoids the scheduler's reports of lost data
+    that a cluster closed under a live client produces.
+    """
+    client = connect(address, **options)
+    cluster = client.cluster if address is None else None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

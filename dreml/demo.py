@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from converters import convert
-from dreml.cluster import connect
+from dreml.cluster import session
 from dreml.fit import ComponentChoice, fit
 from dreml.outputs import summary_table, write_outputs
 from dreml.reml import FitConfig
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         SimulationConfig(n_samples=args.samples, n_variants=args.variants, group_variances=(0.3, 0.2), seed=args.seed),
         out / "cohort",
     )
-    with connect(n_workers=args.workers) as client:
+    with session(n_workers=args.workers) as client:
         print(f"== 2. convert PLINK -> Zarr on a local Dask cluster ({client.dashboard_link})")
         store = convert("bed", out / "cohort", out / "cohort.zarr", client=client, overwrite=True, progress=True)
         print(store.summary())
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             components=ComponentChoice(spec=out / "cohort.components.tsv"), client=client,
             config=FitConfig(seed=args.seed),
         )
-        client.cluster.close()
     write_outputs(report, out / "fit", plot=True)
     print(summary_table(report))
     print("\n== truth vs estimate")

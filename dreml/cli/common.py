@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
 
 from distributed import Client
 
-from dreml.cluster import connect
+from dreml.cluster import session
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -26,14 +25,6 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
     where.add_argument("--workers", type=int, help="start a local cluster of this many worker processes")
 
 
-@contextlib.contextmanager
-def cluster_client(args: argparse.Namespace) -> Iterator[Client]:
+def cluster_client(args: argparse.Namespace) -> contextlib.AbstractContextManager[Client]:
     """A client for `--scheduler`, or a local cluster (`--workers`) closed on exit."""
-    client = connect(args.scheduler, n_workers=args.workers)
-    try:
-        yield client
-    finally:
-        cluster = client.cluster if args.scheduler is None else None
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    return session(args.scheduler, n_workers=args.workers)

@@ -1,7 +1,8 @@
 """Phenotype and covariate files, and aligning them with a store's samples.
 
 Files are PLINK-style: whitespace-separated, a header `FID IID name...`, one sample a line,
-`NA` or `-9` for a missing value. Samples are matched on IID (each file's IIDs must be
+`NA` or `-9` for a missing value (as PLINK and GCTA: any token that reads as the number -9,
+such as `-9.0`, and `nan` are missing too). Samples are matched on IID (each file's IIDs must be
 unique; the store's are by construction). A covariate column with any non-numeric value is
 categorical and becomes indicator columns, one per level but the first in sorted order.
 An intercept is always the first column of X.
@@ -23,6 +24,18 @@ from dreml.errors import InputError
 logger = logging.getLogger(__name__)
 
 MISSING_TOKENS = frozenset({"NA", "-9", "nan", "NaN"})
+MISSING_VALUE = -9.0
+
+
+def _is_missing(token: str) -> bool:
+    """True for `NA`, and for any token that reads as NaN or as the number -9 (PLINK's code)."""
+    if token in MISSING_TOKENS:
+        return True
+    try:
+        value = float(token)
+    except ValueError:
+        return False
+    return np.isnan(value) or value == MISSING_VALUE
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,6 @@ class SampleTable:
 
     def column(self, name: str | None) -> tuple[str, np.ndarray]:
         """The named column (default: the first) as (name, strings)."""
-        if not self.columns:
-            raise InputError(f"{self.path}: no value columns after FID IID")
         if name is None:
             name = self.columns[0]
         if name not in self.columns:
@@ -69,8 +80,9 @@ def read_sample_table(path: str | Path) -> SampleTable:
     if len(header) < 3 or header[0] not in ("FID", "#FID") or header[1] != "IID":
         raise InputError(f"{path}: line {header_line}: expected a header 'FID IID name...', got {' '.join(header[:3])!r}")
     columns = tuple(header[2:])
-    if len(set(columns)) != len(columns):
-        raise InputError(f"{path}: line {header_line}: duplicated column names in the header")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise InputError(f"{path}: line {header_line}: column {repeated[0]!r} appears twice in the header (expected unique names)")
     iid, rows, seen, numbers = [], [], {}, []
     for number, fields in lines[1:]:
         if len(fields) != len(header):
@@ -89,7 +101,7 @@ def _parse_numeric(raw: np.ndarray) -> tuple[np.ndarray, int | None]:
     """Values as floats (NaN for missing) and the index of the first non-numeric token, if any."""
     out = np.full(len(raw), np.nan)
     for i, token in enumerate(raw):
-        if token in MISSING_TOKENS:
+        if _is_missing(token):
             continue
         try:
             out[i] = float(token)
@@ -98,10 +110,22 @@ def _parse_numeric(raw: np.ndarray) -> tuple[np.ndarray, int | None]:
     return out, None
 
 
-def _design_columns(name: str, raw: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Design columns of one covariate (no missing values): itself if numeric, else indicators."""
+def _raise_on_infinite(values: np.ndarray, raw: np.ndarray, table: SampleTable, lines: np.ndarray, what: str) -> None:
+    """An infinite value would reach the solver as a silent NaN: name its line instead."""
+    infinite = np.flatnonzero(np.isinf(values))
+    if len(infinite):
+        i = infinite[0]
+        raise InputError(f"{table.path}: line {lines[i]}: {what} has value {raw[i]!r} (expected a finite number, NA or -9)")
+
+
+def _design_columns(name: str, raw: np.ndarray, table: SampleTable, lines: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Design columns of one covariate (no missing values): itself if numeric, else indicators.
+
+    `table` and `lines` (the file line of each value) only serve error messages.
+    """
     numeric, bad = _parse_numeric(raw)
     if bad is None:
+        _raise_on_infinite(numeric, raw, table, lines, f"covariate {name!r}")
         return [name], numeric[:, None]
     levels = sorted(set(raw))
     cols = np.array([[float(t == level) for level in levels[1:]] for t in raw]).reshape(len(raw), -1)
@@ -157,6 +181,7 @@ def load_analysis_data(
         raise InputError(
             f"{table.path}: line {table.line[bad]}: phenotype {name!r} has non-numeric value {raw[bad]!r} (expected a number, NA or -9)"
         )
+    _raise_on_infinite(y_all, raw, table, table.line, f"phenotype {name!r}")
     position = {iid: i for i, iid in enumerate(store_iid)}
     report = {"store_samples": int(len(store_iid)), "phenotype_file_samples": int(len(table.iid))}
 
@@ -176,16 +201,16 @@ def load_analysis_data(
         iid, y = iid[has_row], y[has_row]
         rows = np.array([cpos[c] for c in iid], dtype=np.int64)
         raw_covariates = [ctable.column(c) for c in (covar_names or list(ctable.columns))]
-        raw_covariates = [(c, raw[rows]) for c, raw in raw_covariates]
+        raw_covariates = [(c, values[rows]) for c, values in raw_covariates]
     complete = np.ones(len(iid), dtype=bool)
-    for _, raw in raw_covariates:
-        complete &= np.array([t not in MISSING_TOKENS for t in raw], dtype=bool)
+    for _, values in raw_covariates:
+        complete &= np.array([not _is_missing(t) for t in values], dtype=bool)
     report["dropped_missing_covariate"] = int((~complete).sum())
     iid, y = iid[complete], y[complete]
     # levels of categorical covariates are taken over the samples actually used
     columns, names = [np.ones((len(iid), 1))], ["intercept"]
-    for cname, raw in raw_covariates:
-        cnames, cols = _design_columns(cname, raw[complete])
+    for cname, values in raw_covariates:
+        cnames, cols = _design_columns(cname, values[complete], ctable, ctable.line[rows[complete]])
         columns.append(cols)
         names.extend(cnames)
     X = np.hstack(columns)

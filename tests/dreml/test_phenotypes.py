@@ -130,3 +130,34 @@ def test_load_analysis_data__raise_on_rank_deficient_covariates(tmp_path, pheno)
 def test_load_analysis_data__raise_on_unknown_column(pheno):
     with pytest.raises(InputError, match=r"no column named 'zz' \(columns: t1, t2\)"):
         load_analysis_data(STORE_IID, pheno, pheno_name="zz")
+
+
+def test_load_analysis_data__numeric_missing_codes(tmp_path):
+    # PLINK and GCTA compare with -9 numerically: -9.0 is missing like -9 and NA
+    p = write(tmp_path / "p", "FID IID y\nf a 1\nf b -9.0\nf c nan\nf d 2\nf e 3\nf f 4\n")
+    c = write(tmp_path / "c", "FID IID age\nf a 40\nf b 41\nf c 42\nf d -9.00\nf e 43\nf f 44\n")
+    data = load_analysis_data(STORE_IID, p, covar=c)
+    assert list(data.iid) == ["a", "e", "f"]
+    assert data.report["dropped_missing_phenotype"] == 2 and data.report["dropped_missing_covariate"] == 1
+
+
+def test_load_analysis_data__raise_on_infinite_phenotype(tmp_path):
+    p = write(tmp_path / "p", "FID IID y\nf a 1\nf b inf\n")
+    with pytest.raises(InputError, match=r"p: line 3: phenotype 'y' has value 'inf' \(expected a finite number"):
+        load_analysis_data(np.array(["a", "b"]), p)
+
+
+def test_load_analysis_data__raise_on_infinite_covariate(tmp_path, pheno):
+    c = write(tmp_path / "c", "FID IID age\nfa a 40\nfc c -inf\nfd d 50\nfe e 61\n")
+    with pytest.raises(InputError, match=r"c: line 3: covariate 'age' has value '-inf' \(expected a finite number"):
+        load_analysis_data(STORE_IID, pheno, covar=c)
+
+
+def test_read_sample_table__raise_on_empty_file(tmp_path):
+    with pytest.raises(InputError, match=r"p: file is empty \(expected a header 'FID IID name...'\)"):
+        read_sample_table(write(tmp_path / "p", "\n\n"))
+
+
+def test_read_sample_table__raise_on_duplicated_column(tmp_path):
+    with pytest.raises(InputError, match=r"p: line 1: column 'y' appears twice in the header"):
+        read_sample_table(write(tmp_path / "p", "FID IID y y\nf a 1 2\n"))

@@ -1,7 +1,8 @@
 """Writing a fit's results: GCTA-style .hsq, the full .json, the .history.tsv, a plot, a table.
 
 Every writer takes the *fit report*: the JSON-serialisable dictionary `dreml.fit` builds
-(its keys are documented in docs/cli.md). Files are written to a temporary name and renamed,
+(its keys are documented in docs/cli.md); an undefined number (a NaN SE) is `NA` in the
+text files and `null` in the JSON. Files are written to a temporary name and renamed,
 so an interrupted run never leaves a file that looks complete.
 """
 
@@ -11,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +25,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fmt(x: float | None) -> str:
-    return "NA" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
+def _fmt(x: float | None, spec: str = ".6g") -> str:
+    return "NA" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no NaN, and strict readers (jq, JavaScript) reject it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def hsq_text(report: dict) -> str:
@@ -39,21 +52,26 @@ def hsq_text(report: dict) -> str:
     if len(comps) > 1:
         rows.append(("Sum of V(G)/Vp", _fmt(report["h2_total"]), _fmt(report["h2_total_se"])))
     lines = ["\t".join(r) for r in rows]
-    lines += [f"logL\t{report['loglik']:.3f}", f"n\t{report['n_samples']}"]
+    lines += [f"logL\t{_fmt(report['loglik'], '.3f')}", f"n\t{report['n_samples']}"]
     return "\n".join(lines) + "\n"
 
 
 def history_tsv_text(report: dict) -> str:
-    """One row per iteration; theta expanded to one column per variance component."""
+    """One row per iteration; theta expanded to one column per variance component.
+
+    The other columns are every scalar key of any row, in order of first appearance (rows
+    differ: the changes d_theta and d_loglik first appear at iteration 1); `NA` where a row lacks one.
+    """
     names = [c["name"] for c in report["components"]] + ["residual"]
     history = report["history"]
-    scalar_keys = [k for k in (history[0] if history else {}) if k != "theta" and not isinstance(history[0][k], (list, dict))]
-    header = ["iteration"] + [f"theta_{n}" for n in names] + [k for k in scalar_keys if k != "iteration"]
-    lines = ["\t".join(header)]
+    scalar_keys = list(dict.fromkeys(
+        k for row in history for k, v in row.items()
+        if k not in ("iteration", "theta") and not isinstance(v, (list, dict))
+    ))
+    lines = ["\t".join(["iteration"] + [f"theta_{n}" for n in names] + scalar_keys)]
     for i, row in enumerate(history):
-        cells = [str(row.get("iteration", i))]
-        cells += [_fmt(float(t)) for t in row["theta"]]
-        cells += [_fmt(row[k]) if isinstance(row[k], float) else str(row[k]) for k in scalar_keys if k != "iteration"]
+        cells = [str(row.get("iteration", i))] + [_fmt(float(t)) for t in row["theta"]]
+        cells += [_fmt(v) if v is None or isinstance(v, float) else str(v) for v in (row.get(k) for k in scalar_keys)]
         lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
 
@@ -115,7 +133,7 @@ def write_outputs(report: dict, prefix: str | Path, *, plot: bool = False) -> li
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     paths = [Path(prefix + ".hsq"), Path(prefix + ".json"), Path(prefix + ".history.tsv")]
     atomic_write_text(paths[0], hsq_text(report))
-    atomic_write_text(paths[1], json.dumps(report, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(paths[1], json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths[2], history_tsv_text(report))
     if plot:
         paths.append(Path(prefix + ".png"))

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from dreml.outputs import hsq_text, history_tsv_text, summary_table, write_outputs
@@ -21,7 +20,8 @@ def make_report(n_components: int) -> dict:
         "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"total_s": 1.5},
         "history": [
             {"iteration": 0, "theta": theta, "loglik": -1300.0, "score_norm": 3.0, "pcg_iterations": 12},
-            {"iteration": 1, "theta": theta, "loglik": -1234.56789, "score_norm": 1e-7, "pcg_iterations": 10},
+            {"iteration": 1, "theta": theta, "loglik": -1234.56789, "score_norm": 1e-7, "pcg_iterations": 10,
+             "d_loglik": 65.43211},
         ],
     }
 
@@ -44,9 +44,11 @@ def test_hsq_text__gcta_layout_three_components():
 def test_history_tsv_text__one_column_per_variance():
     lines = history_tsv_text(make_report(2)).splitlines()
     assert lines[0].split("\t") == [
-        "iteration", "theta_c0", "theta_c1", "theta_residual", "loglik", "score_norm", "pcg_iterations"
+        "iteration", "theta_c0", "theta_c1", "theta_residual", "loglik", "score_norm", "pcg_iterations", "d_loglik"
     ]
     assert len(lines) == 3 and lines[2].split("\t")[:4] == ["1", "0.1", "0.2", "0.5"]
+    # a key first recorded at iteration 1 still gets its column, NA where a row lacks it
+    assert lines[1].split("\t")[-1] == "NA" and lines[2].split("\t")[-1] == "65.4321"
 
 
 def test_summary_table__flags_boundary():
@@ -64,12 +66,17 @@ def test_write_outputs__files_and_no_temporaries(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_write_outputs__nan_se_written_as_na(tmp_path):
+def test_write_outputs__nan_written_as_na_and_null(tmp_path):
     report = make_report(1)
     report["components"][0]["se"] = float("nan")
+    report["loglik"] = float("nan")
     write_outputs(report, tmp_path / "fit")
-    assert (tmp_path / "fit.hsq").read_text().splitlines()[1] == "V(G)\t0.1\tNA"
-    assert np.isnan(json.loads((tmp_path / "fit.json").read_text())["components"][0]["se"])
+    hsq = (tmp_path / "fit.hsq").read_text().splitlines()
+    assert hsq[1] == "V(G)\t0.1\tNA" and hsq[-2] == "logL\tNA"
+    # strict JSON: a reader that rejects NaN (jq, JavaScript) must parse the file
+    text = (tmp_path / "fit.json").read_text()
+    saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert saved["components"][0]["se"] is None and saved["loglik"] is None
 
 
 @pytest.mark.parametrize("n_components", [1, 2])

@@ -41,17 +41,20 @@ def _json_safe(value: Any) -> Any:
 
 
 def hsq_text(report: dict) -> str:
-    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [Sum of V(G)/Vp], logL, n."""
+    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [Sum of V(G)/Vp], logL, n.
+
+    Numbers as GCTA prints them, fixed-point with 6 decimals (logL with 3): a component at
+    the boundary reads 0.000000, never 1e-09, for parsers that expect plain decimals.
+    """
     comps = report["components"]
     labels = ["V(G)"] if len(comps) == 1 else [f"V(G{g + 1})" for g in range(len(comps))]
-    rows = [("Source", "Variance", "SE")]
-    rows += [(label, _fmt(c["variance"]), _fmt(c["se"])) for label, c in zip(labels, comps)]
-    rows.append(("V(e)", _fmt(report["residual_variance"]), _fmt(report["residual_se"])))
-    rows.append(("Vp", _fmt(report["vp"]), _fmt(report["vp_se"])))
-    rows += [(f"{label}/Vp", _fmt(c["h2"]), _fmt(c["h2_se"])) for label, c in zip(labels, comps)]
+    rows = [(label, c["variance"], c["se"]) for label, c in zip(labels, comps)]
+    rows.append(("V(e)", report["residual_variance"], report["residual_se"]))
+    rows.append(("Vp", report["vp"], report["vp_se"]))
+    rows += [(f"{label}/Vp", c["h2"], c["h2_se"]) for label, c in zip(labels, comps)]
     if len(comps) > 1:
-        rows.append(("Sum of V(G)/Vp", _fmt(report["h2_total"]), _fmt(report["h2_total_se"])))
-    lines = ["\t".join(r) for r in rows]
+        rows.append(("Sum of V(G)/Vp", report["h2_total"], report["h2_total_se"]))
+    lines = ["Source\tVariance\tSE"] + [f"{label}\t{_fmt(v, '.6f')}\t{_fmt(se, '.6f')}" for label, v, se in rows]
     lines += [f"logL\t{_fmt(report['loglik'], '.3f')}", f"n\t{report['n_samples']}"]
     return "\n".join(lines) + "\n"
 

@@ -106,7 +106,7 @@ def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_
         # about 0.25 SE here; the 0.1 SE criterion holds at n >= 2000 (tests/dreml/reml)
         assert abs(r["h2"] - e["h2"]) < 0.5 * e["h2_se"]
     hsq = dict(line.split("\t")[:2] for line in (tmp_path / "res.hsq").read_text().splitlines()[1:])
-    assert float(hsq["V(G1)"]) == pytest.approx(rand["components"][0]["variance"], rel=1e-5)
+    assert float(hsq["V(G1)"]) == pytest.approx(rand["components"][0]["variance"], abs=5e-7)  # 6 decimals
     assert int(hsq["n"]) == rand["n_samples"]
     history = (tmp_path / "res.history.tsv").read_text().splitlines()
     assert len(history) == len(rand["history"]) + 1

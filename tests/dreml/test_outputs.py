@@ -29,7 +29,7 @@ def make_report(n_components: int) -> dict:
 def test_hsq_text__gcta_layout_one_component():
     lines = hsq_text(make_report(1)).splitlines()
     assert [line.split("\t")[0] for line in lines] == ["Source", "V(G)", "V(e)", "Vp", "V(G)/Vp", "logL", "n"]
-    assert lines[1] == "V(G)\t0.1\t0.01"
+    assert lines[1] == "V(G)\t0.100000\t0.010000"
     assert lines[-2:] == ["logL\t-1234.568", "n\t2000"]
 
 
@@ -72,11 +72,18 @@ def test_write_outputs__nan_written_as_na_and_null(tmp_path):
     report["loglik"] = float("nan")
     write_outputs(report, tmp_path / "fit")
     hsq = (tmp_path / "fit.hsq").read_text().splitlines()
-    assert hsq[1] == "V(G)\t0.1\tNA" and hsq[-2] == "logL\tNA"
+    assert hsq[1] == "V(G)\t0.100000\tNA" and hsq[-2] == "logL\tNA"
     # strict JSON: a reader that rejects NaN (jq, JavaScript) must parse the file
     text = (tmp_path / "fit.json").read_text()
     saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert saved["components"][0]["se"] is None and saved["loglik"] is None
+
+
+def test_hsq_text__fixed_point_at_boundary():
+    # GCTA prints fixed-point; an exponent (1e-09) would break parsers expecting decimals
+    report = make_report(1)
+    report["components"][0]["variance"] = 1e-9
+    assert hsq_text(report).splitlines()[1] == "V(G)\t0.000000\t0.010000"
 
 
 @pytest.mark.parametrize("n_components", [1, 2])

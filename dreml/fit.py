@@ -156,18 +156,36 @@ def fit_prepared(
     return report
 
 
-def fit(stores: str | Path | Sequence[str | Path], pheno: str | Path, **options) -> dict:
+def fit(
+    stores: str | Path | Sequence[str | Path],
+    pheno: str | Path,
+    *,
+    pheno_name: str | None = None,
+    covar: str | Path | None = None,
+    covar_names: Sequence[str] | None = None,
+    components: ComponentChoice = ComponentChoice(),
+    client: Client | None = None,
+    config: FitConfig = FitConfig(),
+    min_maf: float = 0.0,
+    max_missing: float = 1.0,
+    memory_budget: int | str | None = None,
+) -> dict:
     """Fit a variance-component model by REML on a Dask cluster and return the fit report.
+
+    `prepare_inputs` (checks every input, no cluster) followed by `fit_prepared`.
 
     Arguments:
         stores: one genotype store, or several holding the same samples in the same order.
         pheno: the phenotype file.
-        options: `pheno_name`, `covar`, `covar_names`, `components` of `prepare_inputs`, and
-            `client`, `config`, `min_maf`, `max_missing`, `memory_budget` of `fit_prepared`.
+        pheno_name, covar, covar_names, components: as in `prepare_inputs`.
+        client, config, min_maf, max_missing, memory_budget: as in `fit_prepared`.
 
     Returns:
         The report dictionary (see docs/cli.md); `dreml.outputs.write_outputs` writes it.
     """
-    input_keys = {"pheno_name", "covar", "covar_names", "components"}
-    inputs = prepare_inputs(stores, pheno, **{k: v for k, v in options.items() if k in input_keys})
-    return fit_prepared(inputs, **{k: v for k, v in options.items() if k not in input_keys})
+    inputs = prepare_inputs(
+        stores, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names, components=components
+    )
+    return fit_prepared(
+        inputs, client=client, config=config, min_maf=min_maf, max_missing=max_missing, memory_budget=memory_budget
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
+from pathlib import Path
 
 from dreml.cli.common import add_cluster_options, cluster_client, float_list
 from dreml.errors import InputError
@@ -85,6 +87,14 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         raise InputError(f"dreml fit: {exc}") from exc
 
 
+def check_out_prefix(prefix: str) -> None:
+    """Refuse an output prefix that cannot be written now, rather than after the whole fit."""
+    parent = Path(prefix).parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise InputError(f"{prefix}: cannot write the outputs, {existing} is not a writable directory")
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     choice = ComponentChoice(
@@ -96,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         args.store, args.pheno, pheno_name=args.pheno_name, covar=args.covar, covar_names=args.covar_name,
         components=choice,
     )
+    check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
             inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,

@@ -15,10 +15,13 @@ from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.cli import main as dreml_main
+from dreml.cli.fit import check_out_prefix
+from dreml.errors import InputError
 from dreml.fit import ComponentChoice, fit
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
+from dreml.store import open_store
 
 N, M = 400, 1200
 
@@ -38,30 +41,22 @@ def client():
             yield c
 
 
-def reference_fit(root, config):
-    """Exact REML on K_g from pgenlib's decode, samples and covariates aligned by hand."""
+def read_dosage(root):
+    """The cohort's genotypes (variants x samples, -1 missing) decoded by pgenlib, not by dreml."""
     dosage = np.empty((M, N), dtype=np.int8)
     pgenlib.PgenReader(str(root / "c.bed").encode(), raw_sample_ct=N).read_range(0, M, dosage)
     dosage[dosage == -9] = -1
-    group = {line.split("\t")[0]: line.split("\t")[1].strip() for line in open(root / "c.components.tsv")}
-    bim_ids = [line.split()[1] for line in open(root / "c.bim")]
+    return dosage
+
+
+def hand_alignment(root):
+    """Samples with a phenotype and both covariates, y, and X = [1, sex M, age], parsed by hand."""
     pheno = {f.split()[1]: f.split()[2] for f in list(open(root / "c.pheno"))[1:]}
     covar = {f.split()[1]: f.split()[2:] for f in list(open(root / "c.covar"))[1:]}
     keep = [i for i in range(N) if pheno[f"I{i + 1}"] != "NA" and covar[f"I{i + 1}"][1] != "NA"]
     y = np.array([float(pheno[f"I{i + 1}"]) for i in keep])
     X = np.array([[1.0, float(covar[f"I{i + 1}"][0] == "M"), float(covar[f"I{i + 1}"][1])] for i in keep])
-    Z, _ = standardise(dosage[:, keep])  # frequencies from the analysed samples ...
-    names = sorted(set(group.values()))
-    members = [np.array([group[v] == name for v in bim_ids]) for name in names]
-    return keep, fit_reml(DenseOperator.from_genotypes([Z[mask].T for mask in members], names), y, X, config)
-
-
-def store_frequency_reference(root, config):
-    """... and, as dreml's default, from all samples of the store."""
-    dosage = np.empty((M, N), dtype=np.int8)
-    pgenlib.PgenReader(str(root / "c.bed").encode(), raw_sample_ct=N).read_range(0, M, dosage)
-    dosage[dosage == -9] = -1
-    return standardise(dosage)[0]
+    return keep, y, X
 
 
 def test_fit__exact_matches_dense_reference(cohort, client):
@@ -69,15 +64,13 @@ def test_fit__exact_matches_dense_reference(cohort, client):
     config = FitConfig(exact=True, worker_dtype="float64")
     report = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
                  components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config)
-    # reference with store-wide frequencies (dreml's default), aligned and split by hand
-    Z_all = store_frequency_reference(root, config)
-    keep, _ = reference_fit(root, config)
-    group = [line.split("\t")[1].strip() for line in open(root / "c.components.tsv")]
+    # the reference standardises with frequencies over all samples of the store (dreml's
+    # default), then keeps the hand-aligned samples and splits variants by the spec file
+    Z_all, _ = standardise(read_dosage(root))
+    keep, y, X = hand_alignment(root)
+    group_of = dict(line.rstrip("\n").split("\t") for line in open(root / "c.components.tsv"))
+    group = [group_of[line.split()[1]] for line in open(root / "c.bim")]  # in .bim order
     names = sorted(set(group))
-    pheno = {f.split()[1]: f.split()[2] for f in list(open(root / "c.pheno"))[1:]}
-    covar = {f.split()[1]: f.split()[2:] for f in list(open(root / "c.covar"))[1:]}
-    y = np.array([float(pheno[f"I{i + 1}"]) for i in keep])
-    X = np.array([[1.0, float(covar[f"I{i + 1}"][0] == "M"), float(covar[f"I{i + 1}"][1])] for i in keep])
     Zk = Z_all[:, keep]
     ref = fit_reml(DenseOperator.from_genotypes([Zk[np.array(group) == g].T for g in names], names), y, X, config)
     assert report["n_samples"] == len(keep)
@@ -128,3 +121,30 @@ def test_dreml_fit_cli__raise_on_missing_store(tmp_path, capsys):
     code = dreml_main(["fit", "--store", str(tmp_path / "none.zarr"), "--pheno", str(tmp_path / "p"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err.strip().endswith("none.zarr: no such store")
+
+
+def test_component_choice_resolve__raise_on_two_choices():
+    with pytest.raises(InputError, match=r"choose one of a component spec, by-chromosome and MAF bins"):
+        ComponentChoice(by_chromosome=True, maf_bins=(0.01, 0.5)).resolve([])
+
+
+@pytest.mark.parametrize("choice", [ComponentChoice(by_chromosome=True), ComponentChoice(maf_bins=(0.01, 0.5))])
+def test_component_choice_resolve__raise_on_several_stores(cohort, choice):
+    root, _ = cohort
+    store = open_store(root / "c.zarr")
+    with pytest.raises(InputError, match=r"need a single store; use a JSON spec"):
+        choice.resolve([store, store])
+
+
+def test_dreml_fit_cli__raise_on_invalid_setting(tmp_path, capsys):
+    code = dreml_main(["fit", "--store", str(tmp_path / "s.zarr"), "--pheno", str(tmp_path / "p"),
+                       "--out", str(tmp_path / "o"), "--n-probes", "0"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "dreml: error: dreml fit: n_probes must be a positive integer, got 0"
+
+
+def test_check_out_prefix__raise_on_unwritable_directory(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match=r"afile/sub/fit: cannot write the outputs, .*afile is not a writable directory"):
+        check_out_prefix(str(tmp_path / "afile" / "sub" / "fit"))
+    check_out_prefix(str(tmp_path / "new" / "fit"))  # a directory write_outputs will create is fine

@@ -25,7 +25,7 @@ from dreml.errors import InputError
 from dreml.operators import GenotypeOperator
 from dreml.phenotypes import AnalysisData, load_analysis_data
 from dreml.reml import FitConfig, RemlResult, fit_reml
-from dreml.store import Store, open_store
+from dreml.store import Store, open_stores
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def prepare_inputs(
 ) -> FitInputs:
     """Open the stores, resolve the components and align the phenotype; raise on bad input."""
     paths = [Path(stores)] if isinstance(stores, (str, Path)) else [Path(s) for s in stores]
-    opened = tuple(open_store(p) for p in paths)
+    opened = open_stores(paths)  # several stores: same samples, same order, checked here
     spec = components.resolve(opened)
     data = load_analysis_data(opened[0].sample_id, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names)
     description = {

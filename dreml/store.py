@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from dreml.errors import DremlError
+from dreml.errors import DremlError, InputError
 from dreml.store_schema import ARRAYS, FORMAT_NAME, FORMAT_VERSION, REQUIRED_ATTRS
 
 logger = logging.getLogger(__name__)
@@ -209,3 +210,26 @@ def open_store(path: str | Path) -> Store:
         raise StoreError(f"{path}: not a Zarr v3 group ({exc})") from exc
     _validate(path, group)
     return Store(path=path, group=group)
+
+
+def open_stores(stores: "Store | str | Path | Sequence[Store | str | Path]") -> tuple[Store, ...]:
+    """Open one or several stores; several must hold the same samples in the same order (InputError)."""
+    items = [stores] if isinstance(stores, (Store, str, Path)) else list(stores)
+    if not items:
+        raise InputError("no genotype store given")
+    opened = tuple(s if isinstance(s, Store) else open_store(s) for s in items)
+    first = opened[0]
+    for other in opened[1:]:
+        if other.n_samples != first.n_samples:
+            raise InputError(
+                f"stores {first.path} and {other.path} hold different samples "
+                f"({first.n_samples} vs {other.n_samples}); multi-store operators need the same samples in the same order"
+            )
+        differ = np.flatnonzero(first.sample_id != other.sample_id)
+        if differ.size:
+            i = int(differ[0])
+            raise InputError(
+                f"stores {first.path} and {other.path} differ in sample order: sample {i} is "
+                f"{str(first.sample_id[i])!r} vs {str(other.sample_id[i])!r}; multi-store operators need the same samples in the same order"
+            )
+    return opened

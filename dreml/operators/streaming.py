@@ -38,7 +38,7 @@ from dreml.operators.shard import (
     shard_matmat,
     shard_traces,
 )
-from dreml.store import Store, open_store
+from dreml.store import Store, open_stores
 
 logger = logging.getLogger(__name__)
 
@@ -82,28 +82,6 @@ class Layout:
         )
 
 
-def _open_stores(stores: Store | str | Path | Sequence[Store | str | Path]) -> tuple[Store, ...]:
-    items = [stores] if isinstance(stores, (Store, str, Path)) else list(stores)
-    if not items:
-        raise InputError("no genotype store given")
-    opened = tuple(s if isinstance(s, Store) else open_store(s) for s in items)
-    first = opened[0]
-    for other in opened[1:]:
-        if other.n_samples != first.n_samples:
-            raise InputError(
-                f"stores {first.path} and {other.path} hold different samples "
-                f"({first.n_samples} vs {other.n_samples}); multi-store operators need the same samples in the same order"
-            )
-        differ = np.flatnonzero(first.sample_id != other.sample_id)
-        if differ.size:
-            i = int(differ[0])
-            raise InputError(
-                f"stores {first.path} and {other.path} differ in sample order: sample {i} is "
-                f"{str(first.sample_id[i])!r} vs {str(other.sample_id[i])!r}; multi-store operators need the same samples in the same order"
-            )
-    return opened
-
-
 def _check_samples(samples: Sequence[int] | np.ndarray | None, n_samples: int) -> np.ndarray | None:
     if samples is None:
         return None
@@ -142,7 +120,7 @@ def build_layout(
             `samples`); see the module docstring.
         count_map: how the "samples" statistics pass runs (in-process, or on a cluster).
     """
-    opened = _open_stores(stores)
+    opened = open_stores(stores)
     idx = _check_samples(samples, opened[0].n_samples)
     components = components if components is not None else per_store(opened)
     components.check_stores([s.n_variants for s in opened])

@@ -17,8 +17,9 @@ from converters import convert
 from dreml.cli import main as dreml_main
 from dreml.cli.fit import check_out_prefix
 from dreml.errors import InputError
-from dreml.fit import ComponentChoice, fit
+from dreml.fit import ComponentChoice, fit, prepare_inputs
 from dreml.operators import DenseOperator
+from dreml.plink_write import write_plink1
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 from dreml.store import open_store
@@ -148,3 +149,15 @@ def test_check_out_prefix__raise_on_unwritable_directory(tmp_path):
     with pytest.raises(InputError, match=r"afile/sub/fit: cannot write the outputs, .*afile is not a writable directory"):
         check_out_prefix(str(tmp_path / "afile" / "sub" / "fit"))
     check_out_prefix(str(tmp_path / "new" / "fit"))  # a directory write_outputs will create is fine
+
+
+def test_prepare_inputs__raise_on_stores_with_other_sample_order(tmp_path):
+    dosage = np.random.default_rng(0).integers(0, 3, size=(20, 6)).astype(np.int8)
+    ids = np.array([f"s{i}" for i in range(6)])
+    write_plink1(tmp_path / "a", dosage, sample_id=ids)
+    write_plink1(tmp_path / "b", dosage[:, ::-1], sample_id=ids[::-1])
+    for name in "ab":
+        convert("bed", tmp_path / name, tmp_path / f"{name}.zarr")
+    (tmp_path / "p").write_text("FID IID y\n" + "".join(f"{i} {i} {k}\n" for k, i in enumerate(ids)))
+    with pytest.raises(InputError, match=r"differ in sample order: sample 0 is 's0' vs 's5'"):
+        prepare_inputs([tmp_path / "a.zarr", tmp_path / "b.zarr"], tmp_path / "p")

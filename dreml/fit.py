@@ -152,7 +152,7 @@ def fit_prepared(
             "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
         }
         report = build_report(result, operator, description, data.report)
-    report["timings"] = {**report["timings"], "load_s": t_load, "total_s": time.perf_counter() - t0}
+    report["timings"] = {**report["timings"], "shard_load": t_load, "end_to_end": time.perf_counter() - t0}
     return report
 
 

@@ -95,7 +95,7 @@ def summary_table(report: dict) -> str:
     lines.append(f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f})   logL {report['loglik']:.3f}")
     lines.append(
         f"n {report['n_samples']}   iterations {report['iterations']}   passes {report['passes']}   "
-        f"time {report['timings']['total_s']:.1f} s   converged {report['converged']}   seed {report['seed']}"
+        f"time {report['timings']['end_to_end']:.1f} s   converged {report['converged']}   seed {report['seed']}"
     )
     return "\n".join(lines)
 

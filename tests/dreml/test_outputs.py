@@ -17,7 +17,7 @@ def make_report(n_components: int) -> dict:
     return {
         "components": comps, "residual_variance": 0.5, "residual_se": 0.03, "vp": sum(theta),
         "vp_se": 0.04, "h2_total": 0.3, "h2_total_se": 0.05, "loglik": -1234.56789, "n_samples": 2000,
-        "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"total_s": 1.5},
+        "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"end_to_end": 1.5},
         "history": [
             {"iteration": 0, "theta": theta, "loglik": -1300.0, "score_norm": 3.0, "pcg_iterations": 12},
             {"iteration": 1, "theta": theta, "loglik": -1234.56789, "score_norm": 1e-7, "pcg_iterations": 10,

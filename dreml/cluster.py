@@ -88,6 +88,9 @@ def connect(
             dashboard_address=dashboard_address,
         )
         client = Client(cluster)
+    if client.cluster is not None:
+        # workers of a fresh local cluster register asynchronously; callers plan shards on them
+        client.wait_for_workers(len(client.cluster.workers), timeout=120)
     n = len(client.scheduler_info(n_workers=-1)["workers"])
     dashboard = client.dashboard_link if address is not None or dashboard_address is not None else "disabled"
     logger.info("connected to %s with %d worker(s); dashboard: %s", client.scheduler.address, n, dashboard)

@@ -29,23 +29,28 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_connect__local_cpu_workers_on_localhost(monkeypatch):
+def test_connect__local_cpu_workers_on_localhost():
     # a handler on our own logger: LocalCluster lowers the level of the root's stream
-    # handlers (pytest's caplog among them) while it runs (`silence_logs`)
+    # handlers (pytest's caplog among them) while it runs (`silence_logs`). setLevel, not an
+    # attribute assignment: it clears the logger's cache of enabled levels, which an earlier
+    # `-q` CLI run in the same process may have filled.
     records = _Records()
-    monkeypatch.setattr(dreml.cluster.logger, "level", logging.INFO)
-    dreml.cluster.logger.addHandler(records)
+    logger = dreml.cluster.logger
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(records)
     try:
         client = connect(n_workers=2, memory_limit="1GiB", dashboard_address=None)
     finally:
-        dreml.cluster.logger.removeHandler(records)
+        logger.removeHandler(records)
+        logger.setLevel(previous)
     try:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert len(workers) == 2
         assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
         assert all(w["nthreads"] == 1 and w["memory_limit"] == 2**30 for w in workers.values())
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
-        assert any("dashboard:" in m and "2 worker(s)" in m for m in records.messages)
+        assert any("dashboard:" in m and "2 worker(s)" in m for m in records.messages), records.messages
     finally:
         _close(client)
 

@@ -3,6 +3,8 @@ real local Dask clusters (helpers and sizes in genotype_reference.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
@@ -45,26 +47,19 @@ def split_cohort(cohort, tmp_path_factory) -> tuple[list[Store], list[np.ndarray
     return stores, parts
 
 
-def _cluster(n_workers: int):
-    cluster = LocalCluster(
+def _client(n_workers: int) -> Iterator[Client]:
+    with LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, memory_limit="2GiB",
-    )
-    client = Client(cluster)
-    return cluster, client
+    ) as cluster, Client(cluster) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
-def client2():
-    cluster, client = _cluster(2)
-    yield client
-    client.close()
-    cluster.close()
+def client2() -> Iterator[Client]:
+    yield from _client(2)
 
 
 @pytest.fixture(scope="session")
-def client1():
-    cluster, client = _cluster(1)
-    yield client
-    client.close()
-    cluster.close()
+def client1() -> Iterator[Client]:
+    yield from _client(1)

@@ -2,10 +2,12 @@
 
 Set-up (once per operator): the shards (contiguous variant ranges, see
 `dreml.operators.shard`) are sized from a per-worker memory budget and loaded with
-`client.submit(load_shard, ..., pure=False, workers=[w], allow_other_workers=True)`. The
-driver keeps the futures, so the data stays on the workers; if a worker dies, the scheduler
-recomputes its shards from the store on another worker (lineage), which scattered data
-would not allow.
+`client.submit(load_shard, ..., pure=False, workers=[w], allow_other_workers=False)`: pinned,
+so work stealing cannot move a load (and its bytes) past another worker's budget. The driver
+keeps the futures, so the data stays on the workers. A pinned task whose worker has left
+waits forever for it, so before every pass (and while one waits) the operator re-plans the
+shards of departed workers onto live ones within the budget and reloads them from the store
+(lineage, which scattered data would not allow).
 
 One pass (one `matmat`): V is cast to the worker dtype and broadcast to the workers once,
 one task per shard computes its partial products where the shard lives, partials are summed
@@ -16,7 +18,7 @@ pairwise on the cluster (a binary tree of `add_partials` tasks), and only the fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,11 @@ from dask.utils import format_bytes, parse_bytes
 from distributed import Client, Future, get_client, wait
 
 from dreml.backend import Backend, array_module
-from dreml.cluster import connect
+from dreml.cluster import ClusterError, connect
 from dreml.components import Components
 from dreml.errors import InputError
-from dreml.operators.shard import add_partials, call_counts, load_shard, shard_matmat, shard_traces
+from dreml.operators import device_memory  # noqa: F401  (registers Shard with dask-cuda where shards load)
+from dreml.operators.shard import ShardSpec, add_partials, call_counts, load_shard, shard_matmat, shard_traces
 from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
 from dreml.store import Store
 
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUDGET_FRACTION = 0.5
 # a shard holds at most this fraction of the budget, bounding the temporaries of its load
 SHARD_FRACTION_OF_BUDGET = 1 / 8
+# seconds between checks for departed workers while shards load or a pass runs
+RESIDENT_POLL_S = 2.0
 
 
 def worker_capacity(backend: Backend = "auto", dask_worker=None) -> int:
@@ -82,7 +87,9 @@ class GenotypeOperator(GenotypeOperatorBase):
 
     Attributes:
         passes, pass_times: count and wall-clock seconds of every pass.
-        shard_specs: the planned shards; `shards` their futures.
+        shard_specs: the planned shards; `shards` their futures; `shard_workers` the worker
+            each is pinned to (changed when a worker leaves and its shards are re-planned);
+            `shard_bytes` their resident bytes as the budget counts them.
         report: per-component filter report (m_spec, m_g, exclusions).
     """
 
@@ -128,27 +135,108 @@ class GenotypeOperator(GenotypeOperatorBase):
             )
         max_rows = shard_variants or max(1, int(self.memory_budget * SHARD_FRACTION_OF_BUDGET) // row_bytes)
         self.shard_specs = layout.plan(max_rows, multiple_of=len(workers))
-        self.shards: list[Future] = [
-            client.submit(
-                load_shard, spec, layout.samples, self.dtype.name, backend,
-                pure=False, workers=[workers[i % len(workers)]], allow_other_workers=True,
-            )
-            for i, spec in enumerate(self.shard_specs)
-        ]
-        wait(self.shards)
+        self._load_args = (layout.samples, self.dtype.name, backend)
+        self.shard_bytes = [spec.n_rows * row_bytes for spec in self.shard_specs]
+        self.shard_workers = [workers[i % len(workers)] for i in range(len(self.shard_specs))]
+        self.shards: list[Future] = [self._submit_load(spec, w) for spec, w in zip(self.shard_specs, self.shard_workers)]
+        self._ensure_resident()
         logger.info(
             "%d shards (%s per worker of a %s budget) loaded on %d worker(s)",
             len(self.shards), format_bytes(per_worker), format_bytes(self.memory_budget), len(workers),
         )
 
+    def _submit_load(self, spec: ShardSpec, worker: str) -> Future:
+        # pinned: with allow_other_workers=False the scheduler's work stealing only considers
+        # thieves within a task's restrictions, i.e. none for a single pinned worker
+        return self.client.submit(load_shard, spec, *self._load_args, pure=False, workers=[worker], allow_other_workers=False)
+
+    def _departed(self) -> tuple[list[int], list[str]]:
+        """Shards whose pinned worker has left the cluster, and the live workers."""
+        live = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return [i for i, w in enumerate(self.shard_workers) if w not in live], live
+
+    def _replan(self, lost: list[int], live: list[str]) -> None:
+        """Pin each lost shard to the live worker with the fewest resident bytes, within the budget.
+
+        Resident bytes are `shard_bytes`, as the budget check of `__init__` counts them. The
+        whole plan is checked before any shard is reloaded.
+
+        Raises:
+            ClusterError: the live workers cannot hold the lost shards within `memory_budget`.
+        """
+        size = self.shard_bytes
+        resident = dict.fromkeys(live, 0)
+        for i, w in enumerate(self.shard_workers):
+            if w in resident:
+                resident[w] += size[i]
+        free = sum(max(0, self.memory_budget - r) for r in resident.values())
+        plan: dict[int, str] = {}
+        for i in sorted(lost, key=size.__getitem__, reverse=True):  # largest first: fewer dead ends
+            target = min(live, key=resident.__getitem__, default=None)
+            if target is None or resident[target] + size[i] > self.memory_budget:
+                raise ClusterError(
+                    f"{len(lost)} shard(s) ({format_bytes(sum(size[j] for j in lost))}) of departed worker(s) "
+                    f"{', '.join(sorted({self.shard_workers[j] for j in lost}))} do not fit on the {len(live)} "
+                    f"live worker(s) within memory_budget {format_bytes(self.memory_budget)} per worker "
+                    f"({format_bytes(free)} free on them): add workers or raise memory_budget"
+                )
+            resident[target] += size[i]
+            plan[i] = target
+        for i, target in plan.items():
+            self.shard_workers[i] = target
+            self.shards[i] = self._submit_load(self.shard_specs[i], target)  # the old future is released
+        logger.warning("%d shard(s) of departed worker(s) reloaded on %s", len(plan), ", ".join(sorted(set(plan.values()))))
+
+    def _ensure_resident(self) -> None:
+        """Return once every shard is in memory, re-planning the shards of departed workers."""
+        while True:
+            lost, live = self._departed()
+            if lost:
+                self._replan(lost, live)
+            try:
+                wait(self.shards, timeout=RESIDENT_POLL_S)
+                return
+            except TimeoutError:
+                continue
+
+    def _compute(self, submit: Callable[[], list[Future]]) -> list:
+        """Results of the tasks `submit()` creates on the resident shards.
+
+        A task whose shard left with its worker would wait forever: if a pinned worker leaves
+        while they run, its shards are re-planned and the tasks submitted again.
+        """
+        while True:
+            self._ensure_resident()
+            futures = submit()
+            while True:
+                try:
+                    wait(futures, timeout=RESIDENT_POLL_S)
+                    return self.client.gather(futures)
+                except TimeoutError:
+                    if self._departed()[0]:
+                        break
+
+    def _on_shards(self, func: Callable, *args) -> list[Future]:
+        """`func(shard, *args)` for every shard, each on the worker holding it.
+
+        Pinned too: a task the scheduler placed or stole elsewhere would copy its shard
+        there, past that worker's budget.
+        """
+        return [
+            self.client.submit(func, s, *args, pure=False, workers=[w], allow_other_workers=False)
+            for s, w in zip(self.shards, self.shard_workers)
+        ]
+
     def _trace_parts(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
-        parts = self.client.gather([self.client.submit(shard_traces, s, pure=False) for s in self.shards])
+        parts = self._compute(lambda: self._on_shards(shard_traces))
         return [(spec.components, part) for spec, part in zip(self.shard_specs, parts)]
 
     def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
-        V_future = self.client.scatter(V, broadcast=True, hash=False)
-        parts = [self.client.submit(shard_matmat, s, V_future, weights, pure=False) for s in self.shards]
-        return _tree_sum(self.client, parts).result()
+        def submit() -> list[Future]:
+            V_future = self.client.scatter(V, broadcast=True, hash=False)
+            return [_tree_sum(self.client, self._on_shards(shard_matmat, V_future, weights))]
+
+        return self._compute(submit)[0]
 
     def close(self) -> None:
         """Release the shards (and the cluster, when this operator started it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -9,8 +10,9 @@ import numpy as np
 
 from dreml.errors import InputError
 from dreml.operators.protocol import GRMOperator
-from dreml.reml.config import FitConfig
+from dreml.reml.config import FitConfig, fresh_seed
 from dreml.reml.exact import ExactEvaluator
+from dreml.reml.method import choose_method
 from dreml.reml.optimizer import run_ai
 from dreml.reml.probes import draw_probes
 from dreml.reml.randomised import RandomisedEvaluator
@@ -44,7 +46,8 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         y: phenotype, shape (n,), in the operator's sample order.
         X: fixed-effect covariates, shape (n, p), full column rank; None for an intercept only.
             Include the intercept yourself when you pass X.
-        config: `FitConfig`; `config.exact` selects the dense reference path.
+        config: `FitConfig`; `config.method` selects the path, `config.seed` (None: a fresh
+            seed) the probes. The result's `config` holds the seed actually used.
 
     Returns:
         `RemlResult`. Non-convergence is reported in `converged` / `status`, not raised.
@@ -53,31 +56,40 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         InputError: shapes, non-finite values or rank-deficient covariates.
     """
     y, X = _check_inputs(operator, y, X)
+    if config.seed is None:
+        config = dataclasses.replace(config, seed=fresh_seed())
     t0 = time.perf_counter()
-    passes0 = operator.passes
-    if config.exact:
+    n = operator.shape[0]
+    method, reason = choose_method(config.method, n, operator.n_components)
+    logger.info("REML path: %s (%s); seed %d", method, reason, config.seed)
+    if method == "exact":
         evaluator = ExactEvaluator(operator, y, X)
     else:
         rank = config.precond_rank
-        columns = min(rank + config.precond_oversampling, operator.shape[0]) if rank else 0
-        probes = draw_probes(operator.shape[0], config.n_probes, config.slq_probes, columns, config.seed)
+        columns = min(rank + config.precond_oversampling, n) if rank else 0
+        probes = draw_probes(n, config.n_probes, config.slq_probes, columns, config.seed)
         evaluator = RandomisedEvaluator(operator, y, X, config, probes)
     t_setup = time.perf_counter() - t0
-    opt = run_ai(evaluator, operator, config)
+    opt = run_ai(evaluator, config)
     t_total = time.perf_counter() - t0
     theta = opt.point.theta
-    logger.info("REML %s after %d iterations, %d passes", opt.status, opt.iterations, operator.passes - passes0)
+    passes = dict(evaluator.count.passes)
+    logger.info("REML %s after %d iterations, %d passes %s", opt.status, opt.iterations, sum(passes.values()), passes)
     return RemlResult(
         names=tuple(operator.component_names) + ("residual",),
         theta=theta,
-        **uncertainty(theta, opt.derivatives.ai, opt.held),
+        **uncertainty(theta, opt.info.ai, opt.held, opt.point.score_cov),
         at_boundary=opt.held,
-        loglik=opt.point.loglik,
-        loglik_se=opt.point.loglik_se,
-        score=opt.derivatives.score,
-        ai=opt.derivatives.ai,
+        loglik=opt.info.loglik,
+        loglik_se=opt.info.loglik_se,
+        score=opt.point.score,
+        ai=opt.info.ai,
         iterations=opt.iterations,
-        passes=int(operator.passes - passes0),
+        decrement=opt.decrement,
+        passes=int(sum(passes.values())),
+        passes_by_kind=passes,
+        method=method,
+        method_reason=reason,
         converged=opt.converged,
         status=opt.status,
         n_samples=int(y.shape[0]),

@@ -5,47 +5,98 @@ P = H^-1 - H^-1 X (X^T H^-1 X)^-1 X^T H^-1, and (constant -(n - p)/2 log(2 pi) o
     l(theta) = -1/2 [log|H| + log|X^T H^-1 X| + y^T P y]
     s_i      = -1/2 tr(P K_i) + 1/2 y^T P K_i P y
     AI_ij    =  1/2 (K_i P y)^T P (K_j P y)                     (Gilmour, Thompson & Cullis 1995)
+Since P X = 0, P y = P y~ with y~ = y residualised on X; the solvers use y~, whose scale is
+the residual's, not the mean's (float32 workers otherwise lose |mean| / sd digits).
+
+The optimizer asks for the score at every trial theta (`score`) and for the average
+information only at accepted points (`information`); the log-likelihood is computed once, at
+the final theta (`information(..., loglik=True)`), since the iterations need only s and AI.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from dreml.operators.protocol import GRMOperator
+
 
 @dataclass(frozen=True)
 class Point:
-    """The log-likelihood at theta, with what `derivatives` needs (`data`, evaluator-private)."""
+    """The score at theta, with what `information` needs (`data`, evaluator-private).
 
-    theta: np.ndarray  # shape: (G + 1,)
-    loglik: float
-    loglik_se: float  # Monte Carlo standard error of loglik (0 on the exact path)
-    stats: dict = field(default_factory=dict)  # JSON-serialisable, goes to the history
+    Fields:
+        theta: shape (G + 1,).
+        score: s(theta), shape (G + 1,).
+        score_cov: Monte Carlo covariance of the score estimate, shape (G + 1, G + 1)
+            (0 on the exact path).
+        failures: messages of solves that did not reach their tolerance.
+        stats: JSON-serialisable, goes to the history.
+    """
+
+    theta: np.ndarray
+    score: np.ndarray
+    score_cov: np.ndarray
+    failures: tuple[str, ...] = ()
+    stats: dict = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Derivatives:
-    """Score and average information at a `Point`."""
+class Information:
+    """Average information at a `Point`, and the log-likelihood when it was asked for.
 
-    score: np.ndarray  # shape: (G + 1,)
-    ai: np.ndarray  # shape: (G + 1, G + 1)
+    Fields:
+        ai: shape (G + 1, G + 1).
+        loglik: l(theta) (NaN when not computed); SLQ estimate on the randomised path.
+        loglik_se: its Monte Carlo standard error (0 on the exact path, NaN when not computed).
+        failures, stats: as in `Point`.
+    """
+
+    ai: np.ndarray
+    loglik: float = float("nan")
+    loglik_se: float = float("nan")
+    failures: tuple[str, ...] = ()
     stats: dict = field(default_factory=dict)
 
 
 class Evaluator(Protocol):
-    """The two implementations: `ExactEvaluator` (dense) and `RandomisedEvaluator` (matrix-free)."""
+    """The two implementations: `ExactEvaluator` (dense) and `RandomisedEvaluator` (matrix-free).
+
+    `count.passes` holds the operator passes by kind ("setup", "score", ...).
+    """
+
+    count: "PassCounter"
 
     def start(self) -> np.ndarray:
         """Starting theta (randomised or exact Haseman-Elston)."""
 
-    def evaluate(self, theta: np.ndarray) -> Point:
-        """l(theta) and the solves the derivatives reuse."""
+    def score(self, theta: np.ndarray) -> Point:
+        """s(theta) and the solves `information` reuses."""
 
-    def derivatives(self, point: Point) -> Derivatives:
-        """s(theta) and AI(theta) at an evaluated point."""
+    def information(self, point: Point, *, loglik: bool) -> Information:
+        """AI(theta) at a scored point, and l(theta) when `loglik`."""
+
+
+class PassCounter:
+    """Operator passes attributed to kinds of work (`with counter("score"): ...`)."""
+
+    def __init__(self, operator: GRMOperator) -> None:
+        self.operator = operator
+        self.passes: Counter = Counter()
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str) -> Iterator[None]:
+        before = self.operator.passes
+        try:
+            yield
+        finally:
+            self.passes[kind] += int(self.operator.passes - before)
 
 
 def residualise(y: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -4,13 +4,27 @@ Update (Gilmour, Thompson & Cullis 1995; Johnson & Thompson 1995 for step contro
     theta' = Pi(theta + AI^-1 s)
 on the free components, where Pi projects theta_g >= 0 (g genetic) and theta_e >= 1e-6 sum(theta).
 A genetic component at 0 whose score is <= 0 (the likelihood would rise only by going negative)
-is held at 0 and dropped from the Newton system (active set). The step is halved, up to
-`max_step_halvings` times (the last halved step is then taken and the row says so), when
-l(theta') < l(theta) - tol_loglik and the scores confirm an overshoot along the step delta,
-s(theta')^T delta < -s(theta)^T delta (for a quadratic along the line the two tests agree). The
-second test keeps Monte Carlo disagreement between the SLQ log-likelihood and the Hutchinson
-score from halving steps near the optimum on the randomised path. Converged when max_i |theta'_i - theta_i| / sum(theta') < tol_theta and
-|l(theta') - l(theta)| < tol_loglik; otherwise, after `max_iter` iterations, the result says so.
+is held at 0 and dropped from the Newton system (active set).
+
+Step control uses scores only: the step delta is halved, up to `max_step_halvings` times (the
+last halved step is then taken and the row says so), when the scores show that it passed the
+maximum along the line by more than twice, s(theta')^T delta < -s(theta)^T delta (for a
+quadratic along the line this is exactly l(theta') < l(theta)). A rejected trial costs one
+score evaluation, not the average information. Steps whose decrement is below 1 (shorter than
+about one standard error, where the quadratic model of AI holds) are not checked: there the
+test would compare scores that differ by less than their PCG and Monte Carlo noise. The log-likelihood is not needed by the
+iterations: on the randomised path its SLQ estimate uses other probes than the Hutchinson
+score, so its changes near the score's root are Monte Carlo error, not progress.
+
+Convergence: the Newton decrement nu = s^T AI^-1 s (free components) at the new point, with
+the AI of the previous point (so the last AI solve can carry the SLQ columns of the final
+log-likelihood), falls below max(`tol_decrement`, nu_mc), where nu_mc = tr(AI^-1 Sigma_s) is the
+decrement the Monte Carlo error of the score (covariance Sigma_s) alone would produce: the
+stopping rule never sits below the estimator's own noise. Since AI^-1 approximates cov(theta), nu is the
+squared length of the remaining step in standard-error units. The probes are fixed for the
+whole fit, so the randomised score is one function of theta and Newton converges to its root;
+the distance of that root from the exact one is the Monte Carlo error reported beside the SEs.
+A fit whose solves did not all converge never reports converged.
 """
 
 from __future__ import annotations
@@ -21,9 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
-from dreml.reml.evaluation import Derivatives, Evaluator, Point
+from dreml.reml.evaluation import Evaluator, Information, Point
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +46,20 @@ class OptimResult:
     """Where the iterations stopped.
 
     Fields:
-        point, derivatives: the final theta's evaluation, score and AI.
+        point, info: the final theta's score, average information and log-likelihood.
         held: genetic components held at 0 by the active set at the end, shape (G + 1,).
         iterations: AI updates made.
-        converged: whether the convergence test passed.
+        decrement: the Newton decrement at the final point with its own AI.
+        converged: whether the convergence test passed and every solve converged.
         status: "converged" or why not.
         history: one JSON-serialisable dict per evaluated iterate (row 0 is the start).
     """
 
     point: Point
-    derivatives: Derivatives
+    info: Information
     held: np.ndarray
     iterations: int
+    decrement: float
     converged: bool
     status: str
     history: list[dict]
@@ -57,24 +72,33 @@ def held_at_zero(theta: np.ndarray, score: np.ndarray) -> np.ndarray:
     return held
 
 
-def _ai_step(der: Derivatives, held: np.ndarray) -> np.ndarray:
-    """AI^-1 s on the free components, 0 on the held ones."""
+def newton(score: np.ndarray, ai: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, float]:
+    """AI^-1 s on the free components (0 on the held ones) and the decrement s^T AI^-1 s."""
     free = ~held
-    step = np.zeros_like(der.score)
-    ai = der.ai[np.ix_(free, free)]
+    step = np.zeros_like(score)
+    a = ai[np.ix_(free, free)]
     try:
-        step[free] = np.linalg.solve(ai, der.score[free])
+        step[free] = np.linalg.solve(a, score[free])
     except np.linalg.LinAlgError:
-        step[free] = np.linalg.lstsq(ai, der.score[free], rcond=None)[0]
-    return step
+        step[free] = np.linalg.lstsq(a, score[free], rcond=None)[0]
+    return step, float(score[free] @ step[free])
 
 
-def _overshoot(old: Derivatives, new: Derivatives, delta: np.ndarray) -> bool:
+def monte_carlo_decrement(score_cov: np.ndarray, ai: np.ndarray, held: np.ndarray) -> float:
+    """E[delta_s^T AI^-1 delta_s] = tr(AI^-1 Sigma_s) for a score error delta_s of covariance Sigma_s:
+    the decrement that the Monte Carlo error of the score alone produces (0 on the exact path)."""
+    free = ~held
+    a, c = ai[np.ix_(free, free)], score_cov[np.ix_(free, free)]
+    return float(np.trace(np.linalg.lstsq(a, c, rcond=None)[0]))
+
+
+def _overshoot(old: Point, new: Point) -> bool:
     """Whether the step passed the maximum along the line by more than twice.
 
     For phi(t) = l(theta + t delta) quadratic, phi(1) < phi(0) exactly when
     phi'(1) < -phi'(0), i.e. s(theta')^T delta < -s(theta)^T delta.
     """
+    delta = new.theta - old.theta
     return float(new.score @ delta) < -float(old.score @ delta)
 
 
@@ -84,59 +108,76 @@ def _project(theta: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_ai(evaluator: Evaluator, operator: GRMOperator, config: FitConfig) -> OptimResult:
+def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
     """Iterate AI updates from the evaluator's start.
 
     Arguments:
         evaluator: exact or randomised.
-        operator: for the pass count recorded in the history.
-        config: tolerances, max_iter and max_step_halvings.
+        config: tol_decrement, max_iter, max_step_halvings, loglik.
 
     Returns:
         `OptimResult`.
     """
     t0 = time.perf_counter()
     history: list[dict] = []
+    failures: list[str] = []
+    passes = evaluator.count.passes
 
-    def record(it: int, point: Point, der: Derivatives, **extra) -> None:
-        history.append({
-            "iteration": it, "theta": [float(t) for t in point.theta], "loglik": point.loglik,
-            "loglik_se": point.loglik_se, "score_norm": float(np.linalg.norm(der.score)),
-            "passes": int(operator.passes), "wall_s": time.perf_counter() - t0,
-            **extra, **point.stats, **der.stats,
-        })
+    def record(it: int, point: Point, info: Information, **extra) -> None:
+        failures.extend(point.failures + info.failures)
+        row = {
+            "iteration": it, "theta": [float(t) for t in point.theta], "score_norm": float(np.linalg.norm(point.score)),
+            "passes": int(sum(passes.values())), "wall_s": time.perf_counter() - t0,
+            **extra, **point.stats, **info.stats,
+        }
+        if np.isfinite(info.loglik):
+            row.update(loglik=info.loglik, loglik_se=info.loglik_se)
+        history.append(row)
         logger.info(
-            "REML iteration %d: theta [%s], logL %.3f, |score| %.3g, %d passes, %.1f s",
-            it, ", ".join(f"{t:.4g}" for t in point.theta), point.loglik, history[-1]["score_norm"],
-            operator.passes, history[-1]["wall_s"],
+            "REML iteration %d: theta [%s], |score| %.3g, decrement %.3g, %d passes, %.1f s",
+            it, ", ".join(f"{t:.4g}" for t in point.theta), row["score_norm"], extra.get("decrement", float("nan")),
+            row["passes"], row["wall_s"],
         )
 
-    point = evaluator.evaluate(evaluator.start())
-    der = evaluator.derivatives(point)
-    record(0, point, der, step_halvings=0)
+    point = evaluator.score(evaluator.start())
+    info = evaluator.information(point, loglik=False)
+    record(0, point, info, step_halvings=0)
     converged, it = False, 0
-    for it in range(1, config.max_iter + 1):
-        step = _ai_step(der, held_at_zero(point.theta, der.score))
+    while it < config.max_iter:
+        it += 1
+        step, step_decrement = newton(point.score, info.ai, held_at_zero(point.theta, point.score))
         for halvings in range(config.max_step_halvings + 1):
-            new = evaluator.evaluate(_project(point.theta + step))
-            new_der = None if new.loglik >= point.loglik - config.tol_loglik else evaluator.derivatives(new)
-            if new_der is None or not _overshoot(der, new_der, new.theta - point.theta):
+            new = evaluator.score(_project(point.theta + step))
+            if halvings == config.max_step_halvings or step_decrement < 1.0 or not _overshoot(point, new):
                 break
+            failures.extend(new.failures)  # a rejected trial's solves still count
             step = step / 2
-        new_der = new_der if new_der is not None else evaluator.derivatives(new)
         d_theta = float(np.max(np.abs(new.theta - point.theta)) / new.theta.sum())
-        d_loglik = new.loglik - point.loglik
-        point, der = new, new_der
-        record(it, point, der, step_halvings=halvings, d_theta=d_theta, d_loglik=d_loglik)
-        if d_theta < config.tol_theta and abs(d_loglik) < config.tol_loglik:
-            converged = True
+        point = new
+        held = held_at_zero(point.theta, point.score)
+        _, decrement = newton(point.score, info.ai, held)
+        floor = monte_carlo_decrement(point.score_cov, info.ai, held)
+        converged = decrement < max(config.tol_decrement, floor)
+        info = evaluator.information(point, loglik=config.loglik and converged)
+        record(it, point, info, step_halvings=halvings, d_theta=d_theta, decrement=decrement, mc_decrement=floor)
+        if converged:
             break
-    status = "converged" if converged else (
-        f"not converged after {it} iterations (last relative change in theta "
-        f"{history[-1].get('d_theta', float('nan')):.3g}, in loglik {history[-1].get('d_loglik', float('nan')):.3g}); "
-        f"raise max_iter or loosen tol_theta / tol_loglik"
-    )
+    if config.loglik and not np.isfinite(info.loglik):
+        info = evaluator.information(point, loglik=True)
+        failures.extend(info.failures)
+        history[-1].update(loglik=info.loglik, loglik_se=info.loglik_se)
+    held = held_at_zero(point.theta, point.score)
+    _, final_decrement = newton(point.score, info.ai, held)
+    if failures:
+        status = f"not converged: {len(failures)} solve(s) failed, first: {failures[0]}"
+    elif not converged:
+        status = (
+            f"not converged after {it} iterations (Newton decrement {history[-1].get('decrement', float('nan')):.3g} "
+            f"against tol_decrement {config.tol_decrement:g}); raise max_iter or tol_decrement"
+        )
+    else:
+        status = "converged"
     return OptimResult(
-        point=point, derivatives=der, held=held_at_zero(point.theta, der.score), iterations=it,
-        converged=converged, status=status, history=history,
+        point=point, info=info, held=held, iterations=it, decrement=final_decrement,
+        converged=converged and not failures, status=status, history=history,
     )

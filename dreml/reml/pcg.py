@@ -5,13 +5,16 @@ Solves H X = B for an (n, k) block B, each column by its own CG recurrence, with
 The operator may be a Dask round trip, so the loop is plain Python (a `lax.while_loop` would
 trace it); the column-wise updates are jitted JAX.
 
-Per column (x_0 = 0, r_0 = b, z_j = M^-1 r_j, p_0 = z_0; Saad 2003, Alg. 9.1):
+Per column (r_0 = b - H x_0, z_j = M^-1 r_j, p_0 = z_0; Saad 2003, Alg. 9.1):
     alpha_j = r_j^T z_j / p_j^T H p_j,   x_{j+1} = x_j + alpha_j p_j,   r_{j+1} = r_j - alpha_j H p_j
     beta_j  = r_{j+1}^T z_{j+1} / r_j^T z_j,   p_{j+1} = z_{j+1} + beta_j p_j
-The alphas and betas are kept: they are the Lanczos tridiagonal of M^-1/2 H M^-1/2 started
-at M^-1/2 b / ||M^-1/2 b|| (Saad 2003, Sec. 6.7.3; Gardner et al. 2018, Sec. 4), which
-`dreml.reml.slq` turns into log-determinants without further passes.
-A column stops when ||r_j|| <= tol ||b||; it is then frozen (alpha = beta = 0).
+A warm start x_0 comes with its product H x_0 (the caller often has it without a pass).
+The alphas and betas are kept: for a column started at x_0 = 0 they are the Lanczos
+tridiagonal of M^-1/2 H M^-1/2 started at M^-1/2 b / ||M^-1/2 b|| (Saad 2003, Sec. 6.7.3;
+Gardner et al. 2018, Sec. 4), which `dreml.reml.slq` turns into log-determinants without
+further passes.
+Column c stops when ||r_j|| <= tol_c ||b_c|| (its own tolerance); it is then frozen
+(alpha = beta = 0). The recursive residuals r_j are returned: H x = b - r without a pass.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class PCGResult:
 
     Fields:
         x: the solutions, shape (n, k).
+        r: the recursive residuals b - H x, shape (n, k).
         converged: per column, whether ||r|| <= tol ||b||, shape (k,).
         iterations: operator calls made (= passes), the most iterations of any column.
         column_iterations: iterations of each column, shape (k,).
@@ -41,6 +45,7 @@ class PCGResult:
     """
 
     x: np.ndarray
+    r: np.ndarray
     converged: np.ndarray
     iterations: int
     column_iterations: np.ndarray
@@ -83,8 +88,10 @@ def block_pcg(
     B: np.ndarray,
     *,
     solve_M: Callable[[jax.Array], jax.Array] | None = None,
-    tol: float,
+    tol: float | np.ndarray,
     max_iter: int,
+    x0: np.ndarray | None = None,
+    Hx0: np.ndarray | None = None,
 ) -> PCGResult:
     """Solve H X = B column by column with one `apply_H` call per iteration.
 
@@ -92,24 +99,33 @@ def block_pcg(
         apply_H: V -> H V for an (n, j) NumPy block (the operator pass).
         B: right-hand sides, shape (n, k).
         solve_M: R -> M^-1 R on JAX arrays (the preconditioner); None for M = I.
-        tol: relative residual at which a column stops.
+        tol: relative residual at which a column stops: one value, or one per column (k,).
         max_iter: most iterations.
+        x0: initial guess, shape (n, k) (default 0); a column whose x0 is 0 starts a Lanczos
+            process at its right-hand side (what SLQ needs).
+        Hx0: H x0, shape (n, k); required with x0.
 
     Returns:
         `PCGResult`.
     """
     B = np.asarray(B, dtype=np.float64)
     n, k = B.shape
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (k,))
     precondition = solve_M if solve_M is not None else (lambda R: R)
     b_norm = np.linalg.norm(B, axis=0)
-    X = jnp.zeros((n, k))
-    R = jnp.asarray(B)
+    if x0 is None:
+        X, R = jnp.zeros((n, k)), jnp.asarray(B)
+    else:
+        if Hx0 is None or x0.shape != B.shape or Hx0.shape != B.shape:
+            raise ValueError(f"x0 and Hx0 must both be given with shape {B.shape}")
+        X, R = jnp.asarray(x0, dtype=jnp.float64), jnp.asarray(B - Hx0)
     Zr = precondition(R)
     P = Zr
     rz = jnp.sum(R * Zr, axis=0)
     rz0 = np.asarray(rz)
-    active = b_norm > 0
-    residuals = np.zeros(k)
+    safe_norm = np.where(b_norm > 0, b_norm, 1.0)
+    residuals = np.asarray(jnp.linalg.norm(R, axis=0)) / safe_norm
+    active = (b_norm > 0) & (residuals > tol)
     column_iterations = np.zeros(k, dtype=np.int64)
     alphas: list[np.ndarray] = []
     betas: list[np.ndarray] = []
@@ -120,23 +136,24 @@ def block_pcg(
         active_j = jnp.asarray(active)
         X, R, alpha, r_norm = _step(X, R, P, jnp.asarray(HP), rz, active_j)
         column_iterations += active
-        residuals = np.where(active, np.asarray(r_norm) / np.where(b_norm > 0, b_norm, 1.0), residuals)
+        residuals = np.where(active, np.asarray(r_norm) / safe_norm, residuals)
         active = active & (residuals > tol)
         active_j = jnp.asarray(active)
         P, rz, beta = _direction(precondition(R), R, P, rz, active_j)
         alphas.append(np.asarray(alpha))
         betas.append(np.asarray(beta))
-    converged = residuals <= tol
+    converged = (residuals <= tol) | (b_norm == 0)
     status = "converged"
     if not converged.all():
         status = (
-            f"{int((~converged).sum())} of {k} columns did not reach relative residual {tol:g} in "
-            f"{max_iter} iterations (largest {residuals.max():.3g}); raise pcg_max_iter or the "
+            f"{int((~converged).sum())} of {k} columns did not reach their relative residual tolerance in "
+            f"{max_iter} iterations (largest residual {residuals.max():.3g}); raise pcg_max_iter or the "
             f"preconditioner rank"
         )
     shape = (len(alphas), k)
     return PCGResult(
         x=np.asarray(X),
+        r=np.asarray(R),
         converged=converged,
         iterations=len(alphas),
         column_iterations=column_iterations,

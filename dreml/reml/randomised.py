@@ -1,32 +1,42 @@
 """The matrix-free evaluator: block PCG, Hutchinson traces, SLQ log-determinant.
 
-Set-up (once per fit; passes counted on the operator):
+Set-up (once per fit; passes counted by kind in `count.passes`):
     1 + q weighted passes    range finder for the preconditioner (none when rank = 0)
     1 stacked pass           K_g [W | y~ | Q]: Hutchinson and HE products, preconditioner core
-Per `evaluate(theta)`: one block PCG on [X | y | W | M^1/2 Z] (one pass per PCG iteration):
+Per `score(theta)`: one block PCG on [X | y~ | W] (one pass per PCG iteration), with its own
+tolerance per column (`pcg_tol` for X and y~, `probe_tol` for the probes W):
     P V = H^-1 V - H^-1 X (X^T H^-1 X)^-1 (H^-1 X)^T V
-    log|H| = log|M| + SLQ from the Lanczos tridiagonals of the M^1/2 Z columns
-Per `derivatives(point)`: one stacked pass K_g P y, then one block PCG on the G + 1 columns
-K_i P y (K_e = I) for AI. The traces reuse the W solves (Hutchinson 1990, Rademacher probes):
-    a_ib = (K_i w_b)^T (P w_b),   tr(P K_i) ~ mean_b a_ib.
+then K_g P y: one stacked pass, or none for G = 1, where
+    H P y = y~ - X c  (c = (X^T H^-1 X)^-1 (H^-1 X)^T y~)  gives  K P y = (y~ - X c - theta_e P y) / theta_1.
+Per `information(point)`: one block PCG on the G + 1 columns K_i P y (K_e = I) for AI, at
+`ai_tol`; with `loglik=True` the SLQ probe columns M^1/2 Z ride in the same block:
+    log|H| = log|M| + SLQ from the Lanczos tridiagonals of the M^1/2 Z columns.
+The traces reuse the W solves (Hutchinson 1990, Rademacher probes; `dreml.reml.hutchinson`):
+    a_ib = (K_i w_b)^T (P w_b),   tr(P K_i) ~ mean_b a_ib  (with control variates).
+
+Warm starts: each solve starts from the previous solve's solution x (theta moves little
+after the first iteration). PCG needs H' x at the new theta': for G = 1 it follows from the
+recursive residual r of the old solve without a pass (H x = b - r, so
+K x = (b - r - theta_e x) / theta_1 and H' x = theta_1' K x + theta_e' x); for G > 1 it
+costs one weighted pass. The SLQ columns always start at 0 (Lanczos needs it).
 
 The operator may offer `traces()` -> tr(K_g), shape (G,) (an optional extension of the
-protocol). Then c_hb = w_b^T K_h w_b - tr(K_h) (mean zero, free from K_h W) are regression
-control variates (Glasserman 2003, Sec. 4.1; coefficients by least squares over the B probes):
-    tr(P K_i) ~ mean_b a_ib - beta_i^T mean_b c_b,
-which removes the part of P K_i linear in the K_h (a 3-4 fold smaller error, docs/validation.md),
-and SLQ's control variate is unbiased. Without `traces()`, tr(K_g) is estimated from W and
-the trace control variates are not used.
+protocol). Then the Hutchinson estimates use control variates and SLQ's control variate is
+unbiased. Without `traces()`, tr(K_g) is estimated from W and the trace control variates are
+not used.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
-from dreml.reml.evaluation import Derivatives, Point, haseman_elston, residualise
+from dreml.reml.evaluation import Information, PassCounter, Point, haseman_elston, residualise
+from dreml.reml.hutchinson import hutchinson
 from dreml.reml.pcg import PCGResult, block_pcg
 from dreml.reml.preconditioner import CorePreconditioner, build_projected_core, range_basis
 from dreml.reml.probes import Probes
@@ -44,23 +54,13 @@ def operator_traces(operator: GRMOperator) -> np.ndarray | None:
     return out
 
 
-def hutchinson(samples: np.ndarray, controls: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Trace estimates and their Monte Carlo standard errors from per-probe samples.
+@dataclass(frozen=True)
+class _Solved:
+    """A finished solve kept for warm starts: H(theta) x = b - r."""
 
-    Arguments:
-        samples: a_ib, shape (G + 1, B).
-        controls: mean-zero control variates c_hb, shape (G, B), or None.
-
-    Returns:
-        (estimates, standard errors), each shape (G + 1,).
-    """
-    B = samples.shape[1]
-    if controls is None:
-        return samples.mean(axis=1), samples.std(axis=1, ddof=1) / np.sqrt(B)
-    c = controls - controls.mean(axis=1, keepdims=True)
-    beta, *_ = np.linalg.lstsq(c.T, (samples - samples.mean(axis=1, keepdims=True)).T, rcond=None)
-    residual = samples - beta.T @ controls
-    return residual.mean(axis=1), residual.std(axis=1, ddof=1 + controls.shape[0]) / np.sqrt(B)
+    theta: np.ndarray  # shape: (G + 1,)
+    x: np.ndarray  # shape: (n, k)
+    Hx: np.ndarray  # shape: (n, k)
 
 
 class RandomisedEvaluator:
@@ -75,11 +75,13 @@ class RandomisedEvaluator:
     """
 
     def __init__(self, operator: GRMOperator, y: np.ndarray, X: np.ndarray, config: FitConfig, probes: Probes) -> None:
-        self.op, self.y, self.X, self.config, self.probes = operator, y, X, config, probes
+        self.op, self.X, self.config, self.probes = operator, X, config, probes
+        self.count = PassCounter(operator)
         n, B = probes.W.shape
-        self.y_res = residualise(y, X)
-        Q = range_basis(operator, probes.Omega, config.precond_power_iters)
-        KB = np.asarray(operator.matmat(np.column_stack([probes.W, self.y_res, Q])), dtype=np.float64)
+        self.y = residualise(y, X)
+        with self.count("setup"):
+            Q = range_basis(operator, probes.Omega, config.precond_power_iters)
+            KB = np.asarray(operator.matmat(np.column_stack([probes.W, self.y, Q])), dtype=np.float64)
         self.KW = KB[:, :, :B]  # shape: (G, n, B)
         self.Ky = KB[:, :, B]  # shape: (G, n)
         rank = min(config.precond_rank, Q.shape[1], n - 1)
@@ -87,6 +89,9 @@ class RandomisedEvaluator:
         self.core = build_projected_core(Q, KB[:, :, B + 1 :], probes.W, self.KW, rank, traces)
         # control variates w_b^T K_h w_b - tr(K_h), shape (G, B), or None
         self.controls = None if traces is None else np.einsum("nb,gnb->gb", probes.W, self.KW) - traces[:, None]
+        self._main_rhs = np.column_stack([X, self.y, probes.W])
+        self._main_tol = np.r_[np.full(X.shape[1] + 1, config.pcg_tol), np.full(B, config.probe_tol)]
+        self._last: dict[str, _Solved] = {}
 
     def start(self) -> np.ndarray:
         """Randomised Haseman-Elston: tr(K_g K_h) ~ mean_b (K_g w_b)^T (K_h w_b)."""
@@ -96,22 +101,44 @@ class RandomisedEvaluator:
         T[:G, :G] = np.einsum("gnb,hnb->gh", self.KW, self.KW) / B
         T[:G, G] = T[G, :G] = np.einsum("nb,gnb->g", self.probes.W, self.KW) / B
         T[G, G] = n
-        q = np.append(self.Ky @ self.y_res, self.y_res @ self.y_res)
-        return haseman_elston(T, q, self.y_res @ self.y_res / (n - self.X.shape[1]))
+        q = np.append(self.Ky @ self.y, self.y @ self.y)
+        return haseman_elston(T, q, self.y @ self.y / (n - self.X.shape[1]))
 
-    def _solve(self, theta: np.ndarray, B: np.ndarray, M: CorePreconditioner) -> PCGResult:
-        """H^-1 B by block PCG, H = sum_g theta_g K_g + theta_e I (one weighted pass per iteration)."""
-        weights, theta_e = theta[:-1], float(theta[-1])
+    def _apply_H(self, theta: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """H V = sum_g theta_g K_g V + theta_e V: one weighted pass."""
+        return np.asarray(self.op.matmat(V, weights=theta[:-1]), dtype=np.float64) + float(theta[-1]) * V
 
-        def apply_H(V: np.ndarray) -> np.ndarray:
-            return np.asarray(self.op.matmat(V, weights=weights), dtype=np.float64) + theta_e * V
+    def _warm_start(self, kind: str, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x, H(theta) x) from the last solve of this kind (formulas in the module docstring)."""
+        last = self._last.get(kind)
+        if last is None:
+            return None
+        if theta.shape[0] == 2 and last.theta[0] > 0:
+            Kx = (last.Hx - last.theta[1] * last.x) / last.theta[0]
+            return last.x, theta[0] * Kx + theta[1] * last.x
+        with self.count("warm_start"):
+            return last.x, self._apply_H(theta, last.x)
 
-        return block_pcg(apply_H, B, solve_M=M.solve, tol=self.config.pcg_tol, max_iter=self.config.pcg_max_iter)
+    def _solve(self, kind: str, theta: np.ndarray, rhs: np.ndarray, tol: np.ndarray, M: CorePreconditioner,
+               cold_columns: int = 0, label: str | None = None) -> PCGResult:
+        """H^-1 rhs by block PCG, warm-started from the last solve of `kind` except for the
+        last `cold_columns` columns (started at 0); passes counted as `label` (default `kind`)."""
+        warm = self._warm_start(kind, theta)
+        x0 = Hx0 = None
+        if warm is not None:
+            pad = np.zeros((rhs.shape[0], cold_columns))
+            x0, Hx0 = np.hstack([warm[0], pad]), np.hstack([warm[1], pad])
+        with self.count(label or kind):
+            result = block_pcg(lambda V: self._apply_H(theta, V), rhs, solve_M=M.solve, tol=tol,
+                               max_iter=self.config.pcg_max_iter, x0=x0, Hx0=Hx0)
+        k = rhs.shape[1] - cold_columns
+        self._last[kind] = _Solved(theta, result.x[:, :k], rhs[:, :k] - result.r[:, :k])
+        return result
 
-    def evaluate(self, theta: np.ndarray) -> Point:
-        p, B, s = self.X.shape[1], self.probes.W.shape[1], self.probes.Z.shape[1]
+    def score(self, theta: np.ndarray) -> Point:
+        p, B = self.X.shape[1], self.probes.W.shape[1]
         M = self.core.at(theta)
-        result = self._solve(theta, np.column_stack([self.X, self.y, self.probes.W, M.sqrt_apply(self.probes.Z)]), M)
+        result = self._solve("score", theta, self._main_rhs, self._main_tol, M)
         HiX = result.x[:, :p]
         A = cho_factor(self.X.T @ HiX, lower=True)
 
@@ -119,24 +146,43 @@ class RandomisedEvaluator:
             """P V from H^-1 V."""
             return HiV - HiX @ cho_solve(A, HiX.T @ V)
 
-        Py = project(result.x[:, p], self.y)
-        PW = project(result.x[:, p + 1 : p + 1 + B], self.probes.W)
-        trace_A = float(theta @ M.traces())  # tr(M^-1 H)
-        slq, slq_se = slq_logdet(result, np.arange(p + 1 + B, p + 1 + B + s), trace_A)
-        logdet_A = 2.0 * float(np.sum(np.log(np.diag(A[0]))))
-        loglik = -0.5 * (M.logdet() + slq + logdet_A + float(self.y @ Py))
-        return Point(
-            theta=theta, loglik=loglik, loglik_se=0.5 * slq_se, stats={"pcg": result.stats()},
-            data={"Py": Py, "PW": PW, "project": project, "M": M},
-        )
-
-    def derivatives(self, point: Point) -> Derivatives:
-        theta, Py, project, PW = point.theta, point.data["Py"], point.data["project"], point.data["PW"]
+        c = cho_solve(A, HiX.T @ self.y)
+        Py = result.x[:, p] - HiX @ c
+        PW = project(result.x[:, p + 1 :], self.probes.W)
+        if theta.shape[0] == 2 and theta[0] > 0:
+            # H P y = y~ - r_y - (X - r_X) c from the recursive residuals r (no pass)
+            HPy = self.y - result.r[:, p] - (self.X - result.r[:, :p]) @ c
+            KPy = ((HPy - theta[1] * Py) / theta[0])[None]
+        else:
+            with self.count("score"):
+                KPy = np.asarray(self.op.matmat(Py[:, None]), dtype=np.float64)[:, :, 0]
+        V = np.vstack([KPy, Py[None]]).T  # shape: (n, G + 1), columns K_i P y
         W = self.probes.W
         samples = np.vstack([np.einsum("gnb,nb->gb", self.KW, PW), np.einsum("nb,nb->b", W, PW)[None]])
-        traces, traces_se = hutchinson(samples, self.controls)
-        V = np.vstack([np.asarray(self.op.matmat(Py[:, None]), dtype=np.float64)[:, :, 0], Py[None]]).T
-        score = -0.5 * traces + 0.5 * (Py @ V)
-        result = self._solve(theta, V, point.data["M"])
-        ai = 0.5 * V.T @ project(result.x, V)
-        return Derivatives(score=score, ai=(ai + ai.T) / 2, stats={"pcg_ai": result.stats(), "trace_se": traces_se.tolist()})
+        traces, traces_cov = hutchinson(samples, self.controls)
+        return Point(
+            theta=theta, score=-0.5 * traces + 0.5 * (Py @ V), score_cov=traces_cov / 4,
+            failures=() if result.status == "converged" else (f"score solve: {result.status}",),
+            stats={"pcg": result.stats(), "trace_se": np.sqrt(np.diag(traces_cov)).tolist()},
+            data={"Py": Py, "V": V, "project": project, "M": M, "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0]))))},
+        )
+
+    def information(self, point: Point, *, loglik: bool) -> Information:
+        V, M, project = point.data["V"], point.data["M"], point.data["project"]
+        k = V.shape[1]
+        rhs, tol, slq_columns = V, np.full(k, self.config.ai_tol), 0
+        if loglik:
+            slq_columns = self.probes.Z.shape[1]
+            rhs = np.hstack([V, M.sqrt_apply(self.probes.Z)])
+            tol = np.r_[tol, np.full(slq_columns, self.config.probe_tol)]
+        result = self._solve("information", point.theta, rhs, tol, M, cold_columns=slq_columns,
+                             label="final" if loglik else "information")
+        ai = 0.5 * V.T @ project(result.x[:, :k], V)
+        failures = () if result.status == "converged" else (f"information solve: {result.status}",)
+        out = {"ai": (ai + ai.T) / 2, "failures": failures, "stats": {"pcg_ai": result.stats()}}
+        if not loglik:
+            return Information(**out)
+        trace_A = float(point.theta @ M.traces())  # tr(M^-1 H)
+        slq, slq_se = slq_logdet(result, np.arange(k, k + slq_columns), trace_A)
+        value = -0.5 * (M.logdet() + slq + point.data["logdet_A"] + float(self.y @ point.data["Py"]))
+        return Information(**out, loglik=value, loglik_se=0.5 * slq_se)

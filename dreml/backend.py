@@ -52,6 +52,18 @@ def array_module(backend: Backend = "auto") -> ModuleType:
     return np
 
 
+def array_module_of(x) -> ModuleType:
+    """The module (`numpy` or `cupy`) that owns the array `x`.
+
+    Decided from the array's type, so a process holding only NumPy arrays never imports CuPy.
+    """
+    if type(x).__module__.partition(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
 def to_numpy(x) -> np.ndarray:
     """A NumPy copy (or view) of a NumPy or CuPy array."""
     get = getattr(x, "get", None)

@@ -31,7 +31,16 @@ from dreml.cluster import ClusterError, connect
 from dreml.components import Components
 from dreml.errors import InputError
 from dreml.operators import device_memory  # noqa: F401  (registers Shard with dask-cuda where shards load)
-from dreml.operators.shard import ShardSpec, add_partials, call_counts, load_shard, shard_matmat, shard_traces
+from dreml.operators.shard import (
+    ShardSpec,
+    add_partials,
+    call_counts,
+    load_shard,
+    resident_row_bytes,
+    scratch_bytes,
+    shard_matmat,
+    shard_traces,
+)
 from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
 from dreml.store import Store
 
@@ -90,6 +99,8 @@ class GenotypeOperator(GenotypeOperatorBase):
         shard_specs: the planned shards; `shards` their futures; `shard_workers` the worker
             each is pinned to (changed when a worker leaves and its shards are re-planned);
             `shard_bytes` their resident bytes as the budget counts them.
+        scratch_bytes: the decode blocks of the pass tasks a worker runs at once, counted in
+            the budget beside its shards.
         report: per-component filter report (m_spec, m_g, exclusions).
     """
 
@@ -125,15 +136,19 @@ class GenotypeOperator(GenotypeOperatorBase):
             raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
         capacity = min(client.run(worker_capacity, backend).values())
         self.memory_budget = int(parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION)
-        row_bytes = layout.n * self.dtype.itemsize
+        # resident: the int8 genotype codes (1 byte each) and small per-row arrays; working
+        # space: one decode block of the worker dtype per pass task a worker runs at once
+        row_bytes = resident_row_bytes(layout.n)
+        max_rows = shard_variants or max(1, int(self.memory_budget * SHARD_FRACTION_OF_BUDGET) // row_bytes)
+        self.scratch_bytes = max(client.nthreads().values()) * scratch_bytes(layout.n, self.dtype, max_rows)
         total_rows = int(self.m.sum())
-        per_worker = -(-total_rows // len(workers)) * row_bytes
+        per_worker = -(-total_rows // len(workers)) * row_bytes + self.scratch_bytes
         if per_worker > self.memory_budget:
             raise InputError(
                 f"the shards need {format_bytes(per_worker)} per worker but memory_budget is "
-                f"{format_bytes(self.memory_budget)}: add workers, use float32, or raise the budget"
+                f"{format_bytes(self.memory_budget)} (genotypes resident as int8, 1 byte each, plus "
+                f"{format_bytes(self.scratch_bytes)} of decode blocks): add workers or raise the budget"
             )
-        max_rows = shard_variants or max(1, int(self.memory_budget * SHARD_FRACTION_OF_BUDGET) // row_bytes)
         self.shard_specs = layout.plan(max_rows, multiple_of=len(workers))
         self._load_args = (layout.samples, self.dtype.name, backend)
         self.shard_bytes = [spec.n_rows * row_bytes for spec in self.shard_specs]

@@ -5,18 +5,39 @@ A shard s covers the variants [start, stop) of one store. Its `rows` list, compo
 component, the variants of each component g that fall in the range (a variant in several
 components appears once per component), so each component's rows are contiguous:
 
-    Z_s   shape (c, n): standardised genotypes, one row per shard row (variant-major, as stored)
+    X_s   shape (c, n): the store's int8 codes of the shard rows (ALT dosage 0/1/2, -1 missing),
+          variant-major as stored: the only genotype data a loaded shard keeps (1 byte each)
+    Z_s   = diag(s) C_s, C_s = X_s - t 1^T with missing calls set to 0: the standardised rows
     T     = Z_s V, shape (c, k): the per-variant products Z_g^T V of the design notes
-    K_g V += Z_s[rows_g]^T T[rows_g] / m_g          (stacked products, one GEMM per component)
-    sum_g theta_g K_g V += Z_s^T (T * theta_g / m_g) (weighted: rows scaled, one GEMM)
+    K_g V += Z_s[rows_g]^T T[rows_g] / m_g           (stacked products)
+    sum_g theta_g K_g V += Z_s^T (T * theta_g / m_g)  (weighted)
 
 Standardisation (GCTA): z = (x - 2p) / sqrt(2p(1-p)), missing -> 0, with p the frequency the
-driver chose for the variant. Each variant takes only four values (missing, 0, 1, 2), so a
-row is decoded through a 4-entry table computed in float64 and rounded once to the worker
-dtype: float32 shards are the correctly rounded float64 standardisation.
+driver chose for the variant: z_j = s_j (x_j - t_j), s_j = 1 / sqrt(2 p_j (1 - p_j)), t_j = 2 p_j.
+
+A pass never holds Z_s: it walks the shard in row blocks b (within one component at a time),
+decodes C_b into one reusable scratch block of the worker dtype, and uses it for both GEMMs
+while it is in cache, so each block is decoded once per pass. With t = h + l, h the centre
+rounded to the worker dtype (float64 workers: l = 0):
+
+    C_b = X_b - h_b 1^T, missing calls 0         (the decode; s is left to the k columns)
+    T_b = C_b V - l_b (1^T V)                    (= diag(1/s_b) Z_b V)
+    U_b = T_b * s_b^2 * f_g,   f_g = 1/m_g (stacked) or theta_g/m_g (weighted)
+    out_g += C_b^T U_b - 1 (l_b^T U_b)           (= Z_b^T Z_b V f_g)
+
+The rank-one terms in l make the centre exact: without them every float32 row would be off
+by the same s_j l_j, a bias that sums over samples (K_g V of a V with non-zero column means
+lost a factor of 7 in accuracy at n = 157). They are exact except at missing calls, which
+they move from 0 to -s_j l_j (|l_j| <= 2^-24 t_j), smaller than the rounding float32 rows had
+everywhere. Decoding is one mixed-type subtraction (int8 promoted to the worker dtype inside
+the ufunc) plus, for blocks with missing calls, a multiplication by the observed mask.
+Centring in the decode keeps the GEMMs as accurate as float rows were; an uncentred GEMM
+with a rank-one correction for all of t, tried as well, lost a factor of up to ~3 in float32
+for variants whose counted allele is common (docs/performance.md, "Genotype operator").
 
 The same functions serve the in-process streaming operator (a shard is loaded, used and
-dropped every pass) and the Dask operator (shards loaded once, resident on workers).
+dropped every pass) and the Dask operator (shards loaded once, resident on workers), on
+NumPy or CuPy workers alike: a CuPy shard keeps its codes on the device and decodes there.
 """
 
 from __future__ import annotations
@@ -28,13 +49,20 @@ from dataclasses import dataclass
 import numpy as np
 from dask.sizeof import sizeof
 
-from dreml.backend import Backend, array_module, to_numpy
+from dreml.backend import Backend, array_module, array_module_of, to_numpy
 from dreml.store import open_store
 
 logger = logging.getLogger(__name__)
 
-# rows decoded at once are bounded so the host temporaries stay near this size
-_DECODE_BYTES = 32 * 2**20
+# rows counted at once at load are bounded so the boolean temporaries stay near this size
+_COUNT_BYTES = 32 * 2**20
+# the scratch block of a pass holds about this many bytes of decoded rows, but at least
+# _MIN_BLOCK_ROWS rows: every block rereads V and updates the n x k output, which only a
+# block of a few hundred rows amortises (docs/performance.md, "Genotype operator")
+_SCRATCH_BYTES = 32 * 2**20
+_MIN_BLOCK_ROWS = 128
+# per-row arrays of a loaded shard: its frequency (float64) and its four code counts (int64)
+_ROW_ARRAY_BYTES = np.dtype(np.float64).itemsize + 4 * np.dtype(np.int64).itemsize
 
 Partial = dict[int, np.ndarray] | np.ndarray
 """A shard's contribution: {g: K_g V part, shape (n, k)} (stacked) or one (n, k) array (weighted)."""
@@ -70,18 +98,62 @@ class ShardSpec:
 
 @dataclass(eq=False)
 class Shard:
-    """A loaded shard: standardised rows in the worker's backend (NumPy or CuPy)."""
+    """A loaded shard: the store's int8 codes resident in the worker's backend (NumPy or CuPy).
 
-    Z: object  # shape: (c, n), numpy or cupy array of the worker dtype
+    Attributes:
+        codes: the shard rows' genotype codes (ALT dosage 0/1/2, -1 missing), on the device
+            for a CuPy worker; standardised block by block in every pass, never stored as floats.
+        frequencies: p_j of each row (host, float64).
+        counts: calls of code -1 (missing), 0, 1 and 2 in each row over the shard's samples
+            (host): exact traces without a decode, and which row blocks need the missing mask.
+        dtype: the worker arithmetic (float32 or float64) of the pass.
+        components, bounds, inv_m: as in `ShardSpec`.
+    """
+
+    codes: object  # shape: (c, n), int8 numpy or cupy array
+    frequencies: np.ndarray  # shape: (c,)
+    counts: np.ndarray  # shape: (c, 4)
+    dtype: np.dtype
     components: tuple[int, ...]
     bounds: tuple[int, ...]
     inv_m: np.ndarray  # shape: (len(components),)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.codes.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Resident bytes: the codes (1 per genotype) and the small per-row and per-group arrays.
+
+        A pass's scratch block (`scratch_bytes`) lives only while the pass runs.
+        """
+        return int(self.codes.nbytes + self.frequencies.nbytes + self.counts.nbytes + self.inv_m.nbytes)
 
 
 @sizeof.register(Shard)
 def _sizeof_shard(shard: Shard) -> int:
     # the scheduler's memory accounting and work stealing must see the real size
-    return int(shard.Z.nbytes)
+    return shard.nbytes
+
+
+def resident_row_bytes(n: int) -> int:
+    """Resident bytes of one shard row over n samples: n int8 codes plus its per-row arrays."""
+    return n * np.dtype(np.int8).itemsize + _ROW_ARRAY_BYTES
+
+
+def _block_rows(n: int, dtype: np.dtype) -> int:
+    return max(_MIN_BLOCK_ROWS, _SCRATCH_BYTES // max(1, n * dtype.itemsize))
+
+
+def scratch_bytes(n: int, dtype: np.dtype | str, max_rows: int) -> int:
+    """Bytes of the decode block that one pass task over a shard of at most `max_rows` rows holds."""
+    dtype = np.dtype(dtype)
+    return min(_block_rows(n, dtype), max_rows) * n * dtype.itemsize
 
 
 def plan_shards(
@@ -146,13 +218,30 @@ def plan_shards(
     return specs
 
 
+def row_standardisation(frequencies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # shape: (c,) -> 2 x (c,)
+    """(t, s) of each row in float64: centre t_j = 2 p_j and scale s_j = 1 / sqrt(2 p_j (1 - p_j))."""
+    p = np.asarray(frequencies, dtype=np.float64)
+    return 2.0 * p, 1.0 / np.sqrt(2.0 * p * (1.0 - p))
+
+
 def standardisation_table(frequencies: np.ndarray) -> np.ndarray:  # shape: (c,) -> (c, 4)
-    """z for dosage (missing, 0, 1, 2) of each variant: column x + 1 holds z(x); missing -> 0."""
-    p = np.asarray(frequencies, dtype=np.float64)[:, None]
-    scale = 1.0 / np.sqrt(2.0 * p * (1.0 - p))
-    table = (np.arange(-1, 3, dtype=np.float64)[None, :] - 2.0 * p) * scale
+    """z for code (missing, 0, 1, 2) of each row, float64: column x + 1 holds s (x - t); missing -> 0."""
+    centre, scale = row_standardisation(frequencies)
+    table = (np.arange(-1, 3, dtype=np.float64)[None, :] - centre[:, None]) * scale[:, None]
     table[:, 0] = 0.0
     return table
+
+
+def code_counts(codes: np.ndarray) -> np.ndarray:  # shape: (c, n) int8 -> (c, 4) int64
+    """Calls of code -1 (missing), 0, 1 and 2 in each row."""
+    counts = np.empty((len(codes), 4), dtype=np.int64)
+    step = max(1, _COUNT_BYTES // max(1, codes.shape[1]))
+    for a in range(0, len(codes), step):
+        block = codes[a:a + step]
+        for code in (-1, 0, 1):
+            counts[a:a + step, code + 1] = np.count_nonzero(block == code, axis=1)
+    counts[:, 3] = codes.shape[1] - counts[:, :3].sum(axis=1)
+    return counts
 
 
 def load_shard(
@@ -161,23 +250,42 @@ def load_shard(
     dtype: str = "float32",
     backend: Backend = "auto",
 ) -> Shard:
-    """Read a shard's variants from its store, standardise them and keep them in the backend."""
+    """Read a shard's int8 codes from its store, in component order, and keep them in the backend.
+
+    A CuPy worker copies the codes to its device once, here; the counts stay on the host.
+    """
     xp = array_module(backend)
     dosage = open_store(spec.store_path).dosage(spec.start, spec.stop, samples)  # shape: (stop - start, n)
-    n = dosage.shape[1]
-    table = standardisation_table(spec.frequencies).astype(dtype)
-    Z = xp.empty((spec.n_rows, n), dtype=dtype)
-    step = max(1, _DECODE_BYTES // (table.itemsize * max(n, 1)))
-    for a in range(0, spec.n_rows, step):
-        b = min(a + step, spec.n_rows)
-        # NumPy rows are decoded in place; CuPy rows go through a host block
-        block = Z[a:b] if xp is np else np.empty((b - a, n), dtype=dtype)
-        codes = (dosage[spec.rows[a:b]] + 1).view(np.uint8)  # 0 missing, 1..3 dosage 0..2
-        for i in range(b - a):
-            np.take(table[a + i], codes[i], out=block[i])
-        if xp is not np:
-            Z[a:b] = xp.asarray(block)
-    return Shard(Z=Z, components=spec.components, bounds=spec.bounds, inv_m=spec.inv_m)
+    codes = dosage[spec.rows]  # shape: (c, n)
+    return Shard(
+        codes=xp.asarray(codes), frequencies=np.asarray(spec.frequencies, dtype=np.float64),
+        counts=code_counts(codes), dtype=np.dtype(dtype),
+        components=spec.components, bounds=spec.bounds, inv_m=spec.inv_m,
+    )
+
+
+def decode_rows(shard: Shard, a: int, b: int) -> np.ndarray:  # shape: (b - a, n)
+    """Rows [a, b) of Z_s as float64 host rows (dense references and tests; not used by passes)."""
+    table = standardisation_table(shard.frequencies[a:b])  # shape: (b - a, 4)
+    codes = to_numpy(shard.codes[a:b]).astype(np.intp) + 1
+    return np.take_along_axis(table, codes, axis=1)
+
+
+def _decode_centred(
+    shard: Shard,
+    a: int,
+    b: int,
+    centre,  # shape: (c,), h: t rounded to the worker dtype, in the backend
+    scratch,  # shape: (rows, n), worker dtype and backend
+):  # -> shape: (b - a, n), a view of scratch
+    """C = X - h 1^T for rows [a, b), missing calls 0, written into the scratch block."""
+    xp = array_module_of(scratch)
+    C = scratch[: b - a]
+    codes = shard.codes[a:b]
+    xp.subtract(codes, centre[a:b, None], out=C)  # int8 -> worker dtype inside the ufunc: one sweep
+    if shard.counts[a:b, 0].any():
+        C *= codes >= 0  # a multiply by the mask is cheaper than a masked copy (measured)
+    return C
 
 
 def shard_matmat(
@@ -185,23 +293,50 @@ def shard_matmat(
     V: np.ndarray,  # shape: (n, k), already of the worker dtype
     weights: np.ndarray | None = None,  # shape: (G,) theta
 ) -> Partial:
-    """The shard's part of K_g V for each of its components, or of sum_g theta_g K_g V."""
-    xp = array_module("cupy") if type(shard.Z).__module__.startswith("cupy") else np
-    Z = shard.Z
-    T = Z @ xp.asarray(V, dtype=Z.dtype)  # shape: (c, k)
-    groups = list(zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m))
+    """The shard's part of K_g V for each of its components, or of sum_g theta_g K_g V.
+
+    Per row block b of component g, as in the module docstring: T_b = C_b V - l_b (1^T V),
+    U_b = T_b * s_b^2 * f_g, out_g += C_b^T U_b - 1 (l_b^T U_b), with f_g = 1 / m_g (stacked)
+    or theta_g / m_g (weighted, every component summed into one output).
+    """
+    xp = array_module_of(shard.codes)
+    dtype = shard.dtype
+    V = xp.asarray(V, dtype=dtype)
+    centre, scale = row_standardisation(shard.frequencies)
+    high = centre.astype(dtype)
+    low, scale_sq = (xp.asarray(v.astype(dtype)) for v in (centre - high, scale**2))  # shape: (c,) each
+    high = xp.asarray(high)
+    column_sums = V.sum(axis=0)  # shape: (k,), 1^T V
+    scratch = xp.empty((min(_block_rows(shard.n_samples, dtype), shard.n_rows), shard.n_samples), dtype=dtype)
+    out, shift = {}, {}  # per output: C^T U summed over blocks, and l^T U summed over blocks
+    for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
+        factor = dtype.type(inv_m if weights is None else weights[g] * inv_m)
+        key = g if weights is None else None
+        if key not in out:
+            out[key], shift[key] = xp.zeros((shard.n_samples, V.shape[1]), dtype=dtype), xp.zeros(V.shape[1], dtype=dtype)
+        for lo in range(a, b, len(scratch)):
+            hi = min(lo + len(scratch), b)
+            C = _decode_centred(shard, lo, hi, high, scratch)
+            T = C @ V  # shape: (hi - lo, k)
+            T -= low[lo:hi, None] * column_sums
+            T *= scale_sq[lo:hi, None] * factor
+            out[key] += C.T @ T
+            shift[key] += low[lo:hi] @ T
+    for key in out:
+        out[key] -= shift[key]
     if weights is None:
-        return {g: to_numpy(Z[a:b].T @ (T[a:b] * Z.dtype.type(inv_m))) for g, a, b, inv_m in groups}
-    for g, a, b, inv_m in groups:
-        T[a:b] *= Z.dtype.type(weights[g] * inv_m)
-    return to_numpy(Z.T @ T)
+        return {g: to_numpy(part) for g, part in out.items()}
+    return to_numpy(out[None])
 
 
 def shard_traces(shard: Shard) -> np.ndarray:  # shape: (G_s,)
-    """The shard's part of tr(K_g) = sum_j ||z_j||^2 / m_g, one value per group, in float64."""
-    # array methods, so the same line runs on NumPy and CuPy shards
-    sq = [float((shard.Z[a:b].astype("float64") ** 2).sum()) for a, b in zip(shard.bounds[:-1], shard.bounds[1:])]
-    return np.asarray(sq) * shard.inv_m
+    """The shard's part of tr(K_g) = sum_j ||z_j||^2 / m_g, one value per group, in float64.
+
+    Exact from the code counts, without decoding a row: ||z_j||^2 = sum_x N_jx z_j(x)^2 over
+    the codes x (N_jx calls of code x in row j; z_j(missing) = 0).
+    """
+    sq = np.sum(shard.counts * standardisation_table(shard.frequencies) ** 2, axis=1)  # shape: (c,)
+    return np.array([sq[a:b].sum() for a, b in zip(shard.bounds[:-1], shard.bounds[1:])]) * shard.inv_m
 
 
 def add_partials(a: Partial, b: Partial) -> Partial:

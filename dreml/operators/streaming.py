@@ -33,6 +33,7 @@ from dreml.operators.shard import (
     ShardSpec,
     add_partials,
     call_counts,
+    decode_rows,
     load_shard,
     plan_shards,
     shard_matmat,
@@ -280,5 +281,6 @@ def dense_reference(
     for spec in layout.plan(layout.stores[0].chunks[0]):
         shard = load_shard(spec, layout.samples, "float64", "numpy")
         for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
-            K[g] += inv_m * (shard.Z[a:b].T @ shard.Z[a:b])
+            Z = decode_rows(shard, a, b)  # shape: (b - a, n)
+            K[g] += inv_m * (Z.T @ Z)
     return DenseOperator(K, layout.components.names)

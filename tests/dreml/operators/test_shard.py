@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from genotype_reference import reference_Z
+from genotype_reference import read_bed, reference_Z, rel_err
 
-from dreml.operators.shard import add_partials, load_shard, plan_shards, shard_matmat, standardisation_table
+from dreml.operators import shard as shard_module
+from dreml.operators.shard import (
+    add_partials,
+    decode_rows,
+    load_shard,
+    plan_shards,
+    shard_matmat,
+    shard_traces,
+    standardisation_table,
+)
+from dreml.plink_write import write_plink1
 
 
 def _plan(indices, stores, n_variants, max_rows, multiple_of=1):
@@ -55,39 +65,90 @@ def test_standardisation_table__gcta_values_and_missing_zero():
     np.testing.assert_allclose(table, expected, rtol=1e-15)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_load_shard__standardised_rows_in_component_order(cohort, dtype):
+def _component_shard(cohort, indices, dtype, samples=None, max_rows=1000):
     store = cohort.store
+    m = np.array([len(i) for i in indices])
+    spec = plan_shards([str(store.path)], indices, [0] * len(indices), m, [store.variant_allele_frequency], max_rows)[0]
+    return load_shard(spec, samples, dtype, "numpy")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_load_shard__int8_codes_resident_in_component_order(cohort, dtype):
     indices = [np.arange(10, 40), np.arange(20, 30)]
-    freqs = [store.variant_allele_frequency]
-    spec = plan_shards([str(store.path)], indices, [0, 0], np.array([30, 10]), freqs, max_rows=1000)[0]
     samples = np.array([5, 2, 9, 100])
 
-    shard = load_shard(spec, samples, dtype, "numpy")
+    shard = _component_shard(cohort, indices, dtype, samples)
+
+    g = cohort.genotypes[samples][:, np.concatenate(indices)].T  # shape: (40, 4)
+    np.testing.assert_array_equal(shard.codes, np.where(np.isnan(g), -1, g).astype(np.int8))
+    assert shard.codes.dtype == np.int8 and shard.dtype == np.dtype(dtype)
+    expected_counts = np.stack([np.isnan(g).sum(1)] + [(g == x).sum(1) for x in (0, 1, 2)], axis=1)
+    np.testing.assert_array_equal(shard.counts, expected_counts)
+    assert shard.nbytes == 40 * 4 + 40 * (8 + 4 * 8) + 2 * 8  # codes, per-row p and counts, inv_m
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_decode_rows__standardised_rows_in_component_order(cohort, dtype):
+    indices = [np.arange(10, 40), np.arange(20, 30)]
+    samples = np.array([5, 2, 9, 100])
+    shard = _component_shard(cohort, indices, dtype, samples)
+
+    got = decode_rows(shard, 3, 37)
 
     Z, _ = reference_Z(cohort.genotypes, samples)
-    expected = Z[:, np.concatenate(indices)].T
-    assert shard.Z.dtype == np.dtype(dtype) and shard.Z.shape == (40, 4)
-    # float32 rows are the float64 standardisation rounded once
-    np.testing.assert_allclose(shard.Z, expected.astype(dtype), rtol=1e-15 if dtype == "float64" else 0, atol=1e-13)
+    expected = Z[:, np.concatenate(indices)].T[3:37]
+    np.testing.assert_allclose(got, expected, rtol=1e-15, atol=1e-13)  # float64 whatever the worker dtype
 
 
-def test_shard_matmat__stacked_and_weighted(cohort):
-    store = cohort.store
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("block_rows", [1, 7, 1000])  # within and across component bounds
+def test_shard_matmat__stacked_and_weighted(cohort, dtype, block_rows, monkeypatch):
+    monkeypatch.setattr(shard_module, "_MIN_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(shard_module, "_SCRATCH_BYTES", 0)
     indices = [np.arange(0, 30), np.arange(25, 50)]
-    m = np.array([30, 25])
-    spec = plan_shards([str(store.path)], indices, [0, 0], m, [store.variant_allele_frequency], 1000)[0]
-    shard = load_shard(spec, None, "float64", "numpy")
-    V = np.random.default_rng(0).standard_normal((store.n_samples, 3))
+    shard = _component_shard(cohort, indices, dtype)
+    V = np.random.default_rng(0).standard_normal((cohort.store.n_samples, 3))
+    V[:, 0] += 3.0  # a column mean: float32 centring errors would add up over the samples
     Z, _ = reference_Z(cohort.genotypes)
 
-    stacked = shard_matmat(shard, V)
-    weighted = shard_matmat(shard, V, np.array([2.0, -1.0]))
+    stacked = shard_matmat(shard, V.astype(dtype))
+    weighted = shard_matmat(shard, V.astype(dtype), np.array([2.0, -1.0]))
 
     expected = [Z[:, i] @ (Z[:, i].T @ V) / len(i) for i in indices]
-    np.testing.assert_allclose(stacked[0], expected[0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(stacked[1], expected[1], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(weighted, 2 * expected[0] - expected[1], rtol=1e-12, atol=1e-12)
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    assert sorted(stacked) == [0, 1]
+    assert rel_err(stacked[0], expected[0]) <= tol and rel_err(stacked[1], expected[1]) <= tol
+    assert rel_err(weighted, 2 * expected[0] - expected[1]) <= tol
+
+
+def test_shard_matmat__no_missing_calls(tmp_path):
+    from converters import convert
+
+    dosage = np.random.default_rng(1).integers(0, 3, size=(9, 23)).astype(np.int8)
+    write_plink1(tmp_path / "full", dosage)
+    store = convert("bed", tmp_path / "full", tmp_path / "full.zarr", variant_chunk=4, sample_chunk=7)
+    spec = plan_shards([str(store.path)], [np.arange(9)], [0], np.array([9]), [store.variant_allele_frequency], 100)[0]
+    shard = load_shard(spec, None, "float64", "numpy")
+    V = np.random.default_rng(2).standard_normal((23, 2))
+
+    got = shard_matmat(shard, V)[0]
+
+    Z, _ = reference_Z(read_bed(tmp_path / "full"))
+    assert not shard.counts[:, 0].any()
+    assert rel_err(got, Z @ (Z.T @ V) / 9) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shard_traces__exact_from_counts(cohort, dtype):
+    indices = [np.arange(0, 30), np.arange(25, 50)]
+    samples = np.random.default_rng(3).permutation(cohort.store.n_samples)[:61]
+    shard = _component_shard(cohort, indices, dtype, samples)
+
+    got = shard_traces(shard)
+
+    Z, _ = reference_Z(cohort.genotypes, samples)
+    expected = [np.sum(Z[:, i] ** 2) / len(i) for i in indices]
+    np.testing.assert_allclose(got, expected, rtol=1e-14 if dtype == "float64" else 1e-6)
 
 
 def test_add_partials__stacked_merge_and_weighted_sum():

@@ -37,6 +37,8 @@ class FitConfig:
         pcg_tol: relative residual ||r|| / ||b|| at which the PCG columns of y and X stop.
         probe_tol: the same for the Hutchinson and SLQ probe columns: their solves feed
             Monte Carlo averages, so they need far less accuracy than P y (docs/math.md).
+        slq_tol: the same for the SLQ probe columns of the final log-likelihood: Gauss
+            quadrature of log converges long before the residual does (docs/validation.md).
         ai_tol: the same for the average-information solve, which only sets the Newton
             step and the standard errors.
         pcg_max_iter: most PCG iterations (= passes) per block solve.
@@ -63,7 +65,8 @@ class FitConfig:
     slq_probes: int = 64
     pcg_tol: float = 1e-5
     probe_tol: float = 1e-4
-    ai_tol: float = 1e-3
+    slq_tol: float = 1e-2
+    ai_tol: float = 1e-2
     pcg_max_iter: int = 500
     precond_rank: int = 64
     precond_oversampling: int = 16
@@ -85,7 +88,7 @@ class FitConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
-        for name in ("pcg_tol", "probe_tol", "ai_tol"):
+        for name in ("pcg_tol", "probe_tol", "slq_tol", "ai_tol"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)!r}")
         if not self.tol_decrement > 0:

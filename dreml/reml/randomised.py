@@ -174,7 +174,7 @@ class RandomisedEvaluator:
         if loglik:
             slq_columns = self.probes.Z.shape[1]
             rhs = np.hstack([V, M.sqrt_apply(self.probes.Z)])
-            tol = np.r_[tol, np.full(slq_columns, self.config.probe_tol)]
+            tol = np.r_[tol, np.full(slq_columns, self.config.slq_tol)]
         result = self._solve("information", point.theta, rhs, tol, M, cold_columns=slq_columns,
                              label="final" if loglik else "information")
         ai = 0.5 * V.T @ project(result.x[:, :k], V)

@@ -8,7 +8,7 @@ from dreml.reml import FitConfig
 
 
 def test_fit_config__json_round_trip():
-    config = FitConfig(n_probes=17, seed=3, exact=True, worker_dtype="float32")
+    config = FitConfig(n_probes=17, seed=3, method="exact", worker_dtype="float32", loglik=False)
     assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
@@ -20,9 +20,13 @@ def test_fit_config__json_round_trip():
         ({"max_iter": True}, "max_iter must be a positive integer"),
         ({"precond_rank": -1}, "precond_rank must be a non-negative integer"),
         ({"pcg_tol": 0.0}, "pcg_tol must lie in"),
-        ({"tol_theta": -1e-3}, "tol_theta must be positive"),
+        ({"probe_tol": 1.0}, "probe_tol must lie in"),
+        ({"ai_tol": -1e-3}, "ai_tol must lie in"),
+        ({"tol_decrement": 0.0}, "tol_decrement must be positive"),
+        ({"seed": -1}, "seed must be a non-negative integer or None"),
         ({"worker_dtype": "float16"}, "worker_dtype must be one of"),
-        ({"exact": 1}, "exact must be a bool"),
+        ({"method": "dense"}, "method must be one of"),
+        ({"loglik": 1}, "loglik must be a bool"),
     ],
 )
 def test_fit_config__raise_on_invalid_setting(settings, match):

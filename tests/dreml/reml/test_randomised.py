@@ -11,6 +11,9 @@ from dreml.reml import FitConfig, fit_reml
 
 from cohort import covariates, dense_operator, genotype_blocks, phenotype
 
+EXACT = FitConfig(method="exact", tol_decrement=1e-12)  # the reference: at the optimum to rounding
+RAND = FitConfig(method="randomised", seed=0)
+
 
 def simulate(n, m, G, seed):
     Z = genotype_blocks(n, m, G, 1)
@@ -24,33 +27,35 @@ def test_randomised__matches_exact_with_defaults(G, m):
     """|h2_rand - h2_exact| < 0.1 SE(h2_exact) per component, loglik within 1 unit (n = 2000)."""
     Z, y, X = simulate(2000, m, G, 1000)
     op = dense_operator(Z)
-    exact = fit_reml(op, y, X, FitConfig(exact=True))
+    exact = fit_reml(op, y, X, EXACT)
     passes = op.passes
-    rand = fit_reml(op, y, X, FitConfig())
+    rand = fit_reml(op, y, X, RAND)
     assert exact.converged and rand.converged
     assert np.all(np.abs(rand.h2 - exact.h2) < 0.1 * exact.h2_se)
     assert abs(rand.h2_total - exact.h2_total) < 0.1 * exact.h2_total_se
     assert abs(rand.loglik - exact.loglik) < 1.0
     np.testing.assert_allclose(rand.se, exact.se, rtol=0.05)
-    assert rand.passes == op.passes - passes > 20  # the matrix-free path ran
+    assert rand.passes == op.passes - passes == sum(rand.passes_by_kind.values()) > 20  # the matrix-free path ran
+    assert rand.method == "randomised" and rand.passes_by_kind["final"] > 0
     row = rand.history[-1]
     assert row["pcg"]["status"] == "converged" and row["pcg_ai"]["status"] == "converged"
+    assert rand.decrement < 10 * RAND.tol_decrement and "loglik" in row
 
 
 def test_randomised__same_seed_same_result_bitwise():
     Z, y, X = simulate(500, 1500, 2, 3)
     op = dense_operator(Z)
-    first, second = (fit_reml(op, y, X, FitConfig(seed=9)) for _ in range(2))
+    first, second = (fit_reml(op, y, X, FitConfig(method="randomised", seed=9)) for _ in range(2))
     assert first.theta.tobytes() == second.theta.tobytes() and first.loglik == second.loglik
     assert [h["theta"] for h in first.history] == [h["theta"] for h in second.history]
-    other = fit_reml(op, y, X, FitConfig(seed=10))
+    other = fit_reml(op, y, X, FitConfig(method="randomised", seed=10))
     assert other.theta.tobytes() != first.theta.tobytes()
     assert np.all(np.abs(other.h2 - first.h2) < 0.5 * first.h2_se)  # different probes: Monte Carlo noise only
 
 
 def test_randomised__ten_components_run():
     Z, y, X = simulate(300, 3000, 10, 4)
-    for config in (FitConfig(exact=True), FitConfig()):
+    for config in (EXACT, RAND):
         result = fit_reml(dense_operator(Z), y, X, config)
         assert result.theta.shape == (11,) and len(result.names) == 11 and result.names[-1] == "residual"
         assert result.converged and np.all(result.theta >= 0) and np.all(np.isfinite(result.h2_se))
@@ -75,18 +80,18 @@ def test_randomised__operator_without_traces_still_fits():
     """Without `traces()` no control variates: a looser agreement (documented in docs/validation.md)."""
     Z, y, X = simulate(1000, 3000, 1, 6)
     op = dense_operator(Z)
-    exact = fit_reml(op, y, X, FitConfig(exact=True))
+    exact = fit_reml(op, y, X, EXACT)
     bare = ProtocolOnly(op)
     assert not hasattr(bare, "traces")
-    rand = fit_reml(bare, y, X, FitConfig())
+    rand = fit_reml(bare, y, X, RAND)
     assert rand.converged and abs(rand.h2[0] - exact.h2[0]) < 0.3 * exact.h2_se[0]
 
 
 def test_result__to_dict_is_json():
     Z, y, X = simulate(300, 1000, 2, 2)
-    result = fit_reml(dense_operator(Z), y, X, FitConfig(exact=True))
+    result = fit_reml(dense_operator(Z), y, X, FitConfig(method="exact"))
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["names"] == ["G1", "G2", "residual"] and data["config"]["exact"] is True
+    assert data["names"] == ["G1", "G2", "residual"] and data["config"]["method"] == "exact"
     assert data["passes"] == result.passes == 1 and data["history"][0]["iteration"] == 0
     assert FitConfig.from_dict(data["config"]) == result.config
 
@@ -104,3 +109,65 @@ def test_fit_reml__raise_on_invalid_inputs(y, X, match):
     op = dense_operator(genotype_blocks(300, 1000, 2, 2))
     with pytest.raises(InputError, match=match):
         fit_reml(op, y, X)
+
+
+def test_randomised__sixty_components_with_a_hundred_probes():
+    """G = 60 with B = 100: the control-variate regression falls back to two regressors per
+    trace (dreml.reml.hutchinson); the fit stays finite and near the exact one."""
+    Z = tuple(np.array_split(genotype_blocks(400, 6000, 1, 8)[0], 60, axis=1))
+    rng = np.random.default_rng(8)
+    X = covariates(400, rng)
+    y = phenotype(Z, (0.5 / 60,) * 60, 0.5, X, rng)
+    op = dense_operator(Z)
+    exact = fit_reml(op, y, X, EXACT)
+    rand = fit_reml(op, y, X, RAND)
+    assert rand.converged and np.isfinite(rand.theta).all() and np.isfinite(rand.h2_mc_se).all()
+    assert abs(rand.h2_total - exact.h2_total) < 0.5 * exact.h2_total_se
+
+
+def test_randomised__fresh_seed_recorded_and_reproducible():
+    Z, y, X = simulate(300, 1000, 1, 12)
+    op = dense_operator(Z)
+    first = fit_reml(op, y, X, FitConfig(method="randomised"))
+    assert isinstance(first.seed, int) and first.config.seed == first.seed
+    again = fit_reml(op, y, X, FitConfig(method="randomised", seed=first.seed))
+    assert again.theta.tobytes() == first.theta.tobytes()
+    assert fit_reml(op, y, X, FitConfig(method="randomised")).seed != first.seed
+
+
+def test_randomised__failed_solve_is_not_converged():
+    Z, y, X = simulate(300, 1000, 2, 2)
+    result = fit_reml(dense_operator(Z), y, X, FitConfig(method="randomised", seed=0, pcg_max_iter=2))
+    assert not result.converged
+    assert result.status.startswith("not converged:") and "solve" in result.status
+
+
+def test_randomised__phenotype_mean_does_not_matter():
+    """The solves use y residualised on X: adding a large mean changes nothing (P X = 0)."""
+    Z, y, X = simulate(500, 1500, 2, 3)
+    op = dense_operator(Z)
+    base = fit_reml(op, y, X, RAND)
+    shifted = fit_reml(op, y + 1e4, X, RAND)
+    np.testing.assert_allclose(shifted.theta, base.theta, rtol=1e-8)
+
+
+def test_randomised__single_component_K_Py_without_a_pass():
+    """G = 1: K P y from H P y = y~ - X c (no stacked pass) equals the operator's product."""
+    from dreml.reml.probes import draw_probes
+    from dreml.reml.randomised import RandomisedEvaluator
+
+    Z, y, X = simulate(500, 1500, 1, 3)
+    op = dense_operator(Z)
+    config = FitConfig(method="randomised", seed=0, pcg_tol=1e-10, precond_rank=8)
+    ev = RandomisedEvaluator(op, y, X, config, draw_probes(500, config.n_probes, config.slq_probes, 16, 0))
+    before = op.passes
+    point = ev.score(np.array([0.4, 0.6]))
+    assert op.passes - before == point.stats["pcg"]["iterations"]  # the solve's passes only
+    np.testing.assert_allclose(point.data["V"][:, 0], op.matmat(point.data["Py"])[0], rtol=1e-7,
+                               atol=1e-7 * np.abs(point.data["V"][:, 0]).max())
+
+
+def test_fit_reml__auto_method_says_which_ran():
+    Z, y, X = simulate(300, 1000, 1, 2)
+    result = fit_reml(dense_operator(Z), y, X, FitConfig(seed=0))
+    assert result.method == "exact" and result.method_reason.startswith("auto: n = 300 <=")

@@ -91,3 +91,22 @@ def test_slq__logdet_within_monte_carlo_bound(op, rank):
     exact = np.linalg.slogdet(dense_H(op, THETA))[1]
     assert abs(M.logdet() + slq - exact) < 4 * se
     assert 0 < se < 0.5
+
+
+def test_block_pcg__warm_start_and_column_tolerances(op):
+    """A warm start near the solution needs fewer iterations; each column stops at its own tolerance."""
+    B = np.random.default_rng(3).standard_normal((N, 2))
+    expected = np.linalg.solve(dense_H(op, THETA), B)
+    cold = block_pcg(apply_H(op, THETA), B, tol=np.array([1e-10, 1e-3]), max_iter=500)
+    assert cold.converged.all() and cold.residuals[1] <= 1e-3 and cold.column_iterations[1] < cold.column_iterations[0]
+    x0 = expected + 1e-6 * np.random.default_rng(4).standard_normal(B.shape)
+    warm = block_pcg(apply_H(op, THETA), B, tol=1e-10, max_iter=500, x0=x0, Hx0=dense_H(op, THETA) @ x0)
+    np.testing.assert_allclose(warm.x, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())
+    assert warm.iterations < cold.column_iterations[0]
+    np.testing.assert_allclose(warm.r, B - dense_H(op, THETA) @ warm.x, atol=1e-9)  # recursive = true residual
+
+
+def test_block_pcg__raise_on_x0_without_product(op):
+    B = np.ones((N, 1))
+    with pytest.raises(ValueError, match="x0 and Hx0 must both be given"):
+        block_pcg(apply_H(op, THETA), B, tol=1e-6, max_iter=5, x0=np.zeros((N, 1)))

@@ -16,7 +16,7 @@ def test_truth__mean_within_two_se_and_se_matches_spread():
     op = dense_operator(Z)
     rng = np.random.default_rng(2024)
     X = covariates(N, rng)
-    fits = [fit_reml(op, phenotype(Z, (H2,), 1 - H2, X, rng), X, FitConfig(exact=True)) for _ in range(REPLICATES)]
+    fits = [fit_reml(op, phenotype(Z, (H2,), 1 - H2, X, rng), X, FitConfig(method="exact")) for _ in range(REPLICATES)]
     assert all(f.converged for f in fits)
     h2 = np.array([f.h2[0] for f in fits])
     se = np.array([f.h2_se[0] for f in fits])

@@ -65,7 +65,7 @@ def build_report(result: RemlResult, operator: GenotypeOperator, inputs: dict, s
     m = [int(x) for x in operator.m]
     components = [
         {"name": result.names[g], "m": m[g], "variance": r["theta"][g], "se": r["se"][g], "h2": r["h2"][g],
-         "h2_se": r["h2_se"][g], "at_boundary": bool(result.at_boundary[g])}
+         "h2_se": r["h2_se"][g], "h2_mc_se": r["h2_mc_se"][g], "at_boundary": bool(result.at_boundary[g])}
         for g in range(G)
     ]
     return {
@@ -73,9 +73,12 @@ def build_report(result: RemlResult, operator: GenotypeOperator, inputs: dict, s
         "residual_variance": r["theta"][G], "residual_se": r["se"][G],
         "vp": r["vp"], "vp_se": r["vp_se"],
         "h2_total": r["h2_total"], "h2_total_se": r["h2_total_se"],
+        "h2_total_mc_se": r["h2_total_mc_se"],
         "loglik": r["loglik"], "loglik_se": r["loglik_se"],
         "n_samples": r["n_samples"], "n_covariates": r["n_covariates"],
-        "iterations": r["iterations"], "passes": r["passes"], "converged": r["converged"], "status": r["status"],
+        "iterations": r["iterations"], "decrement": r["decrement"], "passes": r["passes"],
+        "passes_by_kind": r["passes_by_kind"], "method": r["method"], "method_reason": r["method_reason"],
+        "converged": r["converged"], "status": r["status"],
         "seed": r["seed"], "config": r["config"], "covariance": r["covariance"], "score": r["score"],
         "samples": samples, "variant_filter": operator.report.table(), "inputs": inputs,
         "history": r["history"], "timings": r["timings"],

@@ -63,7 +63,7 @@ def history_tsv_text(report: dict) -> str:
     """One row per iteration; theta expanded to one column per variance component.
 
     The other columns are every scalar key of any row, in order of first appearance (rows
-    differ: the changes d_theta and d_loglik first appear at iteration 1); `NA` where a row lacks one.
+    differ: d_theta and the decrement first appear at iteration 1, loglik in the last row); `NA` where a row lacks one.
     """
     names = [c["name"] for c in report["components"]] + ["residual"]
     history = report["history"]
@@ -92,9 +92,12 @@ def summary_table(report: dict) -> str:
         )
     lines.append(f"{'residual':<{width}}  {'':>8}  {report['residual_variance']:>10.5f}  {report['residual_se']:>9.5f}")
     lines.append("-" * len(head))
-    lines.append(f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f})   logL {report['loglik']:.3f}")
     lines.append(
-        f"n {report['n_samples']}   iterations {report['iterations']}   passes {report['passes']}   "
+        f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f}, Monte Carlo SE "
+        f"{report['h2_total_mc_se']:.4f})   logL {report['loglik']:.3f}"
+    )
+    lines.append(
+        f"n {report['n_samples']}   method {report['method']}   iterations {report['iterations']}   passes {report['passes']}   "
         f"time {report['timings']['end_to_end']:.1f} s   converged {report['converged']}   seed {report['seed']}"
     )
     return "\n".join(lines)

@@ -18,11 +18,12 @@ from dreml.errors import InputError
 from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
 from dreml.outputs import summary_table, write_outputs
 from dreml.reml import FitConfig
+from dreml.reml.config import METHODS
 
 logger = logging.getLogger(__name__)
 
 # set by their own flags below, not generated
-_EXPLICIT = {"seed", "exact", "worker_dtype"}
+_EXPLICIT = {"seed", "method", "worker_dtype", "loglik"}
 
 
 def _field_help(doc: str) -> dict[str, str]:
@@ -70,8 +71,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB (device memory on GPU workers)")
     budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
-    p.add_argument("--exact", action="store_true", help="dense exact REML (small n): the reference path")
-    p.add_argument("--seed", type=int, default=FitConfig.seed, help="seed of every random draw (recorded)")
+    method = p.add_mutually_exclusive_group()
+    method.add_argument("--method", choices=METHODS, default=FitConfig.method,
+                        help="exact (dense, small n), randomised (matrix-free), or auto: exact where it is faster "
+                             "and the driver's memory holds it (default auto; the report says which ran and why)")
+    method.add_argument("--exact", dest="method", action="store_const", const="exact", help="same as --method exact")
+    p.add_argument("--seed", type=int, default=FitConfig.seed,
+                   help="seed of every random draw (default: a fresh one; recorded in the outputs)")
+    p.add_argument("--no-loglik", dest="loglik", action="store_false",
+                   help="skip the final log-likelihood (SLQ solve on the randomised path)")
     p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
     p.add_argument("--plot", action="store_true", help="also write PREFIX.png, a convergence figure")
     add_cluster_options(p)

@@ -62,7 +62,7 @@ def hand_alignment(root):
 
 def test_fit__exact_matches_dense_reference(cohort, client):
     root, _ = cohort
-    config = FitConfig(exact=True, worker_dtype="float64")
+    config = FitConfig(method="exact", worker_dtype="float64")
     report = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
                  components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config)
     # the reference standardises with frequencies over all samples of the store (dreml's
@@ -88,13 +88,17 @@ def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_
     common = ["fit", "--store", str(root / "c.zarr"), "--component-file", str(root / "c.components.tsv"),
               "--pheno", str(root / "c.pheno"), "--covar", str(root / "c.covar"), "--worker-dtype", "float64"]
     # the randomised fit on the running cluster, the exact one on a cluster the CLI starts itself
-    assert dreml_main(common + ["--out", str(tmp_path / "res"), "--scheduler", client.scheduler.address, "--seed", "3"]) == 0
+    assert dreml_main(common + ["--out", str(tmp_path / "res"), "--scheduler", client.scheduler.address, "--seed", "3",
+                                "--method", "randomised"]) == 0
     assert dreml_main(common + ["--out", str(tmp_path / "exact"), "--workers", "1", "--exact"]) == 0
     printed = capsys.readouterr().out
     assert "total h2" in printed and "wrote" in printed
     rand = json.loads((tmp_path / "res.json").read_text())
     exact = json.loads((tmp_path / "exact.json").read_text())
-    assert rand["seed"] == 3 and rand["config"]["seed"] == 3 and exact["config"]["exact"] is True
+    assert rand["seed"] == 3 and rand["config"]["seed"] == 3 and exact["config"]["method"] == "exact"
+    assert rand["method"] == "randomised" and exact["method"] == "exact" and "requested" in exact["method_reason"]
+    assert rand["passes"] == sum(rand["passes_by_kind"].values())
+    assert 0 < rand["components"][0]["h2_mc_se"] < rand["components"][0]["h2_se"] and exact["h2_total_mc_se"] == 0
     for r, e in zip(rand["components"], exact["components"]):
         # Monte Carlo bound for n ~ 500 (docs/validation.md): the estimator's own noise is
         # about 0.25 SE here; the 0.1 SE criterion holds at n >= 2000 (tests/dreml/reml)

@@ -1,9 +1,11 @@
 """Distributed REML benchmark: `dreml.fit` on a store, on a local Dask cluster.
 
-Rows: fit time (shard loading and iterations), AI iterations, passes, PCG iterations per
-solve with and without the projected-core preconditioner, peak driver memory, for 1 and 2
-CPU workers and G = 1 and 3 components; beside the exact dense path at the same n (K_g
-built from the store in float64, Cholesky of H), timed in the same run.
+Rows: fit time (shard loading and iterations), AI iterations, passes in total and by kind
+(set-up, score = main block solves and K_g P y, warm starts, AI solves, the final AI + SLQ
+solve), PCG iterations per main solve, h2 with its SE and Monte Carlo SE, peak driver memory.
+Default: n = 5,000 x m = 50,000 for 1 and 2 CPU workers, G = 1 and 3, with and without the
+projected-core preconditioner, beside the exact dense path in the same run. `--large`:
+n = 20,000 x m = 100,000 with LD and two components (plus G = 1) on 2 workers.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import psutil
 from converters import convert
 from dreml.cluster import session
 from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
-from dreml.operators import dense_reference
-from dreml.reml import FitConfig, fit_reml
+from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort
 
 ROOT = Path("bench_out")
+RANDOMISED = FitConfig(method="randomised", seed=0)
+KINDS = ("setup", "score", "warm_start", "information", "final")
 
 
 class PeakRSS:
@@ -46,57 +49,62 @@ class PeakRSS:
         self._thread.join()
 
 
-def _cohort(n: int, m: int) -> Path:
-    """Simulated cohort with three chromosome groups, converted once and cached under bench_out/."""
-    prefix = ROOT / f"fit_{n}x{m}"
+def cohort(n: int, m: int, variances: tuple[float, ...]) -> Path:
+    """Simulated cohort (LD blocks, one component group per variance), converted once and
+    cached under bench_out/."""
+    prefix = ROOT / f"fit_{n}x{m}_g{len(variances)}"
     if not (prefix.with_suffix(".zarr")).exists():
-        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=3,
-                                         group_variances=(0.2, 0.15, 0.1), seed=11), prefix)
+        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=max(3, len(variances)),
+                                         group_variances=variances, seed=11), prefix)
         convert("bed", prefix, prefix.with_suffix(".zarr"))
     return prefix
 
 
-def _row(report: dict, peak: int) -> dict:
+def report_row(report: dict, peak: int) -> dict:
+    """The benchmark's columns from a fit report."""
     pcg = [h["pcg"]["iterations"] for h in report["history"] if "pcg" in h]
+    kinds = report.get("passes_by_kind", {})
     return {
         "load_s": report["timings"]["shard_load"], "fit_s": report["timings"]["total"],
         "iterations": report["iterations"], "passes": report["passes"],
+        **{f"p_{k}": kinds.get(k, 0) for k in KINDS},
         "pcg_per_solve": float(np.mean(pcg)) if pcg else float("nan"),
-        "h2_total": report["h2_total"], "driver_peak_GiB": peak / 2**30,
+        "h2_total": report["h2_total"], "h2_se": report["h2_total_se"], "h2_mc_se": report["h2_total_mc_se"],
+        "converged": report["converged"], "driver_peak_GiB": peak / 2**30,
     }
 
 
+def _fit(inputs, client, config: FitConfig) -> dict:
+    with PeakRSS() as peak:
+        report = fit_prepared(inputs, client=client, config=config)
+    return report_row(report, peak.peak)
+
+
 def run(quick: bool, large: bool = False) -> list[dict]:
-    """Rows for n = 5,000 x m = 50,000 (1 and 2 workers, with and without the preconditioner,
-    and the exact path), or with `large` n = 20,000 on 2 workers with the defaults only (the
-    dense K of the exact path would need 3.2 GB per component and ~80 Tflop to build)."""
-    n, m = (1000, 4000) if quick else (20000, 50000) if large else (5000, 50000)
-    prefix = _cohort(n, m)
+    """The rows described in the module docstring (`quick`: n = 1,000 x m = 4,000)."""
+    if large:
+        n, m, variances, workers, G_choices = 20000, 100000, (0.3, 0.2), (2,), (2, 1)
+    else:
+        n, m, variances, workers, G_choices = (1000, 4000) if quick else (5000, 50000), (0.2, 0.15, 0.1), (1, 2), (1, 3)
+    prefix = cohort(n, m, variances)
     store, pheno, covar = prefix.with_suffix(".zarr"), Path(f"{prefix}.pheno"), Path(f"{prefix}.covar")
-    choices = {1: ComponentChoice(), 3: ComponentChoice(by_chromosome=True)}
-    rows = []
-    paths = [("randomised", FitConfig())]
+    choices = {G: ComponentChoice(spec=Path(f"{prefix}.components.tsv")) if G > 1 else ComponentChoice() for G in G_choices}
+    paths = [("randomised", RANDOMISED)]
     if not large:
-        paths.append(("randomised, rank 0", replace(FitConfig(), precond_rank=0)))
-    for workers in (2,) if large else (1, 2):
-        with session(n_workers=workers) as client:
+        paths.append(("randomised, rank 0", replace(RANDOMISED, precond_rank=0)))
+        paths.append(("exact", replace(RANDOMISED, method="exact")))
+    rows = []
+    for w in workers:
+        with session(n_workers=w) as client:
             for G, choice in choices.items():
                 inputs = prepare_inputs(store, pheno, covar=covar, components=choice)
                 for label, config in paths:
-                    with PeakRSS() as peak:
-                        report = fit_prepared(inputs, client=client, config=config)
-                    rows.append({"n": n, "m": m, "G": G, "workers": workers, "path": label, **_row(report, peak.peak)})
-    for G, choice in choices.items() if not large else ():
-        inputs = prepare_inputs(store, pheno, covar=covar, components=choice)
-        with PeakRSS() as peak:
-            t0 = time.perf_counter()
-            op = dense_reference(inputs.stores, inputs.spec if G > 1 else None, inputs.data.sample_index)
-            t_build = time.perf_counter() - t0
-            result = fit_reml(op, inputs.data.y, inputs.data.X, FitConfig(exact=True))
-        rows.append({"n": n, "m": m, "G": G, "workers": 0, "path": "exact (dense K)", "load_s": t_build,
-                     "fit_s": time.perf_counter() - t0 - t_build, "iterations": result.iterations,
-                     "passes": result.passes, "pcg_per_solve": float("nan"), "h2_total": result.h2_total,
-                     "driver_peak_GiB": peak.peak / 2**30})
+                    if label == "exact" and w != workers[-1]:
+                        continue
+                    t0 = time.perf_counter()
+                    row = _fit(inputs, client, config)
+                    rows.append({"n": n, "m": m, "G": G, "workers": w, "path": label, **row,
+                                 "end_to_end_s": time.perf_counter() - t0})
     return rows
 
 
@@ -107,6 +115,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--large", action="store_true", help="n = 20,000 on 2 workers (about 15 minutes here)")
+    parser.add_argument("--large", action="store_true", help="n = 20,000 x m = 100,000 on 2 workers (about 30 minutes here)")
     args = parser.parse_args()
     print(format_table(run(quick=args.quick, large=args.large)))

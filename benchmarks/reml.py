@@ -22,6 +22,7 @@ from dreml.operators.protocol import GRMOperator
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 
+RANDOMISED = FitConfig(method="randomised", seed=0)
 OperatorFactory = Callable[[Sequence[np.ndarray]], GRMOperator]
 
 
@@ -52,6 +53,7 @@ def _fit_row(op: GRMOperator, y, X, config: FitConfig) -> dict:
     pcg = [h["pcg"]["iterations"] for h in result.history if "pcg" in h]
     return {
         "time_s": time.perf_counter() - t0, "iterations": result.iterations, "passes": result.passes,
+        **{f"p_{k}": result.passes_by_kind.get(k, 0) for k in ("setup", "score", "warm_start", "information", "final")},
         "pcg_iters_per_solve": float(np.mean(pcg)) if pcg else float("nan"), "h2_total": result.h2_total,
         "loglik": result.loglik, "converged": result.converged,
     }
@@ -69,9 +71,9 @@ def run(quick: bool, operator_factory: OperatorFactory = dense_factory) -> list[
         y += rng.standard_normal(n) * np.sqrt(0.5)
         op = operator_factory(Z)
         for label, config in (
-            ("randomised", FitConfig()),
-            ("randomised, rank 0", replace(FitConfig(), precond_rank=0)),
-            ("exact", FitConfig(exact=True)),
+            ("randomised", RANDOMISED),
+            ("randomised, rank 0", replace(RANDOMISED, precond_rank=0)),
+            ("exact", replace(RANDOMISED, method="exact")),
         ):
             rows.append({"genotypes": "LD" if ld else "no LD", "n": n, "m": m, "G": G, "path": label,
                          **_fit_row(op, y, X, config)})

@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-MODULES = ("benchmarks.convert", "benchmarks.operator", "benchmarks.reml", "benchmarks.fit")
+MODULES = ("benchmarks.convert", "benchmarks.operator", "benchmarks.reml", "benchmarks.fit", "benchmarks.method")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -173,14 +173,14 @@ class GenotypeOperator(GenotypeOperatorBase):
     def _replan(self, lost: list[int], live: list[str]) -> None:
         """Pin each lost shard to the live worker with the fewest resident bytes, within the budget.
 
-        Resident bytes are `shard_bytes`, as the budget check of `__init__` counts them. The
-        whole plan is checked before any shard is reloaded.
+        Resident bytes are `shard_bytes` plus the `scratch_bytes` of the decode blocks, as the
+        budget check of `__init__` counts them. The whole plan is checked before any shard is reloaded.
 
         Raises:
             ClusterError: the live workers cannot hold the lost shards within `memory_budget`.
         """
         size = self.shard_bytes
-        resident = dict.fromkeys(live, 0)
+        resident = dict.fromkeys(live, self.scratch_bytes)
         for i, w in enumerate(self.shard_workers):
             if w in resident:
                 resident[w] += size[i]

@@ -46,8 +46,9 @@ class FitConfig:
         precond_oversampling: extra columns of the randomised range finder (Halko et al. 2011).
         precond_power_iters: subspace (power) iterations of the range finder.
         max_iter: most average-information iterations.
-        tol_decrement: convergence when the Newton decrement s^T AI^-1 s falls below this:
-            the remaining step is then about sqrt(tol_decrement) standard errors.
+        tol_decrement: convergence when the Newton decrement s^T AI^-1 s falls below this
+            (or below a tenth of its Monte Carlo part, `dreml.reml.optimizer`): the remaining
+            step is then about sqrt(tol_decrement) standard errors.
         max_step_halvings: step halvings tried when the scores show an overshoot.
         loglik: compute the log-likelihood at the final theta (SLQ on the randomised path).
         seed: seeds every random draw of the fit (probes, range finder); None draws a fresh
@@ -72,7 +73,7 @@ class FitConfig:
     precond_oversampling: int = 16
     precond_power_iters: int = 2
     max_iter: int = 30
-    tol_decrement: float = 1e-3
+    tol_decrement: float = 1e-4
     max_step_halvings: int = 6
     loglik: bool = True
     seed: int | None = None

@@ -16,7 +16,8 @@ def make_report(n_components: int) -> dict:
     theta = [c["variance"] for c in comps] + [0.5]
     return {
         "components": comps, "residual_variance": 0.5, "residual_se": 0.03, "vp": sum(theta),
-        "vp_se": 0.04, "h2_total": 0.3, "h2_total_se": 0.05, "loglik": -1234.56789, "n_samples": 2000,
+        "vp_se": 0.04, "h2_total": 0.3, "h2_total_se": 0.05, "h2_total_mc_se": 0.004, "loglik": -1234.56789,
+        "n_samples": 2000, "method": "randomised",
         "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"end_to_end": 1.5},
         "history": [
             {"iteration": 0, "theta": theta, "loglik": -1300.0, "score_norm": 3.0, "pcg_iterations": 12},
@@ -54,7 +55,7 @@ def test_history_tsv_text__one_column_per_variance():
 def test_summary_table__flags_boundary():
     table = summary_table(make_report(2))
     assert "c1" in table and "(boundary)" in table.splitlines()[3]
-    assert "total h2 0.3000 (SE 0.0500)" in table
+    assert "total h2 0.3000 (SE 0.0500, Monte Carlo SE 0.0040)" in table and "method randomised" in table
 
 
 def test_write_outputs__files_and_no_temporaries(tmp_path):

@@ -26,13 +26,16 @@ rounded to the worker dtype (float64 workers: l = 0):
     out_g += C_b^T U_b - 1 (l_b^T U_b)           (= Z_b^T Z_b V f_g)
 
 The rank-one terms in l make the centre exact: without them every float32 row would be off
-by the same s_j l_j, a bias that sums over samples (K_g V of a V with non-zero column means
-lost a factor of 7 in accuracy at n = 157). They are exact except at missing calls, which
-they move from 0 to -s_j l_j (|l_j| <= 2^-24 t_j), smaller than the rounding float32 rows had
-everywhere. Decoding is a cast, a subtraction of h and, for blocks with missing calls, a
-multiplication by the observed mask. Centring in the decode keeps the GEMMs as accurate as float rows were; an uncentred GEMM
-with a rank-one correction for all of t, tried as well, lost a factor of up to ~3 in float32
-for variants whose counted allele is common (docs/performance.md, "Genotype operator").
+by the same s_j l_j, a bias that adds up over the samples (K_g V of a V with column means
+was 7 times less accurate than with float rows at n = 157, and the bias grows with n).
+They are exact except at missing calls, which they move from 0 to -s_j l_j
+(|l_j| <= 2^-24 t_j), less than the rounding float32 rows had everywhere.
+
+Decoding is a cast, a subtraction of h and, for blocks with missing calls, a multiplication
+by the observed mask. Centring in the decode keeps the GEMMs as accurate as float rows were;
+an uncentred GEMM with a rank-one correction for all of t, tried as well, was up to 3 times
+less accurate in float32 for variants whose counted allele is common
+(docs/performance.md, "Genotype operator").
 
 The same functions serve the in-process streaming operator (a shard is loaded, used and
 dropped every pass) and the Dask operator (shards loaded once, resident on workers), on
@@ -151,9 +154,29 @@ def _block_rows(n: int, dtype: np.dtype) -> int:
 
 
 def scratch_bytes(n: int, dtype: np.dtype | str, max_rows: int) -> int:
-    """Bytes of the decode block that one pass task over a shard of at most `max_rows` rows holds."""
+    """Bytes of the decode block (and its observed mask) that one pass task over a shard of at
+    most `max_rows` rows holds; the pass's n x k blocks come on top."""
     dtype = np.dtype(dtype)
-    return min(_block_rows(n, dtype), max_rows) * n * dtype.itemsize
+    return min(_block_rows(n, dtype), max_rows) * n * (dtype.itemsize + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class _Scratch:
+    """A pass's working blocks, allocated once per pass and reused by every row block.
+
+    No row block allocates: a Dask worker returns every large freed block to the operating
+    system at once (distributed sets MALLOC_TRIM_THRESHOLD_), so a fresh allocation per block
+    page-faults its memory in again; that made passes 30% slower (measured).
+    """
+
+    rows: object  # shape: (r, n), worker dtype: the decoded block C_b
+    observed: object  # shape: (r, n), bool: non-missing calls of the block
+    product: object  # shape: (n, k), worker dtype: C_b^T U_b
+
+    @classmethod
+    def allocate(cls, xp, shard: Shard, k: int) -> "_Scratch":
+        r, n = min(_block_rows(shard.n_samples, shard.dtype), shard.n_rows), shard.n_samples
+        return cls(xp.empty((r, n), dtype=shard.dtype), xp.empty((r, n), dtype=bool), xp.empty((n, k), dtype=shard.dtype))
 
 
 def plan_shards(
@@ -276,18 +299,20 @@ def _decode_centred(
     a: int,
     b: int,
     centre,  # shape: (c,), h: t rounded to the worker dtype, in the backend
-    scratch,  # shape: (rows, n), worker dtype and backend
-):  # -> shape: (b - a, n), a view of scratch
+    scratch: _Scratch,
+):  # -> shape: (b - a, n), a view of scratch.rows
     """C = X - h 1^T for rows [a, b), missing calls 0, written into the scratch block."""
-    xp = array_module_of(scratch)
-    C = scratch[: b - a]
+    xp = array_module_of(scratch.rows)
+    C = scratch.rows[: b - a]
     codes = shard.codes[a:b]
     # a plain cast, then in-place float operations: faster than one mixed int8 - float
     # subtraction (buffered casting), and a multiply by the mask than a masked copy (measured)
     xp.copyto(C, codes, casting="unsafe")
     C -= centre[a:b, None]
     if shard.counts[a:b, 0].any():
-        C *= codes >= 0
+        observed = scratch.observed[: b - a]
+        xp.greater_equal(codes, 0, out=observed)
+        C *= observed
     return C
 
 
@@ -310,20 +335,21 @@ def shard_matmat(
     low, scale_sq = (xp.asarray(v.astype(dtype)) for v in (centre - high, scale**2))  # shape: (c,) each
     high = xp.asarray(high)
     column_sums = V.sum(axis=0)  # shape: (k,), 1^T V
-    scratch = xp.empty((min(_block_rows(shard.n_samples, dtype), shard.n_rows), shard.n_samples), dtype=dtype)
+    scratch = _Scratch.allocate(xp, shard, V.shape[1])
     out, shift = {}, {}  # per output: C^T U summed over blocks, and l^T U summed over blocks
     for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
         factor = dtype.type(inv_m if weights is None else weights[g] * inv_m)
         key = g if weights is None else None
         if key not in out:
             out[key], shift[key] = xp.zeros((shard.n_samples, V.shape[1]), dtype=dtype), xp.zeros(V.shape[1], dtype=dtype)
-        for lo in range(a, b, len(scratch)):
-            hi = min(lo + len(scratch), b)
+        for lo in range(a, b, len(scratch.rows)):
+            hi = min(lo + len(scratch.rows), b)
             C = _decode_centred(shard, lo, hi, high, scratch)
             T = C @ V  # shape: (hi - lo, k)
             T -= low[lo:hi, None] * column_sums
             T *= scale_sq[lo:hi, None] * factor
-            out[key] += C.T @ T
+            xp.matmul(C.T, T, out=scratch.product)
+            out[key] += scratch.product
             shift[key] += low[lo:hi] @ T
     for key in out:
         out[key] -= shift[key]

@@ -148,7 +148,7 @@ def test_GenotypeOperator__raise_on_budget_too_small(cohort, client1):
 
 def test_GenotypeOperator__budget_sets_shard_size(cohort, client2):
     # a resident row: 157 int8 codes + 40 bytes of per-row arrays = 197 bytes; an 8-th of
-    # 200 kB holds 126 rows (and 126 float32 decode rows of 628 bytes fit beside the shards)
+    # 200 kB holds 126 rows (and a decode block of 126 rows, float32 and mask, fits beside them)
     op = GenotypeOperator(cohort.store, client=client2, memory_budget=200_000)
     assert max(s.n_rows for s in op.shard_specs) <= 126
     assert len(op.shard_specs) % 2 == 0

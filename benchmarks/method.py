@@ -16,15 +16,15 @@ from benchmarks.fit import RANDOMISED, cohort
 from dreml.cluster import session
 from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
 
-SIZES = (1000, 2000, 3000, 4000, 6000)
+SIZES = (1000, 2000, 3000, 4000, 6000, 8000)
 M = 20000
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, sizes: tuple[int, ...] = SIZES) -> list[dict]:
     """One row per n: seconds of the exact and randomised fits and their ratio."""
     rows = []
     with session(n_workers=2) as client:
-        for n in (500, 1000) if quick else SIZES:
+        for n in (500, 1000) if quick else sizes:
             prefix = cohort(n, M // 4 if quick else M, (0.3, 0.2))
             inputs = prepare_inputs(prefix.with_suffix(".zarr"), Path(f"{prefix}.pheno"), covar=Path(f"{prefix}.covar"),
                                     components=ComponentChoice(spec=Path(f"{prefix}.components.tsv")))
@@ -47,4 +47,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    print(format_table(run(quick=parser.parse_args().quick)))
+    parser.add_argument("--sizes", type=lambda t: tuple(int(x) for x in t.split(",")), default=SIZES,
+                        help="comma-separated n (default %(default)s)")
+    args = parser.parse_args()
+    print(format_table(run(quick=args.quick, sizes=args.sizes)))

@@ -35,8 +35,8 @@ class FitConfig:
         slq_probes: probe vectors for the stochastic Lanczos quadrature of log|H|, solved
             once, at the final theta, together with the last average-information solve.
         pcg_tol: relative residual ||r|| / ||b|| at which the PCG columns of y and X stop.
-        probe_tol: the same for the Hutchinson and SLQ probe columns: their solves feed
-            Monte Carlo averages, so they need far less accuracy than P y (docs/math.md).
+        probe_tol: the same for the Hutchinson probe columns: their solves feed Monte Carlo
+            averages, so they need far less accuracy than P y (docs/math.md).
         slq_tol: the same for the SLQ probe columns of the final log-likelihood: Gauss
             quadrature of log converges long before the residual does (docs/validation.md).
         ai_tol: the same for the average-information solve, which only sets the Newton
@@ -54,9 +54,9 @@ class FitConfig:
         seed: seeds every random draw of the fit (probes, range finder); None draws a fresh
             seed, recorded in the result.
         worker_dtype: arithmetic of the operator's workers ("float32" or "float64"); recorded
-            here and passed on by the caller that builds the operator. float32 halves shard
-            memory and doubles the GEMM rate; on the demo cohort it gave the same estimates
-            to 6 decimals and the same passes as float64 (docs/validation.md).
+            here and passed on by the caller that builds the operator (shards hold int8 codes
+            either way). float32 doubles the GEMM rate; on the demo cohort it gave the same
+            estimates to 6 decimals as float64 (docs/validation.md).
         method: "exact" (dense reference path: explicit K_g, Cholesky of H; small n),
             "randomised" (matrix-free), or "auto": exact where the cost model says it is
             faster and the driver's memory holds it (`dreml.reml.method`).

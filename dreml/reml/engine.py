@@ -11,6 +11,7 @@ import numpy as np
 from dreml.errors import InputError
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig, fresh_seed
+from dreml.reml.evaluation import residualise
 from dreml.reml.exact import ExactEvaluator
 from dreml.reml.method import choose_method
 from dreml.reml.optimizer import run_ai
@@ -35,6 +36,9 @@ def _check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) ->
         raise InputError("X is rank deficient: drop collinear covariates")
     if X.shape[1] >= n - 1:
         raise InputError(f"need more samples ({n}) than covariates + 1 ({X.shape[1] + 1})")
+    y_res = residualise(y, X)
+    if y_res @ y_res <= 1e-12 * (y @ y):
+        raise InputError("y is a linear combination of the covariates: nothing is left to partition")
     return y, X
 
 
@@ -47,7 +51,7 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         X: fixed-effect covariates, shape (n, p), full column rank; None for an intercept only.
             Include the intercept yourself when you pass X.
         config: `FitConfig`; `config.method` selects the path, `config.seed` (None: a fresh
-            seed) the probes. The result's `config` holds the seed actually used.
+            seed) the probes. The result's `config` holds the seed and the path actually used.
 
     Returns:
         `RemlResult`. Non-convergence is reported in `converged` / `status`, not raised.
@@ -61,6 +65,7 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
     t0 = time.perf_counter()
     n = operator.shape[0]
     method, reason = choose_method(config.method, n, operator.n_components)
+    config = dataclasses.replace(config, method=method)  # the record reruns the path that ran
     logger.info("REML path: %s (%s); seed %d", method, reason, config.seed)
     if method == "exact":
         evaluator = ExactEvaluator(operator, y, X)

@@ -11,6 +11,10 @@ Guard for many components: a regression on q controls over B probes costs q degr
 freedom and overfits as q nears B (G = 80 components with 100 probes). All G controls are used
 while G + 1 <= B / 4; beyond that each genetic row i uses its own control c_i and the sum
 sum_h c_h, and the residual row (tr(P)) the sum alone: two regressors at most, whatever G.
+
+Variance: with q coefficients fitted on the same B probes, the variance of the controlled
+mean is (B - 2) / (B - q - 2) sigma_res^2 / B (Lavenberg & Welch 1981), sigma_res^2 the
+residual variance; the covariance of the estimates is scaled row by row accordingly.
 """
 
 from __future__ import annotations
@@ -38,16 +42,18 @@ def hutchinson(samples: np.ndarray, controls: np.ndarray | None) -> tuple[np.nda
         (estimates, shape (G + 1,); covariance of the estimates, shape (G + 1, G + 1)).
     """
     rows, B = samples.shape
+    q = np.zeros(rows)
     if controls is None:
-        residual, dof = samples, 1
+        residual = samples
     else:
-        regressors = _regressors(controls, rows)
         residual = np.empty_like(samples)
-        for i, C in enumerate(regressors):
+        for i, C in enumerate(_regressors(controls, rows)):
             centred = C - C.mean(axis=1, keepdims=True)
             beta, *_ = np.linalg.lstsq(centred.T, samples[i] - samples[i].mean(), rcond=None)
             residual[i] = samples[i] - beta @ C
-        dof = 1 + max(C.shape[0] for C in regressors)
+            q[i] = C.shape[0]
     estimates = residual.mean(axis=1)
     deviation = residual - estimates[:, None]
-    return estimates, deviation @ deviation.T / (max(B - dof, 1) * B)
+    # residual variance with 1 + q fitted parameters, then the Lavenberg-Welch inflation
+    scale = np.sqrt(1.0 / np.maximum(B - 1 - q, 1) * np.where(q > 0, (B - 2) / np.maximum(B - q - 2, 1), 1.0))
+    return estimates, (deviation @ deviation.T) * np.outer(scale, scale) / B

@@ -6,9 +6,9 @@ Cost model (flops; m = variants, P = passes of a randomised fit, k = mean column
     randomised  P k 4 n m (P about 40-100, k about 50 after the per-column tolerances)
 For m >> n the ratio is about n / (P k): the exact path wins below an n of a few thousand,
 whatever m is. The crossover measured on the development machine (docs/performance.md,
-"Exact or randomised") is `EXACT_MAX_N`. The exact path also holds (G + 3) n^2 float64 on
-the driver (K_g, H, H^-1, P); it is chosen only when that is at most `EXACT_MEMORY_FRACTION`
-of the driver's available memory.
+"Exact or randomised") is `EXACT_MAX_N`. The exact path also holds up to (G + 6) n^2 float64 on
+the driver (`exact_bytes`); it is chosen only when that is at most `EXACT_MEMORY_FRACTION` of
+the driver's available memory.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ EXACT_MEMORY_FRACTION = 0.5
 
 
 def exact_bytes(n: int, n_components: int) -> int:
-    """Driver memory of the exact path: (G + 3) n^2 float64."""
-    return (n_components + 3) * n * n * 8
+    """Driver memory of the exact path at its peak: (G + 6) n^2 float64 (K_g; H, its factor,
+    H^-1 and the triangular temporaries; P; the identity the K_g pass multiplies)."""
+    return (n_components + 6) * n * n * 8
 
 
 def choose_method(method: str, n: int, n_components: int, available: int | None = None) -> tuple[str, str]:

@@ -54,8 +54,10 @@ class OptimResult:
         point, info: the final theta's score, average information and log-likelihood.
         held: genetic components held at 0 by the active set at the end, shape (G + 1,).
         iterations: AI updates made.
-        decrement: the Newton decrement at the final point with its own AI.
-        converged: whether the convergence test passed and every solve converged.
+        decrement: the Newton decrement at the final point with its own AI (the stopping
+            test used the previous AI and the floor, recorded in the history).
+        converged: whether the convergence test passed and every solve of the fit (trial
+            steps and the final log-likelihood solve included) reached its tolerance.
         status: "converged" or why not.
         history: one JSON-serialisable dict per evaluated iterate (row 0 is the start).
     """
@@ -167,7 +169,7 @@ def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
         record(it, point, info, step_halvings=halvings, d_theta=d_theta, decrement=decrement, decrement_floor=floor)
         if converged:
             break
-    if config.loglik and not np.isfinite(info.loglik):
+    if config.loglik and not converged:  # the last AI solve did not carry the SLQ columns
         info = evaluator.information(point, loglik=True)
         failures.extend(info.failures)
         history[-1].update(loglik=info.loglik, loglik_se=info.loglik_se)
@@ -178,7 +180,8 @@ def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
     elif not converged:
         status = (
             f"not converged after {it} iterations (Newton decrement {history[-1].get('decrement', float('nan')):.3g} "
-            f"against tol_decrement {config.tol_decrement:g}); raise max_iter or tol_decrement"
+            f"against max(tol_decrement {config.tol_decrement:g}, floor {history[-1].get('decrement_floor', 0.0):.3g})); "
+            f"raise max_iter or tol_decrement"
         )
     else:
         status = "converged"

@@ -6,10 +6,13 @@ Set-up (once per fit; passes counted by kind in `count.passes`):
 Per `score(theta)`: one block PCG on [X | y~ | W] (one pass per PCG iteration), with its own
 tolerance per column (`pcg_tol` for X and y~, `probe_tol` for the probes W):
     P V = H^-1 V - H^-1 X (X^T H^-1 X)^-1 (H^-1 X)^T V
-then K_g P y: one stacked pass, or none for G = 1, where
-    H P y = y~ - X c  (c = (X^T H^-1 X)^-1 (H^-1 X)^T y~)  gives  K P y = (y~ - X c - theta_e P y) / theta_1.
+then K_g P y: one stacked pass, or none for G = 1, where H P y = y~ - X c with
+c = (X^T H^-1 X)^-1 (H^-1 X)^T y~ gives, with the recursive residuals r of the solves,
+    K P y = (y~ - r_y - (X - r_X) c - theta_e P y) / theta_1.
 Per `information(point)`: one block PCG on the G + 1 columns K_i P y (K_e = I) for AI, at
-`ai_tol`; with `loglik=True` the SLQ probe columns M^1/2 Z ride in the same block:
+`ai_tol`, with the residual term of a warm-started solve (V_i^T H^-1 V_j = V_i^T x_j +
+x_i^T r_j up to second order); with `loglik=True` the SLQ probe columns M^1/2 Z ride in the
+same block:
     log|H| = log|M| + SLQ from the Lanczos tridiagonals of the M^1/2 Z columns.
 The traces reuse the W solves (Hutchinson 1990, Rademacher probes; `dreml.reml.hutchinson`):
     a_ib = (K_i w_b)^T (P w_b),   tr(P K_i) ~ mean_b a_ib  (with control variates).
@@ -17,8 +20,9 @@ The traces reuse the W solves (Hutchinson 1990, Rademacher probes; `dreml.reml.h
 Warm starts: each solve starts from the previous solve's solution x (theta moves little
 after the first iteration). PCG needs H' x at the new theta': for G = 1 it follows from the
 recursive residual r of the old solve without a pass (H x = b - r, so
-K x = (b - r - theta_e x) / theta_1 and H' x = theta_1' K x + theta_e' x); for G > 1 it
-costs one weighted pass. The SLQ columns always start at 0 (Lanczos needs it).
+K x = (b - r - theta_e x) / theta_1 and H' x = theta_1' K x + theta_e' x; H' x = theta_e' x when
+theta_1' = 0); for G > 1 it costs one weighted pass per solve (score and AI: two per
+iteration). The SLQ columns always start at 0 (Lanczos needs it).
 
 The operator may offer `traces()` -> tr(K_g), shape (G,) (an optional extension of the
 protocol). Then the Hutchinson estimates use control variates and SLQ's control variate is
@@ -60,7 +64,7 @@ class _Solved:
 
     theta: np.ndarray  # shape: (G + 1,)
     x: np.ndarray  # shape: (n, k)
-    Hx: np.ndarray  # shape: (n, k)
+    Hx: np.ndarray | None  # shape: (n, k); kept for G = 1 only, where it replaces a pass
 
 
 class RandomisedEvaluator:
@@ -113,7 +117,9 @@ class RandomisedEvaluator:
         last = self._last.get(kind)
         if last is None:
             return None
-        if theta.shape[0] == 2 and last.theta[0] > 0:
+        if last.Hx is not None and theta[0] == 0:
+            return last.x, theta[1] * last.x
+        if last.Hx is not None and last.theta[0] > 0:
             Kx = (last.Hx - last.theta[1] * last.x) / last.theta[0]
             return last.x, theta[0] * Kx + theta[1] * last.x
         with self.count("warm_start"):
@@ -132,7 +138,8 @@ class RandomisedEvaluator:
             result = block_pcg(lambda V: self._apply_H(theta, V), rhs, solve_M=M.solve, tol=tol,
                                max_iter=self.config.pcg_max_iter, x0=x0, Hx0=Hx0)
         k = rhs.shape[1] - cold_columns
-        self._last[kind] = _Solved(theta, result.x[:, :k], rhs[:, :k] - result.r[:, :k])
+        Hx = rhs[:, :k] - result.r[:, :k] if theta.shape[0] == 2 else None
+        self._last[kind] = _Solved(theta, result.x[:, :k], Hx)
         return result
 
     def score(self, theta: np.ndarray) -> Point:
@@ -177,7 +184,8 @@ class RandomisedEvaluator:
             tol = np.r_[tol, np.full(slq_columns, self.config.slq_tol)]
         result = self._solve("information", point.theta, rhs, tol, M, cold_columns=slq_columns,
                              label="final" if loglik else "information")
-        ai = 0.5 * V.T @ project(result.x[:, :k], V)
+        x, r = result.x[:, :k], result.r[:, :k]
+        ai = 0.5 * (V.T @ project(x, V) + x.T @ r)
         failures = () if result.status == "converged" else (f"information solve: {result.status}",)
         out = {"ai": (ai + ai.T) / 2, "failures": failures, "stats": {"pcg_ai": result.stats()}}
         if not loglik:

@@ -41,7 +41,8 @@ class RemlResult:
             from the randomised trace estimates (0 on the exact path).
         vp, vp_se: Vp = sum(theta) and its SE.
         loglik: REML log-likelihood at theta (constant -(n - p)/2 log 2 pi omitted, as GCTA);
-            SLQ estimate on the randomised path; NaN when `config.loglik` is off.
+            SLQ estimate on the randomised path (NaN there when `config.loglik` is off);
+            always computed on the exact path, where it costs nothing.
         loglik_se: its Monte Carlo standard error (0 on the exact path).
         score: the score at theta, shape (G + 1,).
         ai: the average information at theta, shape (G + 1, G + 1).
@@ -52,14 +53,15 @@ class RemlResult:
             stacked K_g P y passes), "warm_start", "information" (AI solves), "final" (the
             last AI solve with the SLQ columns).
         method: "exact" or "randomised"; method_reason: why (`dreml.reml.method`).
-        converged: whether the convergence test passed; `status` says why not.
+        converged: whether the convergence test passed and every solve reached its
+            tolerance; `status` says why not.
         status: "converged" or an actionable message.
         n_samples, n_covariates: n and p.
         seed: the fit's seed (also in config).
         config: the `FitConfig` used.
         history: one dict per iterate: iteration, theta, score_norm, decrement, passes,
-            wall_s, step_halvings, d_theta, loglik and loglik_se (last row) and, on the
-            randomised path, `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations,
+            wall_s, step_halvings, d_theta, decrement_floor, loglik and loglik_se (the last row
+            on the randomised path, every row on the exact one) and, on the randomised path, `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations,
             status) and `trace_se`.
         timings: seconds spent in "setup", "iterations", "total".
     """

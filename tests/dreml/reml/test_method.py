@@ -14,4 +14,4 @@ def test_choose_method__auto_by_size_and_memory():
     assert method == "randomised" and f"n = {EXACT_MAX_N + 1} > {EXACT_MAX_N}" in reason
     method, reason = choose_method("auto", 1000, 2, available=exact_bytes(1000, 2))
     assert method == "randomised" and "more than 50%" in reason
-    assert exact_bytes(1000, 2) == 5 * 1000 * 1000 * 8
+    assert exact_bytes(1000, 2) == 8 * 1000 * 1000 * 8

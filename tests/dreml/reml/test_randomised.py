@@ -167,10 +167,45 @@ def test_randomised__single_component_K_Py_without_a_pass():
                                atol=1e-7 * np.abs(point.data["V"][:, 0]).max())
 
 
+def test_randomised__warm_start_product_without_a_pass_for_one_component():
+    """G = 1: H' x0 from the last solve's recursive residual equals the operator's H' x0."""
+    from dreml.reml.probes import draw_probes
+    from dreml.reml.randomised import RandomisedEvaluator
+
+    Z, y, X = simulate(500, 1500, 1, 3)
+    op = dense_operator(Z)
+    ev = RandomisedEvaluator(op, y, X, RAND, draw_probes(500, RAND.n_probes, RAND.slq_probes, 80, 0))
+    cold = ev.score(np.array([0.4, 0.6])).stats["pcg"]["iterations"]
+    theta = np.array([0.5, 0.45])
+    before = op.passes
+    x0, Hx0 = ev._warm_start("score", theta)
+    assert op.passes == before
+    expected = op.matmat(x0, weights=theta[:1]) + theta[1] * x0
+    np.testing.assert_allclose(Hx0, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(ev._warm_start("score", np.array([0.0, 0.7]))[1], 0.7 * x0)
+    # a warm start near the last theta needs fewer iterations than the cold first solve
+    assert ev.score(np.array([0.401, 0.599])).stats["pcg"]["iterations"] < cold
+
+
+def test_randomised__failed_final_solve_alone_is_not_converged():
+    """Every solve converges but the final SLQ columns (tolerance 1e-14 in 25 iterations)."""
+    Z, y, X = simulate(300, 1000, 2, 2)
+    result = fit_reml(dense_operator(Z), y, X, FitConfig(method="randomised", seed=0, slq_tol=1e-14, pcg_max_iter=25))
+    assert all(h["pcg"]["status"] == "converged" for h in result.history)
+    assert not result.converged and "information solve" in result.status
+
+
+def test_fit_reml__raise_on_phenotype_in_covariate_span():
+    Z, _, X = simulate(300, 1000, 1, 2)
+    with pytest.raises(InputError, match="y is a linear combination of the covariates"):
+        fit_reml(dense_operator(Z), X @ np.array([1.0, -2.0]), X)
+
+
 def test_fit_reml__auto_method_says_which_ran():
     Z, y, X = simulate(300, 1000, 1, 2)
     result = fit_reml(dense_operator(Z), y, X, FitConfig(seed=0))
     assert result.method == "exact" and result.method_reason.startswith("auto: n = 300 <=")
+    assert result.config.method == "exact"  # the record reruns the same path
 
 
 def test_randomised__reported_monte_carlo_se_matches_seed_spread():

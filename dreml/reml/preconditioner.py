@@ -149,7 +149,10 @@ def build_projected_core(
     U = Q @ V
     KU_full = np.einsum("gnl,lr->gnr", KQ, V)  # K_g U, shape (G, n, r)
     KU = np.einsum("nr,gns->grs", U, KU_full)
-    KU = (KU + KU.transpose(0, 2, 1)) / 2
+    # U^T K_g U is positive semi-definite; rounding (float32 workers) can leave eigenvalues
+    # of -1e-7 ||K_g||, enough to make the core indefinite when theta_e nears its floor
+    lam_g, vec_g = np.linalg.eigh((KU + KU.transpose(0, 2, 1)) / 2)
+    KU = np.einsum("gij,gj,gkj->gik", vec_g, np.maximum(lam_g, 0.0), vec_g)
     if traces is not None:
         resid = np.asarray(traces, dtype=np.float64) - np.einsum("gii->g", KU)
     else:

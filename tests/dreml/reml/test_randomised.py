@@ -114,9 +114,9 @@ def test_fit_reml__raise_on_invalid_inputs(y, X, match):
 def test_randomised__sixty_components_with_a_hundred_probes():
     """G = 60 with B = 100: the control-variate regression falls back to two regressors per
     trace (dreml.reml.hutchinson); the fit stays finite and near the exact one."""
-    Z = tuple(np.array_split(genotype_blocks(400, 6000, 1, 8)[0], 60, axis=1))
+    Z = tuple(np.array_split(genotype_blocks(1000, 3000, 1, 8)[0], 60, axis=1))
     rng = np.random.default_rng(8)
-    X = covariates(400, rng)
+    X = covariates(1000, rng)
     y = phenotype(Z, (0.5 / 60,) * 60, 0.5, X, rng)
     op = dense_operator(Z)
     exact = fit_reml(op, y, X, EXACT)

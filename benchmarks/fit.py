@@ -85,7 +85,7 @@ def run(quick: bool, large: bool = False) -> list[dict]:
     if large:
         n, m, variances, workers, G_choices = 20000, 100000, (0.3, 0.2), (2,), (2, 1)
     else:
-        n, m, variances, workers, G_choices = (1000, 4000) if quick else (5000, 50000), (0.2, 0.15, 0.1), (1, 2), (1, 3)
+        (n, m), variances, workers, G_choices = (1000, 4000) if quick else (5000, 50000), (0.2, 0.15, 0.1), (1, 2), (1, 3)
     prefix = cohort(n, m, variances)
     store, pheno, covar = prefix.with_suffix(".zarr"), Path(f"{prefix}.pheno"), Path(f"{prefix}.covar")
     choices = {G: ComponentChoice(spec=Path(f"{prefix}.components.tsv")) if G > 1 else ComponentChoice() for G in G_choices}

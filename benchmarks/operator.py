@@ -79,16 +79,6 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kiB
 
 
-def _resident_per_worker(client, op: GenotypeOperator) -> dict[str, int]:
-    """Shard bytes held by each worker, as the scheduler weighs them (`Shard.nbytes`)."""
-    nbytes = client.nbytes([f.key for f in op.shards], summary=False)
-    held: dict[str, int] = {}
-    for key, workers in client.who_has(op.shards).items():
-        for w in workers:
-            held[w] = held.get(w, 0) + nbytes[key]
-    return held
-
-
 def pass_vs_gemm(store: Store, k: int, n_workers: int) -> dict:
     """One configuration: W workers, the operator pass and the bare GEMM pair.
 
@@ -103,7 +93,7 @@ def pass_vs_gemm(store: Store, k: int, n_workers: int) -> dict:
         V = np.random.default_rng(1).standard_normal((n, k))
         op.matmat(V)  # warm-up, and the peak memory of loading plus one pass
         peak = max(client.run(_peak_rss).values())
-        resident = _resident_per_worker(client, op)
+        resident = op.resident_bytes()
         m_w = -(-m // n_workers)  # every worker multiplies its share at once
         client.run(gemm_pair, n, m_w, k)
         gemm_times = []

@@ -253,6 +253,16 @@ class GenotypeOperator(GenotypeOperatorBase):
 
         return self._compute(submit)[0]
 
+    def resident_bytes(self) -> dict[str, int]:
+        """Shard bytes held by each worker, as the scheduler weighs them (`Shard.nbytes`):
+        the measured counterpart of `shard_bytes` and `shard_workers`."""
+        nbytes = self.client.nbytes([f.key for f in self.shards], summary=False)
+        held: dict[str, int] = {}
+        for key, workers in self.client.who_has(self.shards).items():
+            for w in workers:
+                held[w] = held.get(w, 0) + nbytes[key]
+        return held
+
     def close(self) -> None:
         """Release the shards (and the cluster, when this operator started it)."""
         for f in self.shards:

@@ -75,16 +75,6 @@ def _budget(client: Client, cohort, fraction: float, dtype: type = np.float32) -
         return int(fraction * sum(probe.shard_bytes)) + probe.scratch_bytes
 
 
-def _resident_bytes(client: Client, op: GenotypeOperator) -> dict[str, int]:
-    """Bytes of shards held by each worker, as the scheduler measured them (dask's sizeof)."""
-    nbytes = client.nbytes([f.key for f in op.shards], summary=False)
-    held: dict[str, int] = {}
-    for key, addrs in client.who_has(op.shards).items():
-        for addr in addrs:
-            held[addr] = held.get(addr, 0) + nbytes[key]
-    return held
-
-
 def _expected(cohort, V):
     contig = cohort.store.variant_contig
     return reference_KV(cohort.genotypes, [np.flatnonzero(contig == c) for c in range(3)], V)[0]
@@ -109,7 +99,7 @@ def test_genotype_operator__replans_departed_shards_within_budget(cohort, worker
                           shard_variants=37, memory_budget=budget)
     V = np.random.default_rng(3).standard_normal((N, 4))
     assert rel_err(op.matmat(V), _expected(cohort, V)) <= 1e-12
-    total = sum(_resident_bytes(workers.client, op).values())
+    total = sum(op.resident_bytes().values())
     victim = op.shard_workers[0]
     moved = [i for i, w in enumerate(op.shard_workers) if w == victim]
     workers.kill(victim)
@@ -119,7 +109,7 @@ def test_genotype_operator__replans_departed_shards_within_budget(cohort, worker
     assert len(live) == 2 and set(op.shard_workers) == live
     holders = {k: set(a) for k, a in workers.client.who_has(op.shards).items()}
     assert all(holders[op.shards[i].key] == {op.shard_workers[i]} for i in moved)
-    held = _resident_bytes(workers.client, op)  # measured by the workers: each shard once, on a live worker
+    held = op.resident_bytes()  # measured by the workers: each shard once, on a live worker
     assert set(held) == live and sum(held.values()) == total
     assert max(held.values()) <= budget - op.scratch_bytes, (held, budget)
     op.close()

@@ -93,7 +93,7 @@ class Assumptions:
     driver_flops: float = 100e9  # float64 small algebra on the driver's CPU (assumed)
     driver_bytes_per_s: float = 20e9  # driver memory traffic for n x k blocks (assumed)
     driver_block_touches: float = 16.0  # n x k float64 reads + writes per PCG iteration
-    precond_rank: int = 64  # projected-core preconditioner rank (FitConfig default)
+    precond_rank: int = 64  # a rank-64 projected-core preconditioner (FitConfig default is 0: a conservative driver term)
     load_bytes_per_s_per_thread: float = 1e9  # store decode into int8 (documented rate)
     load_threads: int = 8
 

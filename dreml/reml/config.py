@@ -42,7 +42,9 @@ class FitConfig:
         ai_tol: the same for the average-information solve, which only sets the Newton
             step and the standard errors.
         pcg_max_iter: most PCG iterations (= passes) per block solve.
-        precond_rank: r, the rank of the projected-core preconditioner; 0 disables it.
+        precond_rank: r, the rank of the projected-core preconditioner; 0 (the default)
+            disables it: on the cohorts measured it cost more than it saved
+            (docs/performance.md); try 64 for strongly structured cohorts.
         precond_oversampling: extra columns of the randomised range finder (Halko et al. 2011).
         precond_power_iters: subspace (power) iterations of the range finder.
         max_iter: most average-information iterations.
@@ -69,7 +71,7 @@ class FitConfig:
     slq_tol: float = 1e-2
     ai_tol: float = 1e-2
     pcg_max_iter: int = 500
-    precond_rank: int = 64
+    precond_rank: int = 0
     precond_oversampling: int = 16
     precond_power_iters: int = 2
     max_iter: int = 30

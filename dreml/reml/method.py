@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import psutil
 
-EXACT_MAX_N = 6000
+EXACT_MAX_N = 3000
 EXACT_MEMORY_FRACTION = 0.5
 
 

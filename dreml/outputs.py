@@ -104,7 +104,8 @@ def summary_table(report: dict) -> str:
 
 
 def write_plot(report: dict, path: str | Path) -> None:
-    """Convergence figure: each variance component and the log-likelihood per iteration."""
+    """Convergence figure: each variance component and the Newton decrement (the stopping
+    measure, log scale, with the tolerance it was tested against) per iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,12 +121,16 @@ def write_plot(report: dict, path: str | Path) -> None:
     ax1.set_xlabel("iteration")
     ax1.set_ylabel("variance")
     ax1.legend()
-    loglik = [row.get("loglik") for row in history]
-    ax2.plot(np.arange(len(loglik)), [np.nan if v is None else v for v in loglik], marker="o")
+    steps = [(i, row["decrement"]) for i, row in enumerate(history) if row.get("decrement")]
+    if steps:
+        ax2.semilogy(*zip(*steps), marker="o", label="s' AI^-1 s")
+        tol = [max(report["config"]["tol_decrement"], history[i].get("decrement_floor", 0.0)) for i, _ in steps]
+        ax2.semilogy([i for i, _ in steps], tol, linestyle="--", color="grey", label="stopping threshold")
+        ax2.legend()
     ax2.set_xlabel("iteration")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_ylabel("REML log-likelihood")
+    ax2.set_ylabel("Newton decrement")
     fig.tight_layout()
     tmp = Path(str(path) + ".tmp.png")
     fig.savefig(tmp, dpi=100)

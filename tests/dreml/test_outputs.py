@@ -17,12 +17,12 @@ def make_report(n_components: int) -> dict:
     return {
         "components": comps, "residual_variance": 0.5, "residual_se": 0.03, "vp": sum(theta),
         "vp_se": 0.04, "h2_total": 0.3, "h2_total_se": 0.05, "h2_total_mc_se": 0.004, "loglik": -1234.56789,
-        "n_samples": 2000, "method": "randomised",
+        "n_samples": 2000, "method": "randomised", "config": {"tol_decrement": 1e-4},
         "iterations": 2, "passes": 7, "converged": True, "seed": 11, "timings": {"end_to_end": 1.5},
         "history": [
             {"iteration": 0, "theta": theta, "loglik": -1300.0, "score_norm": 3.0, "pcg_iterations": 12},
             {"iteration": 1, "theta": theta, "loglik": -1234.56789, "score_norm": 1e-7, "pcg_iterations": 10,
-             "d_loglik": 65.43211},
+             "decrement": 65.43211, "decrement_floor": 1e-3},
         ],
     }
 
@@ -45,11 +45,12 @@ def test_hsq_text__gcta_layout_three_components():
 def test_history_tsv_text__one_column_per_variance():
     lines = history_tsv_text(make_report(2)).splitlines()
     assert lines[0].split("\t") == [
-        "iteration", "theta_c0", "theta_c1", "theta_residual", "loglik", "score_norm", "pcg_iterations", "d_loglik"
+        "iteration", "theta_c0", "theta_c1", "theta_residual", "loglik", "score_norm", "pcg_iterations", "decrement",
+        "decrement_floor",
     ]
     assert len(lines) == 3 and lines[2].split("\t")[:4] == ["1", "0.1", "0.2", "0.5"]
     # a key first recorded at iteration 1 still gets its column, NA where a row lacks it
-    assert lines[1].split("\t")[-1] == "NA" and lines[2].split("\t")[-1] == "65.4321"
+    assert lines[1].split("\t")[-2] == "NA" and lines[2].split("\t")[-2] == "65.4321"
 
 
 def test_summary_table__flags_boundary():

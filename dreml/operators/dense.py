@@ -54,6 +54,10 @@ class DenseOperator:
         """tr(K_g), shape (G,)."""
         return np.einsum("gii->g", self.K)
 
+    def diagonal(self) -> np.ndarray:
+        """diag(K_g), shape (G, n)."""
+        return np.einsum("gii->gi", self.K)
+
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         block, vector = as_block(V, self.shape[0])
         w = check_weights(weights, self.n_components)

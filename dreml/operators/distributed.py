@@ -32,14 +32,13 @@ from dreml.components import Components
 from dreml.errors import InputError
 from dreml.operators import device_memory  # noqa: F401  (registers Shard with dask-cuda where shards load)
 from dreml.operators.shard import (
+    Partial,
     ShardSpec,
     add_partials,
     call_counts,
     load_shard,
     resident_row_bytes,
     scratch_bytes,
-    shard_matmat,
-    shard_traces,
 )
 from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
 from dreml.store import Store
@@ -149,7 +148,7 @@ class GenotypeOperator(GenotypeOperatorBase):
                 f"{format_bytes(self.memory_budget)} (genotypes resident as int8, 1 byte each, plus "
                 f"{format_bytes(self.scratch_bytes)} of decode blocks): add workers or raise the budget"
             )
-        self.shard_specs = layout.plan(max_rows, multiple_of=len(workers))
+        self._specs = layout.plan(max_rows, multiple_of=len(workers))
         self._load_args = (layout.samples, self.dtype.name, backend)
         self.shard_bytes = [spec.n_rows * row_bytes for spec in self.shard_specs]
         self.shard_workers = [workers[i % len(workers)] for i in range(len(self.shard_specs))]
@@ -159,6 +158,10 @@ class GenotypeOperator(GenotypeOperatorBase):
             "%d shards (%s per worker of a %s budget) loaded on %d worker(s)",
             len(self.shards), format_bytes(per_worker), format_bytes(self.memory_budget), len(workers),
         )
+
+    @property
+    def shard_specs(self) -> list[ShardSpec]:
+        return self._specs
 
     def _submit_load(self, spec: ShardSpec, worker: str) -> Future:
         # pinned: with allow_other_workers=False the scheduler's work stealing only considers
@@ -231,27 +234,24 @@ class GenotypeOperator(GenotypeOperatorBase):
                     if self._departed()[0]:
                         break
 
-    def _on_shards(self, func: Callable, *args) -> list[Future]:
-        """`func(shard, *args)` for every shard, each on the worker holding it.
-
-        Pinned too: a task the scheduler placed or stole elsewhere would copy its shard
-        there, past that worker's budget.
+    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+        """`func(shard, *shared, *per_shard[i])` on the worker holding shard i (pinned too: a
+        task placed or stolen elsewhere would copy its shard there, past that worker's
+        budget). Blocks in `shared` (an n x k V) are broadcast to the workers once; with
+        `reduce` the results are summed on the cluster and only the sum is gathered.
         """
-        return [
-            self.client.submit(func, s, *args, pure=False, workers=[w], allow_other_workers=False)
-            for s, w in zip(self.shards, self.shard_workers)
-        ]
-
-    def _trace_parts(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
-        parts = self._compute(lambda: self._on_shards(shard_traces))
-        return [(spec.components, part) for spec, part in zip(self.shard_specs, parts)]
-
-    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
         def submit() -> list[Future]:
-            V_future = self.client.scatter(V, broadcast=True, hash=False)
-            return [_tree_sum(self.client, self._on_shards(shard_matmat, V_future, weights))]
+            args = [self.client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.ndim == 2 else a
+                    for a in shared]
+            futures = [
+                self.client.submit(func, s, *args, *(per_shard[i] if per_shard else ()), pure=False,
+                                   workers=[w], allow_other_workers=False)
+                for i, (s, w) in enumerate(zip(self.shards, self.shard_workers))
+            ]
+            return [_tree_sum(self.client, futures)] if reduce else futures
 
-        return self._compute(submit)[0]
+        results = self._compute(submit)
+        return results[0] if reduce else results
 
     def resident_bytes(self) -> dict[str, int]:
         """Shard bytes held by each worker, as the scheduler weighs them (`Shard.nbytes`):

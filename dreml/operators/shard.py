@@ -317,6 +317,67 @@ def _decode_centred(
     return C
 
 
+def _row_blocks(shard: Shard, scratch: _Scratch, centre_high, skip: frozenset = frozenset()):
+    """(g, lo, hi, inv_m, C) for every row block of every group whose component is not in
+    `skip`: C = C_b, decoded into the scratch block (valid until the next block is decoded)."""
+    step = len(scratch.rows)
+    for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
+        if g in skip:
+            continue
+        for lo in range(a, b, step):
+            hi = min(lo + step, b)
+            yield g, lo, hi, inv_m, _decode_centred(shard, lo, hi, centre_high, scratch)
+
+
+@dataclass(frozen=True, eq=False)
+class _Centring:
+    """A shard's row centres split for exact centring (module docstring), in the worker dtype.
+
+    high: h = t rounded to the worker dtype; low: l = t - h; scale: s (float64, host);
+    scale_sq: s^2.
+    """
+
+    high: object  # shape: (c,)
+    low: object  # shape: (c,)
+    scale: np.ndarray  # shape: (c,)
+    scale_sq: object  # shape: (c,)
+
+    @classmethod
+    def of(cls, shard: Shard, xp) -> "_Centring":
+        centre, scale = row_standardisation(shard.frequencies)
+        high = centre.astype(shard.dtype)
+        return cls(xp.asarray(high), xp.asarray((centre - high).astype(shard.dtype)), scale,
+                   xp.asarray((scale**2).astype(shard.dtype)))
+
+
+class _Transposed:
+    """Accumulates sum_b Z_b^T U_b per output key: C_b^T U_b - 1 (l_b^T U_b), summed over blocks.
+
+    U_b is already in the s-weighted form (rows scaled by s_b), so the sum is Z^T (U / s).
+    """
+
+    def __init__(self, xp, scratch: _Scratch, n: int, k: int, dtype: np.dtype) -> None:
+        self.xp, self.scratch, self.n, self.k, self.dtype = xp, scratch, n, k, dtype
+        self.out: dict = {}
+        self.shift: dict = {}
+
+    def add(self, key, C, U, low) -> None:  # C shape: (r, n); U shape: (r, k); low shape: (r,)
+        if key not in self.out:
+            self.out[key] = self.xp.zeros((self.n, self.k), dtype=self.dtype)
+            self.shift[key] = self.xp.zeros(self.k, dtype=self.dtype)
+        self.xp.matmul(C.T, U, out=self.scratch.product)
+        self.out[key] += self.scratch.product
+        self.shift[key] += low @ U
+
+    def result(self) -> dict:
+        """{key: (n, k) host array} for every key added to."""
+        return {key: to_numpy(self.out[key] - self.shift[key]) for key in self.out}
+
+    def total(self) -> np.ndarray:
+        """The one output of a weighted sum (zeros when nothing was added), shape (n, k)."""
+        return self.result().get(None, np.zeros((self.n, self.k), dtype=self.dtype))
+
+
 def shard_matmat(
     shard: Shard,
     V: np.ndarray,  # shape: (n, k), already of the worker dtype
@@ -326,37 +387,83 @@ def shard_matmat(
 
     Per row block b of component g, as in the module docstring: T_b = C_b V - l_b (1^T V),
     U_b = T_b * s_b^2 * f_g, out_g += C_b^T U_b - 1 (l_b^T U_b), with f_g = 1 / m_g (stacked)
-    or theta_g / m_g (weighted, every component summed into one output).
+    or theta_g / m_g (weighted, every component summed into one output; a component of
+    weight 0 is skipped, so a model without it costs only its own components' work).
     """
     xp = array_module_of(shard.codes)
     dtype = shard.dtype
     V = xp.asarray(V, dtype=dtype)
-    centre, scale = row_standardisation(shard.frequencies)
-    high = centre.astype(dtype)
-    low, scale_sq = (xp.asarray(v.astype(dtype)) for v in (centre - high, scale**2))  # shape: (c,) each
-    high = xp.asarray(high)
+    rows = _Centring.of(shard, xp)
     column_sums = V.sum(axis=0)  # shape: (k,), 1^T V
     scratch = _Scratch.allocate(xp, shard, V.shape[1])
-    out, shift = {}, {}  # per output: C^T U summed over blocks, and l^T U summed over blocks
+    acc = _Transposed(xp, scratch, shard.n_samples, V.shape[1], dtype)
+    skip = frozenset() if weights is None else frozenset(g for g in shard.components if weights[g] == 0)
+    for g, lo, hi, inv_m, C in _row_blocks(shard, scratch, rows.high, skip):
+        T = C @ V  # shape: (hi - lo, k)
+        T -= rows.low[lo:hi, None] * column_sums
+        T *= rows.scale_sq[lo:hi, None] * dtype.type(inv_m if weights is None else weights[g] * inv_m)
+        acc.add(g if weights is None else None, C, T, rows.low[lo:hi])
+    return acc.result() if weights is None else acc.total()
+
+
+def shard_zt(
+    shard: Shard,
+    U: np.ndarray,  # shape: (n, k), already of the worker dtype
+) -> np.ndarray:  # shape: (c, k)
+    """Z_s U: the per-variant products z_j^T U of the shard rows, in row order, float64.
+
+    Per row block: Z_b U = diag(s_b) (C_b U - l_b (1^T U)); the scale is applied in float64.
+    """
+    xp = array_module_of(shard.codes)
+    U = xp.asarray(U, dtype=shard.dtype)
+    rows = _Centring.of(shard, xp)
+    column_sums = U.sum(axis=0)
+    scratch = _Scratch.allocate(xp, shard, U.shape[1])
+    out = np.empty((shard.n_rows, U.shape[1]))
+    for _, lo, hi, _, C in _row_blocks(shard, scratch, rows.high):
+        T = C @ U
+        T -= rows.low[lo:hi, None] * column_sums
+        out[lo:hi] = to_numpy(T) * rows.scale[lo:hi, None]
+    return out
+
+
+def shard_z(
+    shard: Shard,
+    B: np.ndarray,  # shape: (c, k): one row per shard row, in row order
+) -> Partial:
+    """The shard's part of Z_g B_g for each of its components: {g: (n, k)}.
+
+    Per row block: Z_b^T B_b = C_b^T (s_b B_b) - 1 (l_b^T (s_b B_b)).
+    """
+    xp = array_module_of(shard.codes)
+    rows = _Centring.of(shard, xp)
+    scaled = xp.asarray((np.asarray(B, dtype=np.float64) * rows.scale[:, None]).astype(shard.dtype))
+    scratch = _Scratch.allocate(xp, shard, scaled.shape[1])
+    acc = _Transposed(xp, scratch, shard.n_samples, scaled.shape[1], shard.dtype)
+    for g, lo, hi, _, C in _row_blocks(shard, scratch, rows.high):
+        acc.add(g, C, scaled[lo:hi], rows.low[lo:hi])
+    return acc.result()
+
+
+def shard_diagonal(shard: Shard) -> dict[int, np.ndarray]:  # {g: (n,)}
+    """The shard's part of diag(K_g) = sum_j z_ij^2 / m_g per component, exact in float64.
+
+    From the codes: z_ij^2 = table_j[x_ij]^2 summed code by code, in row blocks of the
+    scratch size (the indicator blocks are float64).
+    """
+    xp = array_module_of(shard.codes)
+    squares = standardisation_table(shard.frequencies) ** 2  # shape: (c, 4)
+    step = _block_rows(shard.n_samples, np.dtype(np.float64))
+    out = {}
     for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
-        factor = dtype.type(inv_m if weights is None else weights[g] * inv_m)
-        key = g if weights is None else None
-        if key not in out:
-            out[key], shift[key] = xp.zeros((shard.n_samples, V.shape[1]), dtype=dtype), xp.zeros(V.shape[1], dtype=dtype)
-        for lo in range(a, b, len(scratch.rows)):
-            hi = min(lo + len(scratch.rows), b)
-            C = _decode_centred(shard, lo, hi, high, scratch)
-            T = C @ V  # shape: (hi - lo, k)
-            T -= low[lo:hi, None] * column_sums
-            T *= scale_sq[lo:hi, None] * factor
-            xp.matmul(C.T, T, out=scratch.product)
-            out[key] += scratch.product
-            shift[key] += low[lo:hi] @ T
-    for key in out:
-        out[key] -= shift[key]
-    if weights is None:
-        return {g: to_numpy(part) for g, part in out.items()}
-    return to_numpy(out[None])
+        total = xp.zeros(shard.n_samples)
+        for lo in range(a, b, step):
+            hi = min(lo + step, b)
+            for code in (0, 1, 2):  # missing calls contribute 0
+                indicator = (shard.codes[lo:hi] == code).astype(np.float64)
+                total += xp.asarray(squares[lo:hi, code + 1]) @ indicator
+        out[g] = to_numpy(total) * inv_m
+    return out
 
 
 def shard_traces(shard: Shard) -> np.ndarray:  # shape: (G_s,)

@@ -10,7 +10,8 @@ Frequencies: by default ("store") p_j comes from the store's statistics over ALL
 samples, which matches GCTA run on the whole file, keeps K_g identical whichever phenotype
 (and so sample subset) is analysed, and costs no pass. "samples" recomputes p_j, the missing
 rates and the monomorphic test over the analysed samples (one extra pass at build time),
-which centres Z_g exactly on the subset.
+which centres Z_g exactly on the subset. Explicit arrays (one per store) standardise with
+frequencies from elsewhere: prediction on new samples uses the training frequencies.
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ from dreml.errors import InputError
 from dreml.operators.dense import DenseOperator
 from dreml.operators.protocol import as_block, check_weights
 from dreml.operators.shard import (
+    Partial,
     ShardSpec,
     add_partials,
     call_counts,
     decode_rows,
     load_shard,
     plan_shards,
+    shard_diagonal,
     shard_matmat,
     shard_traces,
+    shard_z,
+    shard_zt,
 )
 from dreml.store import Store, open_stores
 
 logger = logging.getLogger(__name__)
 
-Frequencies = Literal["store", "samples"]
+Frequencies = Literal["store", "samples"] | Sequence[np.ndarray]
 # map(call_counts, argument tuples) -> results, run in-process or on a cluster
 CountMap = Callable[[list[tuple]], Iterable[tuple[np.ndarray, np.ndarray]]]
 
@@ -117,15 +122,19 @@ def build_layout(
         components: the spec (default: one component per store, all its variants).
         samples: analysed samples as indices into the stores' samples (default: all).
         min_maf, max_missing: variant filters (monomorphic variants are always excluded).
-        frequencies: "store" (p_j over all samples, the default) or "samples" (p_j over
-            `samples`); see the module docstring.
+        frequencies: "store" (p_j over all samples, the default), "samples" (p_j over
+            `samples`), or one array of p_j per store; see the module docstring.
         count_map: how the "samples" statistics pass runs (in-process, or on a cluster).
     """
     opened = open_stores(stores)
     idx = _check_samples(samples, opened[0].n_samples)
     components = components if components is not None else per_store(opened)
     components.check_stores([s.n_variants for s in opened])
-    if frequencies == "store":
+    if not isinstance(frequencies, str):
+        if len(frequencies) != len(opened) or any(len(p) != s.n_variants for p, s in zip(frequencies, opened)):
+            raise ValueError("explicit frequencies need one array of n_variants values per store")
+        stats = [VariantStats(np.asarray(p, dtype=np.float64), s.variant_missing_rate) for p, s in zip(frequencies, opened)]
+    elif frequencies == "store":
         stats = [VariantStats.from_store(s) for s in opened]
     elif frequencies == "samples":
         stats = []
@@ -160,6 +169,7 @@ class GenotypeOperatorBase:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.pass_times: list[float] = []
         self._traces: np.ndarray | None = None
+        self._row_positions: list | None = None
 
     def traces(self) -> np.ndarray:
         """tr(K_g) for every g, shape (G,): exact, computed once from the shards (not a pass).
@@ -168,14 +178,78 @@ class GenotypeOperatorBase:
         """
         if self._traces is None:
             total = np.zeros(self.n_components)
-            for components, part in self._trace_parts():
-                np.add.at(total, list(components), part)
+            for spec, part in zip(self.shard_specs, self._map(shard_traces)):
+                np.add.at(total, list(spec.components), part)
             self._traces = total
         return self._traces
 
-    def _trace_parts(self) -> Iterable[tuple[tuple[int, ...], np.ndarray]]:
-        """(components, shard_traces) of every shard."""
+    def diagonal(self) -> np.ndarray:
+        """diag(K_g) for every g, shape (G, n), exact in float64, from the codes (not a pass).
+
+        Restricted operators (`dreml.operators.subset`) take their exact traces from it.
+        """
+        out = np.zeros((self.n_components, self.shape[0]))
+        for part in self._map(shard_diagonal):
+            for g, d in part.items():
+                out[g] += d
+        return out
+
+    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+        """`func(shard, *shared, *per_shard[i])` on every shard i: the list of results in
+        `shard_specs` order, or their sum (`add_partials`) with `reduce`."""
         raise NotImplementedError
+
+    @property
+    def shard_specs(self) -> list[ShardSpec]:
+        raise NotImplementedError
+
+    def _positions(self) -> list[list[tuple[int, int, int, np.ndarray]]]:
+        """Per shard, per group: (g, a, b, positions of rows a..b within component g's variants)."""
+        if self._row_positions is None:
+            indices = self.layout.components.variant_indices
+            self._row_positions = [
+                [(g, a, b, np.searchsorted(indices[g], spec.start + spec.rows[a:b]))
+                 for g, a, b in zip(spec.components, spec.bounds[:-1], spec.bounds[1:])]
+                for spec in self.shard_specs
+            ]
+        return self._row_positions
+
+    def _timed(self, run):
+        t0 = time.perf_counter()
+        out = run()
+        self.pass_times.append(time.perf_counter() - t0)
+        logger.debug("pass %d took %.3f s", self.passes, self.pass_times[-1])
+        return out
+
+    def zt_matmat(self, U: np.ndarray) -> list[np.ndarray]:
+        """Z_g^T U for every g: one (m_g, k) float64 array per component, rows in the
+        component's variant order (`layout.components.variant_indices[g]`), standardised
+        scale. U has shape (n, k) or (n,) (then each result is (m_g,)). One pass."""
+        block, vector = as_block(U, self.shape[0])
+        parts = self._timed(lambda: self._map(shard_zt, (block.astype(self.dtype),)))
+        out = [np.zeros((int(m), block.shape[1])) for m in self.m]
+        for part, groups in zip(parts, self._positions()):
+            for g, a, b, pos in groups:
+                out[g][pos] = part[a:b]
+        return [o[:, 0] for o in out] if vector else out
+
+    def z_matmat(self, B: Sequence[np.ndarray]) -> np.ndarray:
+        """Z_g B_g for every g, shape (G, n, k), float64: B holds one (m_g, k) (or (m_g,))
+        array per component, rows in the component's variant order. One pass."""
+        if len(B) != self.n_components:
+            raise ValueError(f"z_matmat needs one block per component ({self.n_components}), got {len(B)}")
+        blocks = [np.asarray(b, dtype=np.float64) for b in B]
+        vector = blocks[0].ndim == 1
+        blocks = [b[:, None] if b.ndim == 1 else b for b in blocks]
+        for g, b in enumerate(blocks):
+            if b.shape != (int(self.m[g]), blocks[0].shape[1]):
+                raise ValueError(f"block {g} must have shape ({int(self.m[g])}, {blocks[0].shape[1]}), got {b.shape}")
+        per_shard = [(np.concatenate([blocks[g][pos] for g, _, _, pos in groups]),) for groups in self._positions()]
+        total = self._timed(lambda: self._map(shard_z, per_shard=per_shard, reduce=True))
+        out = np.zeros((self.n_components, self.shape[0], blocks[0].shape[1]))
+        for g, part in total.items():
+            out[g] = part
+        return out[..., 0] if vector else out
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -206,10 +280,7 @@ class GenotypeOperatorBase:
         """K_g V for every g, shape (G, n, k), or sum_g weights_g K_g V, shape (n, k); float64."""
         block, vector = as_block(V, self.shape[0])
         w = check_weights(weights, self.n_components)
-        t0 = time.perf_counter()
-        total = self._pass(block.astype(self.dtype), w)
-        self.pass_times.append(time.perf_counter() - t0)
-        logger.debug("pass %d took %.3f s", self.passes, self.pass_times[-1])
+        total = self._timed(lambda: self._map(shard_matmat, (block.astype(self.dtype), w), reduce=True))
         if w is None:
             out = np.zeros((self.n_components,) + block.shape)
             for g, part in total.items():
@@ -217,9 +288,6 @@ class GenotypeOperatorBase:
         else:
             out = np.asarray(total, dtype=np.float64)
         return out[..., 0] if vector else out
-
-    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
-        raise NotImplementedError
 
 
 class StreamingOperator(GenotypeOperatorBase):
@@ -249,20 +317,21 @@ class StreamingOperator(GenotypeOperatorBase):
         layout = build_layout(stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies)
         super().__init__(layout, dtype)
         self.backend = backend
-        self.shards = layout.plan(shard_variants or layout.stores[0].chunks[0])
+        self._specs = layout.plan(shard_variants or layout.stores[0].chunks[0])
 
-    def _load(self, spec: ShardSpec):
-        return load_shard(spec, self.layout.samples, self.dtype.name, self.backend)
+    @property
+    def shard_specs(self) -> list[ShardSpec]:
+        return self._specs
 
-    def _trace_parts(self) -> Iterable[tuple[tuple[int, ...], np.ndarray]]:
-        return ((spec.components, shard_traces(self._load(spec))) for spec in self.shards)
-
-    def _pass(self, V: np.ndarray, weights: np.ndarray | None):  # V shape: (n, k)
-        total = None
-        for spec in self.shards:
-            part = shard_matmat(self._load(spec), V, weights)
-            total = part if total is None else add_partials(total, part)
-        return total
+    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+        results, total = [], None
+        for i, spec in enumerate(self._specs):
+            part = func(load_shard(spec, self.layout.samples, self.dtype.name, self.backend), *shared, *(per_shard[i] if per_shard else ()))
+            if reduce:
+                total = part if total is None else add_partials(total, part)
+            else:
+                results.append(part)
+        return total if reduce else results
 
 
 def dense_reference(

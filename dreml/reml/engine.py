@@ -103,4 +103,5 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         config=config,
         history=opt.history,
         timings={"setup": t_setup, "iterations": t_total - t_setup, "total": t_total},
+        effects=opt.point.data["effects"].shifted(np.linalg.lstsq(X, y, rcond=None)[0]),
     )

@@ -37,6 +37,8 @@ class Point:
             (0 on the exact path).
         failures: messages of solves that did not reach their tolerance.
         stats: JSON-serialisable, goes to the history.
+        data: evaluator-private, except `data["effects"]`: the `dreml.reml.effects.Effects`
+            at theta for the residualised y~ (both evaluators; the fit's effects).
     """
 
     theta: np.ndarray

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, lapack
 
 from dreml.operators.protocol import GRMOperator
+from dreml.reml.effects import Effects
 from dreml.reml.evaluation import Information, PassCounter, Point, haseman_elston, residualise
 
 
@@ -65,9 +66,10 @@ class ExactEvaluator:
         logdet_A = 2.0 * float(np.sum(np.log(np.diag(A[0]))))
         loglik = -0.5 * (logdet_H + logdet_A + float(self.y @ Py))
         G1 = theta.shape[0]
+        effects = Effects(cho_solve(A, HiX.T @ self.y), cho_solve(A, np.eye(self.X.shape[1])), Py, V[:, :-1].T)
         return Point(
             theta=theta, score=-0.5 * traces + 0.5 * (Py @ V), score_cov=np.zeros((G1, G1)),
-            data={"P": P, "V": V, "loglik": loglik},
+            data={"P": P, "V": V, "loglik": loglik, "effects": effects},
         )
 
     def information(self, point: Point, *, loglik: bool) -> Information:

@@ -39,6 +39,7 @@ from scipy.linalg import cho_factor, cho_solve
 
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
+from dreml.reml.effects import Effects
 from dreml.reml.evaluation import Information, PassCounter, Point, haseman_elston, residualise
 from dreml.reml.hutchinson import hutchinson
 from dreml.reml.pcg import PCGResult, block_pcg
@@ -164,6 +165,7 @@ class RandomisedEvaluator:
             with self.count("score"):
                 KPy = np.asarray(self.op.matmat(Py[:, None]), dtype=np.float64)[:, :, 0]
         V = np.vstack([KPy, Py[None]]).T  # shape: (n, G + 1), columns K_i P y
+        effects = Effects(c, cho_solve(A, np.eye(p)), Py, KPy, "converged" if result.status == "converged" else result.status)
         W = self.probes.W
         samples = np.vstack([np.einsum("gnb,nb->gb", self.KW, PW), np.einsum("nb,nb->b", W, PW)[None]])
         traces, traces_cov = hutchinson(samples, self.controls)
@@ -171,7 +173,8 @@ class RandomisedEvaluator:
             theta=theta, score=-0.5 * traces + 0.5 * (Py @ V), score_cov=traces_cov / 4,
             failures=() if result.status == "converged" else (f"score solve: {result.status}",),
             stats={"pcg": result.stats(), "trace_se": np.sqrt(np.diag(traces_cov)).tolist()},
-            data={"Py": Py, "V": V, "project": project, "M": M, "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0]))))},
+            data={"Py": Py, "V": V, "project": project, "M": M, "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0])))),
+                  "effects": effects},
         )
 
     def information(self, point: Point, *, loglik: bool) -> Information:

@@ -2,8 +2,10 @@
 
 Standard errors: cov(theta) = AI^-1 at the final theta, restricted to the free components.
 A genetic component on the boundary (theta_g = 0 and score <= 0, held by the active set) is
-treated as fixed: its rows and columns of `covariance` are 0 and its `se` is NaN (the usual
-Wald SE is not valid on the boundary); the other SEs come from the reduced AI.
+treated as fixed: its rows and columns of `covariance` are 0 and the other SEs come from the
+reduced AI. Its own `se` (and `h2_se`) are read, as GCTA reports them, from the inverse of the
+full AI: a number that says how far from 0 the data could tell it, never "0 +- 0" (the Wald
+interval is not valid on the boundary; use the LRT there).
 Heritabilities, with Vp = sum_i theta_i (residual included), by the delta method:
     h2_g = theta_g / Vp,        d h2_g / d theta_j = (delta_gj Vp - theta_g) / Vp^2
     h2   = sum_g theta_g / Vp,  d h2 / d theta_j   = (1[j genetic] Vp - sum_g theta_g) / Vp^2
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dreml.reml.config import FitConfig
+from dreml.reml.effects import Effects
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class RemlResult:
     Fields:
         names: component names, then "residual".
         theta: variance estimates, shape (G + 1,).
-        se: standard errors (NaN on the boundary), shape (G + 1,).
+        se: standard errors (on the boundary: from the full AI, module docstring), shape (G + 1,).
         covariance: sampling covariance of theta (inverse AI), shape (G + 1, G + 1).
         at_boundary: genetic components held at 0, shape (G + 1,) (the residual never is).
         h2, h2_se: theta_g / Vp per genetic component and delta-method SEs, shape (G,).
@@ -64,6 +67,8 @@ class RemlResult:
             on the randomised path, every row on the exact one) and, on the randomised path, `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations,
             status) and `trace_se`.
         timings: seconds spent in "setup", "iterations", "total".
+        effects: fixed effects (GLS), P y and K_g P y at theta (`dreml.reml.effects`), from the
+            last score evaluation: no extra pass. Per-sample arrays: not in `to_dict()`.
     """
 
     names: tuple[str, ...]
@@ -98,6 +103,7 @@ class RemlResult:
     config: FitConfig
     history: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    effects: Effects | None = None
 
     @property
     def residual_variance(self) -> float:
@@ -107,6 +113,8 @@ class RemlResult:
         """Everything as JSON-serialisable Python objects (NaN stays float('nan'))."""
         out = {}
         for name in self.__dataclass_fields__:
+            if name == "effects":
+                continue
             value = getattr(self, name)
             if isinstance(value, np.ndarray):
                 value = value.tolist()
@@ -134,6 +142,7 @@ def uncertainty(theta: np.ndarray, ai: np.ndarray, held: np.ndarray, score_cov: 
     free = ~held
     cov = np.zeros_like(ai)
     cov[np.ix_(free, free)] = np.linalg.pinv(ai[np.ix_(free, free)], hermitian=True)
+    full_cov = np.linalg.pinv(ai, hermitian=True)  # the held components' SEs (module docstring)
     mc_cov = cov @ score_cov @ cov
     vp = float(theta.sum())
     genetic = theta[:-1]
@@ -150,9 +159,9 @@ def uncertainty(theta: np.ndarray, ai: np.ndarray, held: np.ndarray, score_cov: 
 
     return {
         "covariance": cov,
-        "se": np.where(free, np.sqrt(np.maximum(np.diag(cov), 0.0)), np.nan),
+        "se": np.sqrt(np.maximum(np.diag(np.where(free, cov, full_cov)), 0.0)),
         "h2": genetic / vp,
-        "h2_se": h2_se(cov),
+        "h2_se": np.where(free[:-1], h2_se(cov), h2_se(full_cov)),
         "h2_total": float(genetic.sum() / vp),
         "h2_total_se": total_se(cov),
         "mc_se": np.where(free, np.sqrt(np.maximum(np.diag(mc_cov), 0.0)), np.nan),

@@ -227,3 +227,78 @@ def test_traces__match_independent_dense(case, kind, cohort, split_cohort, reque
 def test_dense_reference__traces_equal_diagonal_sums(cohort):
     dense = dense_reference(cohort.store, by_chromosome(cohort.store))
     np.testing.assert_allclose(dense.traces(), [np.trace(K) for K in dense.K], rtol=1e-14)
+
+
+def _reference_Z_components(genotypes, indices, samples, frequencies):
+    """Per component, the dense Z_g (n x m_g) of the polymorphic variants."""
+    Z, polymorphic = reference_Z(genotypes, samples, frequencies)
+    return [Z[:, idx[polymorphic[idx]]] for idx in indices]
+
+
+@pytest.mark.parametrize("kind", ["streaming", "dask2"])
+@pytest.mark.parametrize("case", ["overlapping", "subset_sample_frequencies", "multi_store"])
+def test_variant_products__equal_dense_Z(kind, case, cohort, split_cohort, request):
+    """Z_g^T U and Z_g B against the independent decoder, float64 workers, 1e-12."""
+    stores, components, samples, frequencies, genotypes, indices = _case(case, cohort, split_cohort)
+    op = _make(kind, stores, components, samples, frequencies, np.float64, request)
+    Zs = _reference_Z_components(genotypes, indices, samples, frequencies)
+    n = Zs[0].shape[0]
+    rng = np.random.default_rng(11)
+    U = rng.standard_normal((n, 3))
+    B = [rng.standard_normal((Z.shape[1], 3)) for Z in Zs]
+
+    zt = op.zt_matmat(U)
+    z = op.z_matmat(B)
+    zt_vector = op.zt_matmat(U[:, 0])
+
+    assert [a.shape for a in zt] == [(Z.shape[1], 3) for Z in Zs]
+    for g, Z in enumerate(Zs):
+        assert rel_err(zt[g], Z.T @ U) <= 1e-12
+        assert rel_err(z[g], Z @ B[g]) <= 1e-12
+        assert rel_err(zt_vector[g], Z.T @ U[:, 0]) <= 1e-12
+    assert op.passes == 3
+    # K_g = Z_g Z_g^T / m_g: the per-variant products compose to the stacked product
+    KU = op.matmat(U)
+    assert rel_err(op.z_matmat([a / len(a) for a in zt]), KU) <= 1e-12
+    diagonal = op.diagonal()
+    assert rel_err(diagonal, np.stack([np.sum(Z**2, axis=1) / Z.shape[1] for Z in Zs])) <= 1e-13
+    if kind != "streaming":
+        op.close()
+
+
+def test_variant_products__float32_workers(cohort, client2):
+    stores, components, samples, frequencies, genotypes, indices = _case("three", cohort, None)
+    op = GenotypeOperator(stores, components, client=client2, dtype=np.float32, shard_variants=SHARD_ROWS)
+    Zs = _reference_Z_components(genotypes, indices, samples, frequencies)
+    U = np.random.default_rng(1).standard_normal((N, 2))
+    assert max(rel_err(a, Z.T @ U) for a, Z in zip(op.zt_matmat(U), Zs)) <= TOLERANCE[np.float32]
+    op.close()
+
+
+def test_z_matmat__raise_on_wrong_block_shape(cohort):
+    op = StreamingOperator(cohort.store, by_chromosome(cohort.store), dtype=np.float64)
+    with pytest.raises(ValueError, match="one block per component"):
+        op.z_matmat([np.zeros(3)])
+    with pytest.raises(ValueError, match="block 1 must have shape"):
+        op.z_matmat([np.zeros((int(op.m[0]), 1)), np.zeros((2, 1)), np.zeros((int(op.m[2]), 1))])
+
+
+@pytest.mark.parametrize("kind", ["streaming", "dask2"])
+def test_restricted_operator__equals_operator_on_the_subset(kind, cohort, request):
+    """K_g restricted by padding equals the operator built for the subset, traces included."""
+    from dreml.operators import RestrictedOperator
+
+    rows = np.sort(_subset())
+    full = _make(kind, cohort.store, by_chromosome(cohort.store), None, "store", np.float64, request)
+    direct = StreamingOperator(cohort.store, by_chromosome(cohort.store), rows, dtype=np.float64)
+    restricted = RestrictedOperator(full, rows)
+    V = np.random.default_rng(5).standard_normal((len(rows), 4))
+    theta = np.array([0.3, 0.0, 0.2])
+
+    assert restricted.shape == (len(rows), len(rows))
+    assert rel_err(restricted.matmat(V), direct.matmat(V)) <= 1e-12
+    assert rel_err(restricted.matmat(V, weights=theta), direct.matmat(V, weights=theta)) <= 1e-12
+    assert rel_err(restricted.traces(), direct.traces()) <= 1e-13
+    assert restricted.passes == full.passes == 2
+    if kind != "streaming":
+        full.close()

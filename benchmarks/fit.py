@@ -76,7 +76,7 @@ def report_row(report: dict, peak: int) -> dict:
 
 def _fit(inputs, client, config: FitConfig) -> dict:
     with PeakRSS() as peak:
-        report = fit_prepared(inputs, client=client, config=config)
+        report = fit_prepared(inputs, client=client, config=config).to_dict()
     return report_row(report, peak.peak)
 
 

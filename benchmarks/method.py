@@ -31,7 +31,7 @@ def run(quick: bool, sizes: tuple[int, ...] = SIZES) -> list[dict]:
             seconds = {}
             for method in ("exact", "randomised"):
                 t0 = time.perf_counter()
-                report = fit_prepared(inputs, client=client, config=replace(RANDOMISED, method=method))
+                report = fit_prepared(inputs, client=client, config=replace(RANDOMISED, method=method)).to_dict()
                 seconds[method] = time.perf_counter() - t0
                 seconds[f"{method}_h2"] = report["h2_total"]
             rows.append({"n": len(inputs.data.y), "m": M // 4 if quick else M, "exact_s": seconds["exact"],

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             components=ComponentChoice(spec=out / "cohort.components.tsv"), client=client,
             config=FitConfig(seed=args.seed, method="randomised"),
         )
-    write_outputs(report, out / "fit", plot=True)
-    print(summary_table(report))
+    write_outputs(report, out / "fit", plot=True, reml_pred_rand=True, blup_snp=True)
+    print(summary_table(report.to_dict()))
     print("\n== truth vs estimate")
-    print(truth_vs_estimate(truth, report))
+    print(truth_vs_estimate(truth, report.to_dict()))
     print(f"\nfiles in {out}/: cohort.{{bed,bim,fam,pheno,covar}}, cohort.zarr, fit.{{hsq,json,history.tsv,png}}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0

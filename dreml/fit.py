@@ -2,7 +2,7 @@
 
     stores + component spec + phenotype/covariates
       -> samples aligned (dreml.phenotypes) -> GenotypeOperator on the cluster
-      -> fit_reml -> report dict (written by dreml.outputs, printed by `dreml fit`)
+      -> fit_reml -> LRT, SNP effects -> FitResult (written by dreml.outputs, printed by `dreml fit`)
 
 The report holds everything a user needs to reproduce and audit the fit: estimates with
 SEs, h2, the log-likelihood, sample counts at each filtering step, the component sizes,
@@ -11,6 +11,7 @@ every setting, the seed, the history and the timings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,17 @@ from distributed import Client
 
 from dreml.components import Components, all_variants, by_chromosome, by_maf_bins, load_components, per_store
 from dreml.errors import InputError
-from dreml.operators import GenotypeOperator
+from dreml.fit_result import (
+    ComponentEstimate,
+    FitResult,
+    FitState,
+    FixedEffect,
+    LikelihoodRatioTest,
+    VariantTable,
+    null_loglik,
+)
+from dreml.operators import GenotypeOperator, SelectedComponents
+from dreml.operators.streaming import GenotypeOperatorBase
 from dreml.phenotypes import AnalysisData, load_analysis_data
 from dreml.reml import FitConfig, RemlResult, fit_reml
 from dreml.store import Store, open_stores
@@ -58,31 +69,91 @@ class ComponentChoice:
         return by_chromosome(stores[0]) if self.by_chromosome else by_maf_bins(stores[0], self.maf_bins)
 
 
-def build_report(result: RemlResult, operator: GenotypeOperator, inputs: dict, samples: dict) -> dict:
-    """The fit report (keys documented in docs/cli.md) from a result and its operator."""
-    r = result.to_dict()
+def variant_table(operator: GenotypeOperatorBase) -> VariantTable:
+    """The fit's variants, component by component, with what prediction needs to match them."""
+    layout = operator.layout
+    rows = []
+    for g, (idx, st) in enumerate(zip(layout.components.variant_indices, layout.components.stores)):
+        store = layout.stores[st]
+        alleles = store.variant_allele[idx]
+        rows.append({
+            "component": np.full(len(idx), g), "store": np.full(len(idx), st), "index": idx,
+            "id": store.variant_id[idx], "contig": store.contig_id[store.variant_contig[idx]],
+            "position": store.variant_position[idx], "ref": alleles[:, 0], "alt": alleles[:, 1],
+            "frequency": layout.frequencies[st][idx],
+        })
+    return VariantTable(**{k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+
+
+def snp_effects(operator: GenotypeOperatorBase, theta: np.ndarray, Py: np.ndarray) -> np.ndarray:
+    """b_g = theta_g Z_g^T P y / m_g for every component, concatenated as in `variant_table`:
+    one pass (`dreml.fit_result`)."""
+    products = operator.zt_matmat(Py)
+    return np.concatenate([theta[g] * b / operator.m[g] for g, b in enumerate(products)])
+
+
+def reduced_loglik(operator, data: AnalysisData, config: FitConfig, dropped: Sequence[int]) -> tuple[float, float]:
+    """logL of the model without the components `dropped` (and its Monte Carlo SE): closed
+    form when every genetic component is dropped, else a refit of the kept ones."""
+    keep = [g for g in range(operator.n_components) if g not in set(dropped)]
+    if not keep:
+        return null_loglik(data.y, data.X), 0.0
+    reduced = fit_reml(SelectedComponents(operator, keep), data.y, data.X, dataclasses.replace(config, loglik=True))
+    if not reduced.converged:
+        logger.warning("the reduced model of the LRT did not converge: %s", reduced.status)
+    return reduced.loglik, reduced.loglik_se
+
+
+def resolve_dropped(names: Sequence[str], requested: Sequence[str]) -> list[int]:
+    """Component indices from names or 1-based numbers (GCTA's `--reml-lrt 1 3`)."""
+    out = []
+    for item in requested:
+        item = str(item)
+        if item in names:
+            out.append(names.index(item))
+        elif item.isdigit() and 1 <= int(item) <= len(names):
+            out.append(int(item) - 1)
+        else:
+            raise InputError(f"--reml-lrt: no component {item!r} (expected a number 1..{len(names)} or one of {', '.join(names)})")
+    if len(set(out)) != len(out):
+        raise InputError(f"--reml-lrt: a component is named twice in {' '.join(map(str, requested))}")
+    return out
+
+
+def build_result(result: RemlResult, operator: GenotypeOperatorBase, data: AnalysisData, inputs: dict,
+                 lrt: LikelihoodRatioTest | None, snp_effect: np.ndarray | None) -> FitResult:
+    """The typed report and state of a fit (keys documented in docs/cli.md)."""
     G = len(result.names) - 1
     m = [int(x) for x in operator.m]
-    components = [
-        {"name": result.names[g], "m": m[g], "variance": r["theta"][g], "se": r["se"][g], "h2": r["h2"][g],
-         "h2_se": r["h2_se"][g], "h2_mc_se": r["h2_mc_se"][g], "at_boundary": bool(result.at_boundary[g])}
+    components = tuple(
+        ComponentEstimate(name=result.names[g], m=m[g], variance=float(result.theta[g]), se=float(result.se[g]),
+                          h2=float(result.h2[g]), h2_se=float(result.h2_se[g]), h2_mc_se=float(result.h2_mc_se[g]),
+                          at_boundary=bool(result.at_boundary[g]))
         for g in range(G)
-    ]
-    return {
-        "components": components,
-        "residual_variance": r["theta"][G], "residual_se": r["se"][G],
-        "vp": r["vp"], "vp_se": r["vp_se"],
-        "h2_total": r["h2_total"], "h2_total_se": r["h2_total_se"],
-        "h2_total_mc_se": r["h2_total_mc_se"],
-        "loglik": r["loglik"], "loglik_se": r["loglik_se"],
-        "n_samples": r["n_samples"], "n_covariates": r["n_covariates"],
-        "iterations": r["iterations"], "decrement": r["decrement"], "passes": r["passes"],
-        "passes_by_kind": r["passes_by_kind"], "method": r["method"], "method_reason": r["method_reason"],
-        "converged": r["converged"], "status": r["status"],
-        "seed": r["seed"], "config": r["config"], "covariance": r["covariance"], "score": r["score"],
-        "samples": samples, "variant_filter": operator.report.table(), "inputs": inputs,
-        "history": r["history"], "timings": r["timings"],
-    }
+    )
+    effects = result.effects
+    store = operator.layout.stores[0]
+    variants = variant_table(operator)
+    state = FitState(
+        names=result.names, theta=result.theta, covariance=result.covariance, beta=effects.beta,
+        beta_covariance=effects.beta_covariance, covariate_names=data.covariate_names, Py=effects.Py, KPy=effects.KPy,
+        sample_fid=store.sample_family_id[data.sample_index], sample_iid=data.iid,
+        store_paths=tuple(str(s.path) for s in operator.layout.stores), m=np.asarray(m), variants=variants,
+        snp_effect=np.zeros(len(variants.id)) if snp_effect is None else snp_effect,
+    )
+    r = result.to_dict()
+    return FitResult(
+        components=components, residual_variance=r["theta"][G], residual_se=r["se"][G], vp=r["vp"], vp_se=r["vp_se"],
+        h2_total=r["h2_total"], h2_total_se=r["h2_total_se"], h2_total_mc_se=r["h2_total_mc_se"],
+        loglik=r["loglik"], loglik_se=r["loglik_se"], n_samples=r["n_samples"], n_covariates=r["n_covariates"],
+        iterations=r["iterations"], decrement=r["decrement"], passes=r["passes"], passes_by_kind=r["passes_by_kind"],
+        method=r["method"], method_reason=r["method_reason"], converged=r["converged"], status=r["status"],
+        seed=r["seed"], config=r["config"], covariance=r["covariance"], score=r["score"],
+        fixed_effects=tuple(FixedEffect(name, float(b), float(se))
+                            for name, b, se in zip(data.covariate_names, effects.beta, effects.beta_se)),
+        lrt=lrt, samples=data.report, variant_filter=operator.report.table(), inputs=inputs,
+        history=r["history"], timings=r["timings"], state=state,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,8 +201,10 @@ def fit_prepared(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
-) -> dict:
-    """Load the shards on the cluster, run `fit_reml` and return the fit report.
+    reml_lrt: Sequence[str] = (),
+    blup_snp: bool = True,
+) -> FitResult:
+    """Load the shards on the cluster, run `fit_reml` and return the fit's `FitResult`.
 
     Arguments:
         inputs: from `prepare_inputs`.
@@ -139,6 +212,10 @@ def fit_prepared(
         config: REML settings; `config.worker_dtype` sets the workers' precision.
         min_maf, max_missing: variant filters (monomorphic variants are always dropped).
         memory_budget: per-worker bytes for resident shards (default: half a worker's memory).
+        reml_lrt: components (names or 1-based numbers) to drop for a likelihood-ratio test,
+            refitting the reduced model; default: with one genetic component, the LRT against
+            the closed-form null model (no pass), else none.
+        blup_snp: compute the SNP effects (`FitState.snp_effect`): one pass.
     """
     t0 = time.perf_counter()
     data = inputs.data
@@ -149,14 +226,27 @@ def fit_prepared(
         t_load = time.perf_counter() - t0
         dashboard = getattr(operator.client, "dashboard_link", None)
         logger.info("fitting %d component(s) on %d samples; dashboard: %s", operator.n_components, len(data.y), dashboard)
+        dropped = resolve_dropped(list(operator.component_names), reml_lrt)
+        if not reml_lrt and operator.n_components == 1:
+            dropped = [0]
         result = fit_reml(operator, data.y, data.X, config)
+        t_fit = time.perf_counter()
+        before = operator.passes
+        lrt = None
+        if dropped:
+            loglik0, loglik0_se = reduced_loglik(operator, data, result.config, dropped)
+            lrt = LikelihoodRatioTest.compare(result.loglik, result.loglik_se, loglik0, loglik0_se,
+                                              tuple(operator.component_names[g] for g in dropped))
+        lrt_passes = operator.passes - before
+        effects = snp_effects(operator, result.theta, result.effects.Py) if blup_snp else None
         description = {
             **inputs.description, "min_maf": min_maf, "max_missing": max_missing, "dashboard": dashboard,
             "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
         }
-        report = build_report(result, operator, description, data.report)
-    report["timings"] = {**report["timings"], "shard_load": t_load, "end_to_end": time.perf_counter() - t0}
-    return report
+        out = build_result(result, operator, data, description, lrt, effects)
+        by_kind = {**out.passes_by_kind, "lrt": lrt_passes, "snp_effects": operator.passes - before - lrt_passes}
+    timings = {**out.timings, "shard_load": t_load, "post_reml": time.perf_counter() - t_fit, "end_to_end": time.perf_counter() - t0}
+    return dataclasses.replace(out, passes=sum(by_kind.values()), passes_by_kind=by_kind, timings=timings)
 
 
 def fit(
@@ -172,8 +262,10 @@ def fit(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
-) -> dict:
-    """Fit a variance-component model by REML on a Dask cluster and return the fit report.
+    reml_lrt: Sequence[str] = (),
+    blup_snp: bool = True,
+) -> FitResult:
+    """Fit a variance-component model by REML on a Dask cluster and return its `FitResult`.
 
     `prepare_inputs` (checks every input, no cluster) followed by `fit_prepared`.
 
@@ -181,14 +273,16 @@ def fit(
         stores: one genotype store, or several holding the same samples in the same order.
         pheno: the phenotype file.
         pheno_name, covar, covar_names, components: as in `prepare_inputs`.
-        client, config, min_maf, max_missing, memory_budget: as in `fit_prepared`.
+        client, config, min_maf, max_missing, memory_budget, reml_lrt, blup_snp: as in `fit_prepared`.
 
     Returns:
-        The report dictionary (see docs/cli.md); `dreml.outputs.write_outputs` writes it.
+        `FitResult` (`to_dict()`: the JSON report, docs/cli.md); `dreml.outputs.write_outputs`
+        writes it and its state.
     """
     inputs = prepare_inputs(
         stores, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names, components=components
     )
     return fit_prepared(
-        inputs, client=client, config=config, min_maf=min_maf, max_missing=max_missing, memory_budget=memory_budget
+        inputs, client=client, config=config, min_maf=min_maf, max_missing=max_missing, memory_budget=memory_budget,
+        reml_lrt=reml_lrt, blup_snp=blup_snp,
     )

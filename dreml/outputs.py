@@ -1,9 +1,11 @@
-"""Writing a fit's results: GCTA-style .hsq, the full .json, the .history.tsv, a plot, a table.
+"""Writing a fit's results: GCTA-style .hsq, the full .json, the .history.tsv, a plot, a table,
+GCTA's .indi.blp and .snp.blp, and the fit state (.fit.npz) that `dreml predict` reads.
 
-Every writer takes the *fit report*: the JSON-serialisable dictionary `dreml.fit` builds
-(its keys are documented in docs/cli.md); an undefined number (a NaN SE) is `NA` in the
-text files and `null` in the JSON. Files are written to a temporary name and renamed,
-so an interrupted run never leaves a file that looks complete.
+The text writers take the *fit report*: the JSON-serialisable dictionary
+`FitResult.to_dict()` (keys documented in docs/cli.md); an undefined number (a NaN SE) is
+`NA` in the text files and `null` in the JSON. The .blp writers take the `FitState`. Files
+are written to a temporary name and renamed, so an interrupted run never leaves a file that
+looks complete.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dreml.fit_result import STATE_SUFFIX, FitResult, FitState
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -40,10 +44,12 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def hsq_text(report: dict) -> str:
-    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [Sum of V(G)/Vp], logL, n.
+def hsq_text(report: dict, *, fixed_effects: bool = False) -> str:
+    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [blank line, Sum of V(G)/Vp], logL,
+    [logL0, LRT, df, Pval], n, [blank line, Fix_eff SE rows].
 
-    Numbers as GCTA prints them, fixed-point with 6 decimals (logL with 3): a component at
+    Numbers as GCTA prints them, fixed-point with 6 decimals (logL, logL0 and LRT with 3, Pval
+    in scientific notation with 4, fixed effects with 6 significant digits): a component at
     the boundary reads 0.000000, never 1e-09, for parsers that expect plain decimals.
     """
     comps = report["components"]
@@ -52,10 +58,54 @@ def hsq_text(report: dict) -> str:
     rows.append(("V(e)", report["residual_variance"], report["residual_se"]))
     rows.append(("Vp", report["vp"], report["vp_se"]))
     rows += [(f"{label}/Vp", c["h2"], c["h2_se"]) for label, c in zip(labels, comps)]
-    if len(comps) > 1:
-        rows.append(("Sum of V(G)/Vp", report["h2_total"], report["h2_total_se"]))
     lines = ["Source\tVariance\tSE"] + [f"{label}\t{_fmt(v, '.6f')}\t{_fmt(se, '.6f')}" for label, v, se in rows]
-    lines += [f"logL\t{_fmt(report['loglik'], '.3f')}", f"n\t{report['n_samples']}"]
+    if len(comps) > 1:
+        lines += ["", f"Sum of V(G)/Vp\t{_fmt(report['h2_total'], '.6f')}\t{_fmt(report['h2_total_se'], '.6f')}"]
+    lines.append(f"logL\t{_fmt(report['loglik'], '.3f')}")
+    lrt = report.get("lrt")
+    if lrt is not None:
+        lines += [f"logL0\t{_fmt(lrt['loglik0'], '.3f')}", f"LRT\t{_fmt(lrt['lrt'], '.3f')}", f"df\t{lrt['df']}",
+                  f"Pval\t{_fmt(lrt['pvalue'], '.4e')}"]
+    lines.append(f"n\t{report['n_samples']}")
+    if fixed_effects:
+        lines += ["", "Fix_eff\tSE"] + [f"{_fmt(e['estimate'])}\t{_fmt(e['se'])}" for e in report["fixed_effects"]]
+    return "\n".join(lines) + "\n"
+
+
+def indi_blp_text(state: FitState) -> str:
+    """GCTA's .indi.blp (no header): FID, IID, then for each component and the residual the
+    intermediate variable theta_i P y and the BLUP, u_g = theta_g K_g P y (residual:
+    theta_e P y twice), tab-separated, 6 significant digits as GCTA."""
+    theta = state.theta
+    columns = []
+    for g in range(state.n_components):
+        columns += [theta[g] * state.Py, theta[g] * state.KPy[g]]
+    columns += [theta[-1] * state.Py, theta[-1] * state.Py]
+    values = np.column_stack(columns)
+    return "".join(
+        f"{fid}\t{iid}\t" + "\t".join(format(v, ".6g") for v in row) + "\n"
+        for fid, iid, row in zip(state.sample_fid, state.sample_iid, values)
+    )
+
+
+def snp_blp_text(state: FitState) -> str:
+    """GCTA's .snp.blp (no header): SNP, the counted allele (ALT), then the effect per copy of
+    it on the raw dosage scale for each component, and with several components their sum
+    (`plink2 --score PREFIX.snp.blp 1 2 3` scores component 1; column 3 + G is the total).
+    A variant in several components has one row."""
+    variants = state.variants
+    key = variants.store.astype(np.int64) << 40 | variants.index.astype(np.int64)  # one per (store, variant)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    table = np.zeros((len(first), state.n_components))
+    np.add.at(table, (inverse, variants.component), state.effect_per_allele())
+    order = np.argsort(first)  # rows in the order of first appearance
+    table, first = table[order], first[order]
+    if state.n_components > 1:
+        table = np.column_stack([table, table.sum(axis=1)])
+    lines = [
+        f"{variants.id[j]}\t{variants.alt[j]}\t" + "\t".join(format(v, ".6g") for v in row)
+        for j, row in zip(first, table)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -138,14 +188,38 @@ def write_plot(report: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(report: dict, prefix: str | Path, *, plot: bool = False) -> list[Path]:
-    """Write PREFIX.hsq, PREFIX.json, PREFIX.history.tsv (and PREFIX.png); return the paths."""
+def write_json(report: dict, path: str | Path) -> None:
+    """Strict JSON (NaN as null), through a temporary name."""
+    atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
+def write_outputs(
+    result: FitResult,
+    prefix: str | Path,
+    *,
+    plot: bool = False,
+    reml_est_fix: bool = False,
+    reml_pred_rand: bool = False,
+    blup_snp: bool = False,
+) -> list[Path]:
+    """Write PREFIX.hsq, .json, .history.tsv, .fit.npz (the state), and on request .png,
+    .indi.blp (`reml_pred_rand`), .snp.blp (`blup_snp`); fixed effects join the .hsq with
+    `reml_est_fix` (they are always in the .json). Returns the paths."""
     prefix = str(prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    report = result.to_dict()
     paths = [Path(prefix + ".hsq"), Path(prefix + ".json"), Path(prefix + ".history.tsv")]
-    atomic_write_text(paths[0], hsq_text(report))
-    atomic_write_text(paths[1], json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths[0], hsq_text(report, fixed_effects=reml_est_fix))
+    write_json(report, paths[1])
     atomic_write_text(paths[2], history_tsv_text(report))
+    if result.state is not None:
+        paths.append(result.state.save(prefix + STATE_SUFFIX))
+        if reml_pred_rand:
+            paths.append(Path(prefix + ".indi.blp"))
+            atomic_write_text(paths[-1], indi_blp_text(result.state))
+        if blup_snp:
+            paths.append(Path(prefix + ".snp.blp"))
+            atomic_write_text(paths[-1], snp_blp_text(result.state))
     if plot:
         paths.append(Path(prefix + ".png"))
         write_plot(report, paths[-1])

@@ -1,4 +1,5 @@
-"""`dreml fit`: REML on one or more stores; prints a table, writes PREFIX.hsq/.json/.history.tsv.
+"""`dreml fit`: REML on one or more stores; prints a table, writes PREFIX.hsq/.json/.history.tsv/.fit.npz
+(and on request GCTA's .indi.blp and .snp.blp).
 
 Algorithm flags are generated from `FitConfig`'s fields (`--n-probes`, `--pcg-tol`, ...),
 so every setting is reachable from the command line and documented in one place.
@@ -82,6 +83,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip the final log-likelihood (SLQ solve on the randomised path)")
     p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
     p.add_argument("--plot", action="store_true", help="also write PREFIX.png, a convergence figure")
+    post = p.add_argument_group("after the fit (GCTA names; docs/cli.md)")
+    post.add_argument("--reml-est-fix", action="store_true",
+                      help="append the fixed effects (GLS at the estimates) and SEs to PREFIX.hsq (always in the .json)")
+    post.add_argument("--reml-pred-rand", action="store_true",
+                      help="write PREFIX.indi.blp: per sample the BLUP of each component and the residual (no pass)")
+    post.add_argument("--blup-snp", action="store_true",
+                      help="write PREFIX.snp.blp: SNP effects per allele copy for plink2 --score (computed for every fit: one pass)")
+    post.add_argument("--reml-lrt", nargs="+", metavar="COMPONENT",
+                      help="likelihood-ratio test of dropping these components (numbers from 1 or names): refits the "
+                           "reduced model. Default: with one component, the LRT against the null model (no pass)")
     add_cluster_options(p)
     _add_config_flags(p)
     p.set_defaults(run=run)
@@ -119,10 +130,12 @@ def run(args: argparse.Namespace) -> int:
         report = fit_prepared(
             inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
             memory_budget=f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget,
+            reml_lrt=tuple(args.reml_lrt or ()),
         )
-    paths = write_outputs(report, args.out, plot=args.plot)
-    print(summary_table(report))
-    if not report["converged"]:
-        logger.warning("not converged: %s", report["status"])
+    paths = write_outputs(report, args.out, plot=args.plot, reml_est_fix=args.reml_est_fix,
+                          reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
+    print(summary_table(report.to_dict()))
+    if not report.converged:
+        logger.warning("not converged: %s", report.status)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

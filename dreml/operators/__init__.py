@@ -4,6 +4,6 @@ from dreml.operators.dense import DenseOperator
 from dreml.operators.distributed import GenotypeOperator
 from dreml.operators.protocol import GRMOperator
 from dreml.operators.streaming import StreamingOperator, dense_reference
-from dreml.operators.subset import RestrictedOperator
+from dreml.operators.subset import RestrictedOperator, SelectedComponents
 
-__all__ = ["DenseOperator", "GRMOperator", "GenotypeOperator", "RestrictedOperator", "StreamingOperator", "dense_reference"]
+__all__ = ["DenseOperator", "GRMOperator", "GenotypeOperator", "RestrictedOperator", "SelectedComponents", "StreamingOperator", "dense_reference"]

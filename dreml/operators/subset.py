@@ -66,3 +66,46 @@ class RestrictedOperator:
         block, vector = as_block(V, self.shape[0])
         out = np.asarray(self.operator.matmat(self.pad(block), weights=weights))[..., self.rows, :]
         return out[..., 0] if vector else out
+
+
+class SelectedComponents:
+    """The components `keep` of an operator (a reduced model for a likelihood-ratio test).
+
+    Weighted passes give the dropped components weight 0, which the genotype operators skip;
+    stacked passes compute every component and return the kept ones.
+
+    Arguments:
+        operator: any GRM operator.
+        keep: indices of the kept components, in order.
+    """
+
+    def __init__(self, operator: GRMOperator, keep: Sequence[int]) -> None:
+        self.operator, self.keep = operator, [int(g) for g in keep]
+        if not self.keep or len(set(self.keep)) != len(self.keep) or not all(0 <= g < operator.n_components for g in self.keep):
+            raise ValueError(f"keep must be distinct component indices in [0, {operator.n_components})")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.operator.shape
+
+    @property
+    def n_components(self) -> int:
+        return len(self.keep)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return tuple(self.operator.component_names[g] for g in self.keep)
+
+    @property
+    def passes(self) -> int:
+        return self.operator.passes
+
+    def traces(self) -> np.ndarray:
+        return np.asarray(self.operator.traces())[self.keep]
+
+    def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        if weights is None:
+            return np.asarray(self.operator.matmat(V))[self.keep]
+        full = np.zeros(self.operator.n_components)
+        full[self.keep] = np.asarray(weights, dtype=np.float64).reshape(-1)
+        return self.operator.matmat(V, weights=full)

@@ -63,8 +63,9 @@ def hand_alignment(root):
 def test_fit__exact_matches_dense_reference(cohort, client):
     root, _ = cohort
     config = FitConfig(method="exact", worker_dtype="float64")
-    report = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
+    result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
                  components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config)
+    report = result.to_dict()
     # the reference standardises with frequencies over all samples of the store (dreml's
     # default), then keeps the hand-aligned samples and splits variants by the spec file
     Z_all, _ = standardise(read_dosage(root))
@@ -81,6 +82,73 @@ def test_fit__exact_matches_dense_reference(cohort, client):
     np.testing.assert_allclose(report["loglik"], ref.loglik, rtol=1e-8)
     assert report["samples"]["samples_used"] == len(keep)
     assert [c["m"] for c in report["components"]] == [int((np.array(group) == g).sum()) for g in names]
+
+
+def _dense_reml(K, y, X, theta):
+    """REML quantities at theta from explicit matrices, written out here: logL, beta, cov(beta), P y."""
+    H = np.tensordot(theta[:-1], K, axes=1) + theta[-1] * np.eye(len(y))
+    Hi = np.linalg.inv(H)
+    cov_beta = np.linalg.inv(X.T @ Hi @ X)
+    beta = cov_beta @ X.T @ Hi @ y
+    P = Hi - Hi @ X @ cov_beta @ X.T @ Hi
+    loglik = -0.5 * (np.linalg.slogdet(H)[1] + np.linalg.slogdet(X.T @ Hi @ X)[1] + y @ P @ y)
+    return loglik, beta, cov_beta, P @ y
+
+
+def test_fit__post_reml_effects_and_lrt_match_dense_numpy(cohort, client):
+    """beta, SE(beta), u_g, SNP effects and the LRT of the exact path against dense NumPy/SciPy
+    written here (K_g from a pgenlib decode), 1e-8 relative."""
+    from scipy.optimize import minimize
+
+    root, _ = cohort
+    # logL at the optimum is off by about half the final Newton decrement: converge far below 1e-8
+    config = FitConfig(method="exact", worker_dtype="float64", tol_decrement=1e-12)
+    result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
+                 components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config,
+                 reml_lrt=("1",))
+    dosage = read_dosage(root)
+    Z_all, _ = standardise(dosage)
+    keep, y, X = hand_alignment(root)
+    group_of = dict(line.rstrip("\n").split("\t") for line in open(root / "c.components.tsv"))
+    group = np.array([group_of[line.split()[1]] for line in open(root / "c.bim")])
+    names = sorted(set(group))
+    Z = [Z_all[group == g][:, keep].T for g in names]  # shape: (n, m_g) each
+    K = np.stack([z @ z.T / z.shape[1] for z in Z])
+    state = result.state
+    theta = state.theta
+    loglik, beta, cov_beta, Py = _dense_reml(K, y, X, theta)
+
+    def rel(a, b):
+        return np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b)
+
+    assert rel(state.beta, beta) < 1e-8 and rel([e.estimate for e in result.fixed_effects], beta) < 1e-8
+    assert rel([e.se for e in result.fixed_effects], np.sqrt(np.diag(cov_beta))) < 1e-8
+    assert [e.name for e in result.fixed_effects] == ["intercept", "sex_M", "age"]
+    assert rel(state.Py, Py) < 1e-8 and rel(result.loglik, loglik) < 1e-10
+    u = np.stack([theta[g] * K[g] @ Py for g in range(len(names))])
+    assert rel(state.blup(), u) < 1e-8
+    assert rel(state.theta[-1] * state.Py, y - X @ beta - u.sum(axis=0)) < 1e-8  # e = y - X beta - sum u
+    # SNP effects: standardised b_g = theta_g Z_g^T P y / m_g, per allele b / sqrt(2p(1-p))
+    b = np.concatenate([theta[g] * Z[g].T @ Py / Z[g].shape[1] for g in range(len(names))])
+    observed = dosage >= 0
+    p = np.where(observed, dosage, 0).sum(axis=1) / (2.0 * observed.sum(axis=1))
+    per_allele_scale = np.concatenate([1 / np.sqrt(2 * p[group == g] * (1 - p[group == g])) for g in names])
+    assert rel(state.snp_effect, b) < 1e-8 and rel(state.effect_per_allele(), b * per_allele_scale) < 1e-8
+    # the reduced model without component 1, maximised here by SciPy over log variances
+    lrt = result.lrt
+    K0 = K[1:]
+
+    def negative(log_theta):
+        return -_dense_reml(K0, y, X, np.exp(log_theta))[0]
+
+    best = minimize(negative, np.log([0.3, 0.7]), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+    assert lrt.dropped == (names[0],) and lrt.df == 1
+    assert rel(lrt.loglik0, -best.fun) < 1e-8
+    assert abs(lrt.lrt - 2 * (loglik + best.fun)) < 1e-6
+    from scipy.stats import chi2
+
+    assert lrt.pvalue == pytest.approx(0.5 * chi2.sf(lrt.lrt, 1), rel=1e-12)
+    assert result.passes_by_kind["snp_effects"] == 1 and result.passes == sum(result.passes_by_kind.values())
 
 
 def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_path, capsys):
@@ -103,7 +171,7 @@ def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_
         # Monte Carlo bound for n ~ 500 (docs/validation.md): the estimator's own noise is
         # about 0.25 SE here; the 0.1 SE criterion holds at n >= 2000 (tests/dreml/reml)
         assert abs(r["h2"] - e["h2"]) < 0.5 * e["h2_se"]
-    hsq = dict(line.split("\t")[:2] for line in (tmp_path / "res.hsq").read_text().splitlines()[1:])
+    hsq = dict(line.split("\t")[:2] for line in (tmp_path / "res.hsq").read_text().splitlines()[1:] if line)
     assert float(hsq["V(G1)"]) == pytest.approx(rand["components"][0]["variance"], abs=5e-7)  # 6 decimals
     assert int(hsq["n"]) == rand["n_samples"]
     history = (tmp_path / "res.history.tsv").read_text().splitlines()

@@ -24,8 +24,8 @@ def _fit(inputs, n_workers: int, seed: int) -> dict:
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         config = FitConfig(method="randomised", seed=seed)
-        first = fit_prepared(inputs, client=client, config=config)
-        again = fit_prepared(inputs, client=client, config=config)
+        first = fit_prepared(inputs, client=client, config=config).to_dict()
+        again = fit_prepared(inputs, client=client, config=config).to_dict()
     return first, again
 
 

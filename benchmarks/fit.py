@@ -26,7 +26,7 @@ from dreml.simulate import SimulationConfig, simulate_cohort
 
 ROOT = Path("bench_out")
 RANDOMISED = FitConfig(method="randomised", seed=0)
-KINDS = ("setup", "score", "warm_start", "information", "final")
+KINDS = ("setup", "score", "warm_start", "information", "final", "lrt", "snp_effects")
 
 
 class PeakRSS:
@@ -66,6 +66,7 @@ def report_row(report: dict, peak: int) -> dict:
     kinds = report.get("passes_by_kind", {})
     return {
         "load_s": report["timings"]["shard_load"], "fit_s": report["timings"]["total"],
+        "post_reml_s": report["timings"]["post_reml"],
         "iterations": report["iterations"], "passes": report["passes"],
         **{f"p_{k}": kinds.get(k, 0) for k in KINDS},
         "pcg_per_solve": float(np.mean(pcg)) if pcg else float("nan"),

@@ -146,6 +146,12 @@ def summary_table(report: dict) -> str:
         f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f}, Monte Carlo SE "
         f"{report['h2_total_mc_se']:.4f})   logL {report['loglik']:.3f}"
     )
+    lrt = report.get("lrt")
+    if lrt is not None:
+        lines.append(
+            f"LRT {lrt['lrt']:.3f} (Monte Carlo SE {lrt['lrt_se']:.3f}) for dropping {', '.join(lrt['dropped'])}: "
+            f"df {lrt['df']}, P {lrt['pvalue']:.4g}"
+        )
     lines.append(
         f"n {report['n_samples']}   method {report['method']}   iterations {report['iterations']}   passes {report['passes']}   "
         f"time {report['timings']['end_to_end']:.1f} s   converged {report['converged']}   seed {report['seed']}"

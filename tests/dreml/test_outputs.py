@@ -56,6 +56,7 @@ def test_hsq_text__lrt_and_fixed_effects_as_gcta():
     assert lines[5:] == ["logL\t-1234.568", "logL0\t-1240.000", "LRT\t10.864", "df\t1", "Pval\t4.9000e-04", "n\t2000",
                          "", "Fix_eff\tSE", "1.5\t0.25", "-0.0123457\t0.001"]
     assert "Fix_eff" not in hsq_text(report)
+    assert "LRT 10.864 (Monte Carlo SE 0.200) for dropping c0: df 1, P 0.00049" in summary_table(report)
 
 
 def test_fit_result__dict_round_trip():

@@ -7,6 +7,7 @@ component membership and the distributed products all reach the engine unchanged
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pgenlib
@@ -157,7 +158,7 @@ def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_
               "--pheno", str(root / "c.pheno"), "--covar", str(root / "c.covar"), "--worker-dtype", "float64"]
     # the randomised fit on the running cluster, the exact one on a cluster the CLI starts itself
     assert dreml_main(common + ["--out", str(tmp_path / "res"), "--scheduler", client.scheduler.address, "--seed", "3",
-                                "--method", "randomised"]) == 0
+                                "--method", "randomised", "--reml-est-fix", "--reml-pred-rand", "--blup-snp"]) == 0
     assert dreml_main(common + ["--out", str(tmp_path / "exact"), "--workers", "1", "--exact"]) == 0
     printed = capsys.readouterr().out
     assert "total h2" in printed and "wrote" in printed
@@ -177,6 +178,38 @@ def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_
     history = (tmp_path / "res.history.tsv").read_text().splitlines()
     assert len(history) == len(rand["history"]) + 1
     assert not list(tmp_path.glob("*.tmp"))
+    _check_blp_files(root, tmp_path / "res", rand)
+
+
+def _check_blp_files(root, prefix, report):
+    """.hsq fixed effects, .indi.blp and .snp.blp as GCTA lays them out, and the SNP effects
+    scoring the raw genotypes (missing calls imputed to 2p, as plink2 --score does) to the
+    BLUP genetic values up to a constant per component."""
+    hsq = Path(f"{prefix}.hsq").read_text().splitlines()
+    assert hsq[hsq.index("Fix_eff\tSE") - 1] == "" and len(hsq) - hsq.index("Fix_eff\tSE") - 1 == report["n_covariates"]
+    blp = [line.split("\t") for line in Path(f"{prefix}.indi.blp").read_text().splitlines()]
+    G = len(report["components"])
+    assert len(blp) == report["n_samples"] and all(len(row) == 2 + 2 * (G + 1) for row in blp)
+    keep, y, X = hand_alignment(root)
+    assert [row[1] for row in blp] == [f"I{i + 1}" for i in keep]
+    u = np.array([[float(row[3 + 2 * g]) for g in range(G)] for row in blp])  # shape: (n, G)
+    fixed = np.array([e["estimate"] for e in report["fixed_effects"]])
+    residual = np.array([float(row[-1]) for row in blp])
+    np.testing.assert_allclose(X @ fixed + u.sum(axis=1) + residual, y, rtol=1e-4, atol=1e-4)  # 6 digits in the files
+    snp = [line.split("\t") for line in Path(f"{prefix}.snp.blp").read_text().splitlines()]
+    bim = [line.split() for line in open(root / "c.bim")]
+    assert [row[0] for row in snp] == [b[1] for b in bim] and [row[1] for row in snp] == [b[4] for b in bim]
+    effects = np.array([[float(v) for v in row[2:]] for row in snp])  # shape: (m, G + 1)
+    np.testing.assert_allclose(effects[:, :G].sum(axis=1), effects[:, G], rtol=1e-5, atol=1e-12)
+    dosage = read_dosage(root).astype(np.float64)[:, keep]  # shape: (m, n)
+    observed = dosage >= 0
+    full = read_dosage(root)
+    p = np.where(full >= 0, full, 0).sum(axis=1) / (2.0 * (full >= 0).sum(axis=1))
+    imputed = np.where(observed, dosage, 2 * p[:, None])
+    for g in range(G):
+        score = imputed.T @ effects[:, g]
+        offset = score - u[:, g]
+        assert np.ptp(offset) < 1e-4 * np.ptp(u[:, g])
 
 
 def test_dreml_fit_cli__raise_on_bad_phenotype_before_any_output(cohort, tmp_path, capsys):

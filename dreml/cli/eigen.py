@@ -1,0 +1,162 @@
+"""`dreml eigen`: the top-k eigenpairs of a GRM, matrix-free; writes PREFIX.eigenval/.eigenvec/.eigen.json.
+
+K is the GRM of all variants, sum_g (m_g / sum_h m_h) K_g over the chosen components, or one
+component's K_g with `--component NAME`. The eigenpairs come from `dreml.eigen.top_eigenpairs`
+(randomised subspace iteration, one pass per iteration) on the Dask genotype operator.
+
+Outputs (each written to NAME.tmp and renamed):
+    PREFIX.eigenval    one eigenvalue per line, largest first (GCTA `--pca` layout and scale)
+    PREFIX.eigenvec    `#FID IID PC1 .. PCk`, tab-separated, one row per sample in store
+                       order (PLINK 2 layout; `dreml fit --covar PREFIX.eigenvec` reads it)
+    PREFIX.eigen.json  eigenvalues, residuals, convergence, seed, settings, timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dreml.cli.common import add_cluster_options, cluster_client, float_list
+from dreml.cli.fit import check_out_prefix
+from dreml.components import Components
+from dreml.eigen import EigenConfig, EigenResult, top_eigenpairs
+from dreml.errors import InputError
+from dreml.fit import ComponentChoice
+from dreml.operators import GenotypeOperator
+from dreml.outputs import atomic_write_text
+from dreml.store import Store, open_stores
+
+logger = logging.getLogger(__name__)
+
+# float32 workers floor the relative residual near 1e-6 (docs/cli.md), 100 times below the
+# default tol, and double the GEMM rate: float64 is needed only for tol below about 1e-5
+DEFAULT_WORKER_DTYPE = "float32"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eigen", help="top eigenvalues and eigenvectors (PCs) of a GRM, matrix-free")
+    p.add_argument("--store", action="append", required=True, help="genotype store (repeat for several)")
+    spec = p.add_mutually_exclusive_group()
+    spec.add_argument("--components", help="component spec (.json or .npz)")
+    spec.add_argument("--component-file", help="SNP<TAB>component text file")
+    spec.add_argument("--by-chromosome", action="store_true", help="one component per chromosome")
+    spec.add_argument("--maf-bins", type=float_list, help="MAF bin edges, e.g. 0.01,0.05,0.5")
+    p.add_argument("--component", metavar="NAME",
+                   help="eigenpairs of this component's K_g (default: the GRM of all variants)")
+    p.add_argument("--rank", type=int, required=True, help="k, the number of leading eigenpairs")
+    p.add_argument("--oversampling", type=int, default=EigenConfig.oversampling,
+                   help="extra columns per pass beyond k: fewer passes where the spectrum is flat "
+                        f"(default {EigenConfig.oversampling})")
+    p.add_argument("--tol", type=float, default=EigenConfig.tol,
+                   help="stop when every relative residual ||K u - lambda u|| / lambda is at most this "
+                        f"(default {EigenConfig.tol:g})")
+    p.add_argument("--max-iter", type=int, default=EigenConfig.max_iter,
+                   help=f"most iterations, one pass each (default {EigenConfig.max_iter})")
+    p.add_argument("--seed", type=int, help="seed of the random start block (default: a fresh one, recorded)")
+    p.add_argument("--worker-dtype", choices=("float32", "float64"), default=DEFAULT_WORKER_DTYPE,
+                   help="arithmetic on the workers; float32 reaches relative residuals of about 1e-6, "
+                        f"use float64 for a smaller --tol (default {DEFAULT_WORKER_DTYPE})")
+    p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
+    p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
+    p.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
+    p.add_argument("--out", required=True, help="output prefix")
+    add_cluster_options(p)
+    p.set_defaults(run=run)
+
+
+def _as_options(message: str) -> str:
+    """A settings message with each `EigenConfig` field named as its command-line option."""
+    for f in dataclasses.fields(EigenConfig):
+        message = re.sub(rf"\b{f.name}\b", "--" + f.name.replace("_", "-"), message)
+    return message
+
+
+def config_from_args(args: argparse.Namespace, n: int) -> EigenConfig:
+    """The settings, checked against the n samples of the stores."""
+    try:
+        config = EigenConfig(rank=args.rank, oversampling=args.oversampling, tol=args.tol,
+                             max_iter=args.max_iter, seed=args.seed)
+        config.check_samples(n)
+    except ValueError as exc:
+        raise InputError(f"dreml eigen: {_as_options(str(exc))}") from exc
+    return config
+
+
+def select_component(spec: Components, name: str | None) -> Components:
+    """The spec reduced to component `name` (all of it for None), so that the workers hold
+    only that component's variants; an unknown name is an `InputError` listing the names."""
+    if name is None:
+        return spec
+    if name not in spec.names:
+        raise InputError(f"--component {name}: no such component (expected one of: {', '.join(spec.names)})")
+    g = spec.names.index(name)
+    return Components(names=(name,), variant_indices=(spec.variant_indices[g],), stores=(spec.stores[g],),
+                      annotations=(spec.annotations[g],), source=f"{spec.source}, component {name}")
+
+
+def eigenval_text(result: EigenResult) -> str:
+    """One eigenvalue per line, largest first (GCTA's .eigenval)."""
+    return "".join(f"{x:.10g}\n" for x in result.eigenvalues)
+
+
+def eigenvec_text(result: EigenResult, store: Store) -> str:
+    """`#FID IID PC1 .. PCk` and one tab-separated row per sample (PLINK 2's .eigenvec)."""
+    k = result.eigenvectors.shape[1]
+    lines = ["\t".join(["#FID", "IID", *(f"PC{j + 1}" for j in range(k))])]
+    for fid, iid, row in zip(store.sample_family_id, store.sample_id, result.eigenvectors):
+        lines.append("\t".join([fid, iid, *(f"{x:.8g}" for x in row)]))
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # every input is checked before a cluster is started, so bad input fails in a second
+    stores = open_stores([Path(s) for s in args.store])
+    choice = ComponentChoice(
+        spec=args.components or args.component_file, by_chromosome=args.by_chromosome,
+        maf_bins=tuple(args.maf_bins) if args.maf_bins else None,
+    )
+    spec = select_component(choice.resolve(stores), args.component)
+    config = config_from_args(args, stores[0].n_samples)
+    check_out_prefix(args.out)
+    with cluster_client(args) as client, GenotypeOperator(
+        stores, spec, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=args.memory_budget,
+        min_maf=args.min_maf, max_missing=args.max_missing,
+    ) as operator:
+        t_load = time.perf_counter() - t0
+        dashboard = getattr(client, "dashboard_link", None)
+        what = f"K_g of component {args.component}" if args.component else "the GRM of all variants"
+        logger.info("top %d eigenpairs of %s on %d samples; dashboard: %s", config.rank, what, operator.shape[0], dashboard)
+        # weights m_g / sum m: the GRM of all variants, or 1 for the one component selected
+        result = top_eigenpairs(operator, config.rank, oversampling=config.oversampling,
+                                tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+        report = {
+            **result.to_dict(), "n_samples": operator.shape[0],
+            "components": [{"name": g, "m": int(m)} for g, m in zip(operator.component_names, operator.m)],
+            "component": args.component,
+            "settings": {
+                **result.config.to_dict(), "worker_dtype": args.worker_dtype, "min_maf": args.min_maf,
+                "max_missing": args.max_missing, "memory_budget": operator.memory_budget,
+                "stores": [str(s.path) for s in stores], "component_spec": str(spec.source),
+            },
+            "variant_filter": operator.report.table(), "dashboard": dashboard,
+            "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+        }
+    report["timings"] = {**report["timings"], "shard_load": t_load, "end_to_end": time.perf_counter() - t0}
+    paths = [Path(args.out + suffix) for suffix in (".eigenval", ".eigenvec", ".eigen.json")]
+    atomic_write_text(paths[0], eigenval_text(result))
+    atomic_write_text(paths[1], eigenvec_text(result, stores[0]))
+    atomic_write_text(paths[2], json.dumps(report, indent=2, allow_nan=False) + "\n")
+    logger.info("%d iterations, %d passes, %.1f s; largest relative residual %.3g",
+                result.iterations, result.passes, report["timings"]["end_to_end"], result.history[-1])
+    if not result.converged:
+        logger.warning("%s", result.status)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from dreml._version import __version__
-from dreml.cli import eigen, fit, predict, simulate
+from dreml.cli import cv, eigen, fit, predict, simulate
 from dreml.errors import DremlError
 
-SUBCOMMANDS = (simulate, fit, eigen, predict)
+SUBCOMMANDS = (simulate, fit, eigen, predict, cv)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -272,17 +272,6 @@ class CVResult:
         }
 
 
-class _TrainingOperator(RestrictedOperator):
-    """`RestrictedOperator` whose exact traces come from a diagonal computed once for all folds."""
-
-    def __init__(self, operator: GRMOperator, rows: np.ndarray, diagonal: np.ndarray) -> None:
-        super().__init__(operator, rows)
-        self._diagonal = diagonal  # shape: (G, n)
-
-    def traces(self) -> np.ndarray:
-        return self._diagonal[:, self.rows].sum(axis=1)
-
-
 def _h2(theta: np.ndarray) -> float:
     return float(np.sum(theta[:-1]) / np.sum(theta))
 
@@ -349,13 +338,12 @@ def cross_validate(
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (operator.n_components + 1,) or not theta[-1] > 0 or (theta < 0).any():
             raise ValueError(f"theta must be G + 1 = {operator.n_components + 1} non-negative variances, the residual positive")
-    diagonal = np.asarray(operator.diagonal())  # exact traces of every training operator: computed once
     predicted = np.full(n, np.nan)
     results = []
     for f, label in enumerate(labels):
         t_fold, before = time.perf_counter(), operator.passes
         test, train = np.flatnonzero(folds == label), np.flatnonzero(folds != label)
-        training = _TrainingOperator(operator, train, diagonal)
+        training = RestrictedOperator(operator, train)
         try:
             if fixed_variance:
                 theta_f, iterations = theta, 0

@@ -169,6 +169,7 @@ class GenotypeOperatorBase:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.pass_times: list[float] = []
         self._traces: np.ndarray | None = None
+        self._diagonal: np.ndarray | None = None
         self._row_positions: list | None = None
 
     def traces(self) -> np.ndarray:
@@ -184,15 +185,18 @@ class GenotypeOperatorBase:
         return self._traces
 
     def diagonal(self) -> np.ndarray:
-        """diag(K_g) for every g, shape (G, n), exact in float64, from the codes (not a pass).
+        """diag(K_g) for every g, shape (G, n), exact in float64, from the codes (not a pass),
+        computed once.
 
         Restricted operators (`dreml.operators.subset`) take their exact traces from it.
         """
-        out = np.zeros((self.n_components, self.shape[0]))
-        for part in self._map(shard_diagonal):
-            for g, d in part.items():
-                out[g] += d
-        return out
+        if self._diagonal is None:
+            out = np.zeros((self.n_components, self.shape[0]))
+            for part in self._map(shard_diagonal):
+                for g, d in part.items():
+                    out[g] += d
+            self._diagonal = out
+        return self._diagonal
 
     def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         """`func(shard, *shared, *per_shard[i])` on every shard i: the list of results in

@@ -17,7 +17,6 @@ from converters import convert
 from dreml.cli import main as dreml_main
 from dreml.cv import (
     CVOptions,
-    _TrainingOperator,
     assign_folds,
     cross_validate,
     cross_validate_prepared,
@@ -26,7 +25,7 @@ from dreml.cv import (
 )
 from dreml.errors import InputError
 from dreml.fit import ComponentChoice, prepare_inputs
-from dreml.operators import DenseOperator, RestrictedOperator
+from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 
@@ -202,14 +201,6 @@ def test_read_fold_file__formats(tmp_path):
     np.testing.assert_array_equal(read_fold_file(tmp_path / "two", iid), [1, 2, 2])
     options = CVOptions(folds=2, fold_file=tmp_path / "two")
     np.testing.assert_array_equal(fold_labels(options, iid), [1, 2, 2])
-
-
-def test_training_operator__traces_equal_restricted_operator():
-    rng = np.random.default_rng(0)
-    Z = [rng.standard_normal((12, 7)), rng.standard_normal((12, 5))]
-    op = DenseOperator.from_genotypes(Z)
-    rows = np.array([0, 3, 4, 9, 11])
-    np.testing.assert_allclose(_TrainingOperator(op, rows, op.diagonal()).traces(), RestrictedOperator(op, rows).traces(), rtol=1e-14)
 
 
 def test_cross_validate__unconverged_fold_named_not_raised():

@@ -7,8 +7,8 @@ Rows:
           run, K = Z Z^T / m built explicitly with NumPy (float64, in variant blocks from the
           store: `dreml.operators.dense_reference`) then `numpy.linalg.eigh`; their time ratio
           and the largest relative error of our 20 eigenvalues against eigh's.
-  sweep   the same n = 5,000 run at oversampling 10, 20, 40 (the `dense` row: the default),
-          80: the passes and time behind the default `--oversampling`.
+  sweep   the same n = 5,000 run at oversampling 10, 20, 40, 80 (the `dense` row: the
+          default), 120: the passes and time behind the default `--oversampling`.
 Cohorts are simulated with LD blocks (`benchmarks.fit.cohort`) and cached under bench_out/.
 `--quick`: n = 2,000 x m = 20,000 for `large`, n = 1,000 x m = 4,000 for the others.
 """
@@ -67,7 +67,7 @@ def run(quick: bool) -> list[dict]:
         address = client.scheduler.address
         rows.append(_row("large", n_large, m_large, _dreml_eigen(large, address, EigenConfig.oversampling, "eigen_large")))
         lam, t_build, t_eigh = _dense(small)
-        for oversampling in (10, 20, 40, 80):
+        for oversampling in (10, 20, 40, 80, 120):
             report = _dreml_eigen(small, address, oversampling, f"eigen_{oversampling}")
             row = _row("sweep", n, m, report)
             if oversampling == EigenConfig.oversampling:

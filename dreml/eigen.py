@@ -62,9 +62,11 @@ class EigenConfig:
         oversampling: extra columns carried beyond k; the subspace converges like
             (lambda_{k+oversampling+1} / lambda_j)^iterations, so more columns cost more per
             pass and save passes where the top of the spectrum is flat, as it is in cohorts
-            without strong structure. 40, not Halko et al.'s usual 10: at rank 20 on
-            simulated cohorts it took 87 passes where 10 took 236 (n = 2,000) and was the
-            fastest of 10, 20 and 40 at n = 5,000 (docs/performance.md, "Eigenvectors").
+            without strong structure. 80, not Halko et al.'s usual 10: a pass costs little
+            more with 100 columns than with 30 (decoding the genotypes dominates; 0.74 s
+            against 0.57 s at n = 5,000, m = 50,000 on 2 CPU workers), while at rank 20 the
+            passes fell from over 300 (oversampling 10) to 152 (40), 89 (80) and 69 (120):
+            80 was the fastest in the runs on a quiet machine (docs/performance.md, "Eigenvectors").
         tol: stop when every one of the k relative residuals ||K u_j - theta_j u_j|| / theta_j
             is at most this; it bounds the relative eigenvalue error (module docstring).
         max_iter: most iterations (= passes); reaching it gives converged = False.
@@ -72,7 +74,7 @@ class EigenConfig:
     """
 
     rank: int
-    oversampling: int = 40
+    oversampling: int = 80
     tol: float = 1e-4
     max_iter: int = 300
     seed: int | None = None

@@ -16,40 +16,21 @@ import logging
 import math
 from pathlib import Path
 
-from dreml.cli.common import add_cluster_options, cluster_client, float_list
+from dreml.cli.common import add_cluster_options, cluster_client
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
 from dreml.cli.fit import _add_config_flags, check_out_prefix, config_from_args
 from dreml.cv import CVOptions, CVResult, cross_validate_prepared, fold_labels
 from dreml.errors import InputError
-from dreml.fit import ComponentChoice, FitInputs, prepare_inputs
+from dreml.fit import FitInputs
 from dreml.outputs import atomic_write_text, write_json
 from dreml.reml import FitConfig
-from dreml.reml.config import METHODS
 
 logger = logging.getLogger(__name__)
 
 
-def _add_input_options(p: argparse.ArgumentParser) -> None:
-    """Stores, components, phenotype, covariates and variant filters, as `dreml fit` takes them."""
-    p.add_argument("--store", action="append", required=True, help="genotype store (repeat for multi-GRM)")
-    spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--components", help="component spec (.json or .npz)")
-    spec.add_argument("--component-file", help="SNP<TAB>component text file")
-    spec.add_argument("--by-chromosome", action="store_true", help="one component per chromosome")
-    spec.add_argument("--maf-bins", type=float_list, help="MAF bin edges, e.g. 0.01,0.05,0.5")
-    p.add_argument("--pheno", required=True, help="phenotype file (FID IID name...)")
-    p.add_argument("--pheno-name", help="phenotype column (default: first)")
-    p.add_argument("--covar", help="covariate file (FID IID name...); non-numeric columns are categorical")
-    p.add_argument("--covar-name", action="append", help="covariate column to use (repeatable; default: all)")
-    p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
-    p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB (device memory on GPU workers)")
-    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cv", help="GBLUP prediction accuracy by K-fold cross-validation")
-    _add_input_options(p)
+    add_input_options(p)
     p.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds, 2..n")
     p.add_argument("--fold-file", help="assign folds from 'FID IID fold' (or 'IID fold') lines instead of at random; "
                                        "fold labels are any integers, one per analysed sample")
@@ -58,11 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(faster; default: refit them on each training set)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the fold assignment and of every fit's random draws (default: a fresh one; recorded)")
-    method = p.add_mutually_exclusive_group()
-    method.add_argument("--method", choices=METHODS, default=FitConfig.method,
-                        help="REML path of the fits: exact, randomised or auto (default auto, as dreml fit)")
-    method.add_argument("--exact", dest="method", action="store_const", const="exact", help="same as --method exact")
-    p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
+    add_method_options(p, "the fits")
     p.add_argument("--out", required=True, help="output prefix")
     add_cluster_options(p)
     _add_config_flags(p)
@@ -115,21 +92,13 @@ def summary_table(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     options, config = options_from_args(args)
-    choice = ComponentChoice(
-        spec=args.components or args.component_file, by_chromosome=args.by_chromosome,
-        maf_bins=tuple(args.maf_bins) if args.maf_bins else None,
-    )
-    # every input is checked before a cluster is started, so bad input fails in a second
-    inputs = prepare_inputs(
-        args.store, args.pheno, pheno_name=args.pheno_name, covar=args.covar, covar_names=args.covar_name,
-        components=choice,
-    )
+    inputs = inputs_from_args(args)
     fold_labels(options, inputs.data.iid)  # --folds against n, and the fold file
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         result = cross_validate_prepared(
             inputs, options, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
-            memory_budget=f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget,
+            memory_budget=memory_budget(args),
         )
     report = result.to_dict()
     paths = [Path(args.out + ".cv.tsv"), Path(args.out + ".cv.json")]

@@ -14,12 +14,12 @@ import os
 import re
 from pathlib import Path
 
-from dreml.cli.common import add_cluster_options, cluster_client, float_list
+from dreml.cli.common import add_cluster_options, cluster_client
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
 from dreml.errors import InputError
-from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
+from dreml.fit import fit_prepared
 from dreml.outputs import summary_table, write_outputs
 from dreml.reml import FitConfig
-from dreml.reml.config import METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -56,32 +56,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit variance components by REML")
-    p.add_argument("--store", action="append", required=True, help="genotype store (repeat for multi-GRM)")
-    spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--components", help="component spec (.json or .npz)")
-    spec.add_argument("--component-file", help="SNP<TAB>component text file")
-    spec.add_argument("--by-chromosome", action="store_true", help="one component per chromosome")
-    spec.add_argument("--maf-bins", type=float_list, help="MAF bin edges, e.g. 0.01,0.05,0.5")
-    p.add_argument("--pheno", required=True, help="phenotype file (FID IID name...)")
-    p.add_argument("--pheno-name", help="phenotype column (default: first)")
-    p.add_argument("--covar", help="covariate file (FID IID name...); non-numeric columns are categorical")
-    p.add_argument("--covar-name", action="append", help="covariate column to use (repeatable; default: all)")
+    add_input_options(p)
     p.add_argument("--out", required=True, help="output prefix")
-    p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
-    p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB (device memory on GPU workers)")
-    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
-    method = p.add_mutually_exclusive_group()
-    method.add_argument("--method", choices=METHODS, default=FitConfig.method,
-                        help="exact (dense, small n), randomised (matrix-free), or auto: exact where it is faster "
-                             "and the driver's memory holds it (default auto; the report says which ran and why)")
-    method.add_argument("--exact", dest="method", action="store_const", const="exact", help="same as --method exact")
+    add_method_options(p, "the fit")
     p.add_argument("--seed", type=int, default=FitConfig.seed,
                    help="seed of every random draw (default: a fresh one; recorded in the outputs)")
     p.add_argument("--no-loglik", dest="loglik", action="store_false",
                    help="skip the final log-likelihood (SLQ solve on the randomised path)")
-    p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
     p.add_argument("--plot", action="store_true", help="also write PREFIX.png, a convergence figure")
     post = p.add_argument_group("after the fit (GCTA names; docs/cli.md)")
     post.add_argument("--reml-est-fix", action="store_true",
@@ -116,21 +97,12 @@ def check_out_prefix(prefix: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    choice = ComponentChoice(
-        spec=args.components or args.component_file, by_chromosome=args.by_chromosome,
-        maf_bins=tuple(args.maf_bins) if args.maf_bins else None,
-    )
-    # every input is checked before a cluster is started, so bad input fails in a second
-    inputs = prepare_inputs(
-        args.store, args.pheno, pheno_name=args.pheno_name, covar=args.covar, covar_names=args.covar_name,
-        components=choice,
-    )
+    inputs = inputs_from_args(args)
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
             inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
-            memory_budget=f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget,
-            reml_lrt=tuple(args.reml_lrt or ()),
+            memory_budget=memory_budget(args), reml_lrt=tuple(args.reml_lrt or ()),
         )
     paths = write_outputs(report, args.out, plot=args.plot, reml_est_fix=args.reml_est_fix,
                           reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)

@@ -8,9 +8,7 @@ training rows and yhat_S = X_S beta + sum_g theta_g (K_g)_ST P_T y_T, fold by fo
 import json
 
 import numpy as np
-import pgenlib
 import pytest
-from distributed import Client, LocalCluster
 from scipy.linalg import cho_factor, cho_solve
 
 from converters import convert
@@ -29,6 +27,8 @@ from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 
+from plink_reference import hand_alignment, read_dosage
+
 N, M = 400, 1200  # the small cohort: two components, covariates
 NB, MB, H2 = 1500, 2500, 0.5  # the accuracy cohort: one component
 
@@ -39,31 +39,6 @@ def cohort(tmp_path_factory):
     simulate_cohort(SimulationConfig(n_samples=N, n_variants=M, seed=8, group_variances=(0.4, 0.2)), root / "c")
     convert("bed", root / "c", root / "c.zarr", variant_chunk=400, sample_chunk=300)
     return root
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
-
-
-def read_dosage(prefix, n, m):
-    """Genotypes (variants x samples, -1 missing) decoded by pgenlib, not by dreml."""
-    dosage = np.empty((m, n), dtype=np.int8)
-    pgenlib.PgenReader(f"{prefix}.bed".encode(), raw_sample_ct=n).read_range(0, m, dosage)
-    dosage[dosage == -9] = -1
-    return dosage
-
-
-def hand_alignment(root):
-    """Samples with a phenotype and both covariates, y, and X = [1, sex M, age], parsed by hand."""
-    pheno = {f.split()[1]: f.split()[2] for f in list(open(root / "c.pheno"))[1:]}
-    covar = {f.split()[1]: f.split()[2:] for f in list(open(root / "c.covar"))[1:]}
-    keep = [i for i in range(N) if pheno[f"I{i + 1}"] != "NA" and covar[f"I{i + 1}"][1] != "NA"]
-    y = np.array([float(pheno[f"I{i + 1}"]) for i in keep])
-    X = np.array([[1.0, float(covar[f"I{i + 1}"][0] == "M"), float(covar[f"I{i + 1}"][1])] for i in keep])
-    return keep, y, X
 
 
 def dense_gblup(K, y, X, folds, theta, *, cond=False):
@@ -106,7 +81,7 @@ def test_cross_validate__fixed_variance_matches_dense_formula(cohort, client):
     result = cross_validate_prepared(inputs, options, client=client, config=config)
     # reference: standardised over all samples of the store (dreml's default frequencies)
     Z_all, _ = standardise(read_dosage(root / "c", N, M))
-    keep, y, X = hand_alignment(root)
+    keep, y, X = hand_alignment(root, N)
     group_of = dict(line.rstrip("\n").split("\t") for line in open(root / "c.components.tsv"))
     group = np.array([group_of[line.split()[1]] for line in open(root / "c.bim")])
     K = np.stack([z.T @ z / z.shape[0] for z in (Z_all[group == g][:, keep] for g in sorted(set(group)))])
@@ -315,7 +290,7 @@ def test_dreml_cv_cli__fold_file_files_and_table(cohort, client, tmp_path, capsy
                                str(tmp_path / "folds"), "--scheduler", client.scheduler.address, "--seed", "5",
                                "--exact", "--worker-dtype", "float64")) == 0
     printed = capsys.readouterr().out
-    keep, y, _ = hand_alignment(root)
+    keep, y, _ = hand_alignment(root, N)
     assert f"pooled: n {len(y)}" in printed and "wrote" in printed
     rows = [line.split("\t") for line in (tmp_path / "res" / "cv.cv.tsv").read_text().splitlines()]
     assert rows[0] == ["FID", "IID", "fold", "observed", "predicted"]

@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pgenlib
 import pytest
-from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -25,6 +23,8 @@ from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 from dreml.store import open_store
 
+from plink_reference import hand_alignment, read_dosage
+
 N, M = 400, 1200
 
 
@@ -36,31 +36,6 @@ def cohort(tmp_path_factory):
     return root, truth
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
-
-
-def read_dosage(root):
-    """The cohort's genotypes (variants x samples, -1 missing) decoded by pgenlib, not by dreml."""
-    dosage = np.empty((M, N), dtype=np.int8)
-    pgenlib.PgenReader(str(root / "c.bed").encode(), raw_sample_ct=N).read_range(0, M, dosage)
-    dosage[dosage == -9] = -1
-    return dosage
-
-
-def hand_alignment(root):
-    """Samples with a phenotype and both covariates, y, and X = [1, sex M, age], parsed by hand."""
-    pheno = {f.split()[1]: f.split()[2] for f in list(open(root / "c.pheno"))[1:]}
-    covar = {f.split()[1]: f.split()[2:] for f in list(open(root / "c.covar"))[1:]}
-    keep = [i for i in range(N) if pheno[f"I{i + 1}"] != "NA" and covar[f"I{i + 1}"][1] != "NA"]
-    y = np.array([float(pheno[f"I{i + 1}"]) for i in keep])
-    X = np.array([[1.0, float(covar[f"I{i + 1}"][0] == "M"), float(covar[f"I{i + 1}"][1])] for i in keep])
-    return keep, y, X
-
-
 def test_fit__exact_matches_dense_reference(cohort, client):
     root, _ = cohort
     config = FitConfig(method="exact", worker_dtype="float64")
@@ -69,8 +44,8 @@ def test_fit__exact_matches_dense_reference(cohort, client):
     report = result.to_dict()
     # the reference standardises with frequencies over all samples of the store (dreml's
     # default), then keeps the hand-aligned samples and splits variants by the spec file
-    Z_all, _ = standardise(read_dosage(root))
-    keep, y, X = hand_alignment(root)
+    Z_all, _ = standardise(read_dosage(root / "c", N, M))
+    keep, y, X = hand_alignment(root, N)
     group_of = dict(line.rstrip("\n").split("\t") for line in open(root / "c.components.tsv"))
     group = [group_of[line.split()[1]] for line in open(root / "c.bim")]  # in .bim order
     names = sorted(set(group))
@@ -107,9 +82,9 @@ def test_fit__post_reml_effects_and_lrt_match_dense_numpy(cohort, client):
     result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
                  components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config,
                  reml_lrt=("1",))
-    dosage = read_dosage(root)
+    dosage = read_dosage(root / "c", N, M)
     Z_all, _ = standardise(dosage)
-    keep, y, X = hand_alignment(root)
+    keep, y, X = hand_alignment(root, N)
     group_of = dict(line.rstrip("\n").split("\t") for line in open(root / "c.components.tsv"))
     group = np.array([group_of[line.split()[1]] for line in open(root / "c.bim")])
     names = sorted(set(group))
@@ -190,7 +165,7 @@ def _check_blp_files(root, prefix, report):
     blp = [line.split("\t") for line in Path(f"{prefix}.indi.blp").read_text().splitlines()]
     G = len(report["components"])
     assert len(blp) == report["n_samples"] and all(len(row) == 2 + 2 * (G + 1) for row in blp)
-    keep, y, X = hand_alignment(root)
+    keep, y, X = hand_alignment(root, N)
     assert [row[1] for row in blp] == [f"I{i + 1}" for i in keep]
     u = np.array([[float(row[3 + 2 * g]) for g in range(G)] for row in blp])  # shape: (n, G)
     fixed = np.array([e["estimate"] for e in report["fixed_effects"]])
@@ -201,9 +176,9 @@ def _check_blp_files(root, prefix, report):
     assert [row[0] for row in snp] == [b[1] for b in bim] and [row[1] for row in snp] == [b[4] for b in bim]
     effects = np.array([[float(v) for v in row[2:]] for row in snp])  # shape: (m, G + 1)
     np.testing.assert_allclose(effects[:, :G].sum(axis=1), effects[:, G], rtol=1e-5, atol=1e-12)
-    dosage = read_dosage(root).astype(np.float64)[:, keep]  # shape: (m, n)
+    dosage = read_dosage(root / "c", N, M).astype(np.float64)[:, keep]  # shape: (m, n)
     observed = dosage >= 0
-    full = read_dosage(root)
+    full = read_dosage(root / "c", N, M)
     p = np.where(full >= 0, full, 0).sum(axis=1) / (2.0 * (full >= 0).sum(axis=1))
     imputed = np.where(observed, dosage, 2 * p[:, None])
     for g in range(G):

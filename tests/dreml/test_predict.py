@@ -11,9 +11,7 @@ import dataclasses
 import json
 
 import numpy as np
-import pgenlib
 import pytest
-from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -26,22 +24,15 @@ from dreml.predict import STATUS_NAMES, MatchStatus, check_overlap, match_varian
 from dreml.reml import FitConfig
 from dreml.store import open_store
 
+from plink_reference import read_dosage
+
 N, M = 360, 1000
 AMBIGUOUS = {"AT", "TA", "CG", "GC"}
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
-
-
 def read_plink(prefix, n, m):
     """Dosages (variants x samples, -1 missing) decoded by pgenlib, and the .bim columns parsed by hand."""
-    dosage = np.empty((m, n), dtype=np.int8)
-    pgenlib.PgenReader(f"{prefix}.bed".encode(), raw_sample_ct=n).read_range(0, m, dosage)
-    dosage[dosage == -9] = -1
+    dosage = read_dosage(prefix, n, m)
     bim = [line.split() for line in open(f"{prefix}.bim")]
     contig, vid, pos, alt, ref = (np.array([row[k] for row in bim]) for k in (0, 1, 3, 4, 5))
     return dosage, contig, vid, pos.astype(np.int64), ref, alt

@@ -234,7 +234,7 @@ class GenotypeOperator(GenotypeOperatorBase):
                     if self._departed()[0]:
                         break
 
-    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+    def map_shards(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         """`func(shard, *shared, *per_shard[i])` on the worker holding shard i (pinned too: a
         task placed or stolen elsewhere would copy its shard there, past that worker's
         budget). Blocks in `shared` (an n x k V) are broadcast to the workers once; with

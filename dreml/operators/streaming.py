@@ -179,7 +179,7 @@ class GenotypeOperatorBase:
         """
         if self._traces is None:
             total = np.zeros(self.n_components)
-            for spec, part in zip(self.shard_specs, self._map(shard_traces)):
+            for spec, part in zip(self.shard_specs, self.map_shards(shard_traces)):
                 np.add.at(total, list(spec.components), part)
             self._traces = total
         return self._traces
@@ -192,13 +192,13 @@ class GenotypeOperatorBase:
         """
         if self._diagonal is None:
             out = np.zeros((self.n_components, self.shape[0]))
-            for part in self._map(shard_diagonal):
+            for part in self.map_shards(shard_diagonal):
                 for g, d in part.items():
                     out[g] += d
             self._diagonal = out
         return self._diagonal
 
-    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+    def map_shards(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         """`func(shard, *shared, *per_shard[i])` on every shard i: the list of results in
         `shard_specs` order, or their sum (`add_partials`) with `reduce`."""
         raise NotImplementedError
@@ -230,7 +230,7 @@ class GenotypeOperatorBase:
         component's variant order (`layout.components.variant_indices[g]`), standardised
         scale. U has shape (n, k) or (n,) (then each result is (m_g,)). One pass."""
         block, vector = as_block(U, self.shape[0])
-        parts = self._timed(lambda: self._map(shard_zt, (block.astype(self.dtype),)))
+        parts = self._timed(lambda: self.map_shards(shard_zt, (block.astype(self.dtype),)))
         out = [np.zeros((int(m), block.shape[1])) for m in self.m]
         for part, groups in zip(parts, self._positions()):
             for g, a, b, pos in groups:
@@ -249,7 +249,7 @@ class GenotypeOperatorBase:
             if b.shape != (int(self.m[g]), blocks[0].shape[1]):
                 raise ValueError(f"block {g} must have shape ({int(self.m[g])}, {blocks[0].shape[1]}), got {b.shape}")
         per_shard = [(np.concatenate([blocks[g][pos] for g, _, _, pos in groups]),) for groups in self._positions()]
-        total = self._timed(lambda: self._map(shard_z, per_shard=per_shard, reduce=True))
+        total = self._timed(lambda: self.map_shards(shard_z, per_shard=per_shard, reduce=True))
         out = np.zeros((self.n_components, self.shape[0], blocks[0].shape[1]))
         for g, part in total.items():
             out[g] = part
@@ -284,7 +284,7 @@ class GenotypeOperatorBase:
         """K_g V for every g, shape (G, n, k), or sum_g weights_g K_g V, shape (n, k); float64."""
         block, vector = as_block(V, self.shape[0])
         w = check_weights(weights, self.n_components)
-        total = self._timed(lambda: self._map(shard_matmat, (block.astype(self.dtype), w), reduce=True))
+        total = self._timed(lambda: self.map_shards(shard_matmat, (block.astype(self.dtype), w), reduce=True))
         if w is None:
             out = np.zeros((self.n_components,) + block.shape)
             for g, part in total.items():
@@ -327,7 +327,7 @@ class StreamingOperator(GenotypeOperatorBase):
     def shard_specs(self) -> list[ShardSpec]:
         return self._specs
 
-    def _map(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+    def map_shards(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         results, total = [], None
         for i, spec in enumerate(self._specs):
             part = func(load_shard(spec, self.layout.samples, self.dtype.name, self.backend), *shared, *(per_shard[i] if per_shard else ()))

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from dreml._version import __version__
-from dreml.cli import cv, eigen, fit, predict, simulate
+from dreml.cli import cv, eigen, fit, gwas, predict, simulate
 from dreml.errors import DremlError
 
-SUBCOMMANDS = (simulate, fit, eigen, predict, cv)
+SUBCOMMANDS = (simulate, fit, eigen, predict, cv, gwas)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ MISSING_TOKENS = frozenset({"NA", "-9", "nan", "NaN"})
 MISSING_VALUE = -9.0
 
 
-def _is_missing(token: str) -> bool:
+def is_missing(token: str) -> bool:
     """True for `NA`, and for any token that reads as NaN or as the number -9 (PLINK's code)."""
     if token in MISSING_TOKENS:
         return True
@@ -101,7 +101,7 @@ def _parse_numeric(raw: np.ndarray) -> tuple[np.ndarray, int | None]:
     """Values as floats (NaN for missing) and the index of the first non-numeric token, if any."""
     out = np.full(len(raw), np.nan)
     for i, token in enumerate(raw):
-        if _is_missing(token):
+        if is_missing(token):
             continue
         try:
             out[i] = float(token)
@@ -204,7 +204,7 @@ def load_analysis_data(
         raw_covariates = [(c, values[rows]) for c, values in raw_covariates]
     complete = np.ones(len(iid), dtype=bool)
     for _, values in raw_covariates:
-        complete &= np.array([not _is_missing(t) for t in values], dtype=bool)
+        complete &= np.array([not is_missing(t) for t in values], dtype=bool)
     report["dropped_missing_covariate"] = int((~complete).sum())
     iid, y = iid[complete], y[complete]
     # levels of categorical covariates are taken over the samples actually used

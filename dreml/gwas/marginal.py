@@ -56,7 +56,7 @@ from scipy import special, stats
 from dreml.errors import InputError
 from dreml.gwas.shard_sums import code_sums, shard_sums
 from dreml.outputs import atomic_write_text, write_json
-from dreml.phenotypes import _is_missing, load_analysis_data, read_sample_table
+from dreml.phenotypes import is_missing, load_analysis_data, read_sample_table
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def load_traits(
     traits = []
     for name in names:
         _, raw = table.column(name)
-        observed = sum(1 for iid, tok in zip(table.iid, raw) if iid in in_store and not _is_missing(tok))
+        observed = sum(1 for iid, tok in zip(table.iid, raw) if iid in in_store and not is_missing(tok))
         if observed < MIN_TRAIT_VALUES:
             raise InputError(f"{table.path}: trait {name!r} has {observed} observed value(s) in the store's samples (need at least {MIN_TRAIT_VALUES})")
         data = load_analysis_data(store_iid, pheno, pheno_name=name, covar=covar,
@@ -410,7 +410,7 @@ def marginal_gwas(
     stores = layout.stores
     sums = [[np.full((s.n_variants, C.shape[1]), np.nan) for C in (C_obs, C_dos, W)] for s in stores]
     covered = [np.zeros(s.n_variants, dtype=bool) for s in stores]
-    parts = operator._timed(lambda: operator.map_shards(shard_sums, (C_obs, C_dos, W)))
+    parts = operator.shard_pass(shard_sums, (C_obs, C_dos, W))
     comp_store = layout.components.stores
     for spec, part in zip(operator.shard_specs, parts):
         for g, a, b in zip(spec.components, spec.bounds[:-1], spec.bounds[1:]):

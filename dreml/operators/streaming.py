@@ -218,9 +218,10 @@ class GenotypeOperatorBase:
             ]
         return self._row_positions
 
-    def _timed(self, run):
+    def shard_pass(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
+        """`map_shards` counted as one pass (`passes`, `pass_times`): every genotype row is read."""
         t0 = time.perf_counter()
-        out = run()
+        out = self.map_shards(func, shared, per_shard, reduce)
         self.pass_times.append(time.perf_counter() - t0)
         logger.debug("pass %d took %.3f s", self.passes, self.pass_times[-1])
         return out
@@ -230,7 +231,7 @@ class GenotypeOperatorBase:
         component's variant order (`layout.components.variant_indices[g]`), standardised
         scale. U has shape (n, k) or (n,) (then each result is (m_g,)). One pass."""
         block, vector = as_block(U, self.shape[0])
-        parts = self._timed(lambda: self.map_shards(shard_zt, (block.astype(self.dtype),)))
+        parts = self.shard_pass(shard_zt, (block.astype(self.dtype),))
         out = [np.zeros((int(m), block.shape[1])) for m in self.m]
         for part, groups in zip(parts, self._positions()):
             for g, a, b, pos in groups:
@@ -249,7 +250,7 @@ class GenotypeOperatorBase:
             if b.shape != (int(self.m[g]), blocks[0].shape[1]):
                 raise ValueError(f"block {g} must have shape ({int(self.m[g])}, {blocks[0].shape[1]}), got {b.shape}")
         per_shard = [(np.concatenate([blocks[g][pos] for g, _, _, pos in groups]),) for groups in self._positions()]
-        total = self._timed(lambda: self.map_shards(shard_z, per_shard=per_shard, reduce=True))
+        total = self.shard_pass(shard_z, per_shard=per_shard, reduce=True)
         out = np.zeros((self.n_components, self.shape[0], blocks[0].shape[1]))
         for g, part in total.items():
             out[g] = part
@@ -284,7 +285,7 @@ class GenotypeOperatorBase:
         """K_g V for every g, shape (G, n, k), or sum_g weights_g K_g V, shape (n, k); float64."""
         block, vector = as_block(V, self.shape[0])
         w = check_weights(weights, self.n_components)
-        total = self._timed(lambda: self.map_shards(shard_matmat, (block.astype(self.dtype), w), reduce=True))
+        total = self.shard_pass(shard_matmat, (block.astype(self.dtype), w), reduce=True)
         if w is None:
             out = np.zeros((self.n_components,) + block.shape)
             for g, part in total.items():

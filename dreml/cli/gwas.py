@@ -1,20 +1,33 @@
 """`dreml gwas`: genome-wide association tests. `dreml gwas marginal` is the per-variant linear
-regression of plink2 --glm (all traits in one pass over the resident shards); further tests
-(`dreml gwas mixed`) are added as sibling subcommands of the `gwas` sub-parser.
+regression of plink2 --glm (all traits in one pass over the resident shards); `dreml gwas mixed`
+is the leave-one-chromosome-out mixed-model test at a fit's variance components
+(`dreml.gwas.mixed`). Further tests are added as sibling subcommands of the `gwas` sub-parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.fit import check_out_prefix
 from dreml.errors import InputError
+from dreml.fit_result import STATE_SUFFIX, FitState
 from dreml.gwas import MISSING_MODES, load_traits, marginal_gwas, union_samples, write_outputs
+from dreml.gwas.mixed import (
+    DEFAULT_CALIBRATION_VARIANTS,
+    MixedConfig,
+    check_fit_inputs,
+    loco_layout,
+    loco_operator,
+    mixed_gwas,
+    write_mixed_outputs,
+)
 from dreml.operators import GenotypeOperator
 from dreml.store import open_stores
 
@@ -42,6 +55,107 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
     add_cluster_options(m)
     m.set_defaults(run=run_marginal)
+    _add_mixed(tests)
+
+
+def _add_mixed(tests: argparse._SubParsersAction) -> None:
+    x = tests.add_parser("mixed", help="mixed-model test with leave-one-chromosome-out GRMs at a fit's variance "
+                                       "components (BOLT-LMM-inf / fastGWA style)")
+    x.add_argument("--fit", required=True, metavar="PREFIX",
+                   help=f"a `dreml fit` output prefix: reads PREFIX.json (inputs) and PREFIX{STATE_SUFFIX} (theta, samples, variants)")
+    x.add_argument("--pheno", help="phenotype file (default: the fit's)")
+    x.add_argument("--pheno-name", help="traits to test, comma-separated (default: the fit's trait without --pheno, "
+                                        "every column with it); every trait must have exactly the fit's samples")
+    x.add_argument("--covar", help="covariate file (default: the fit's)")
+    x.add_argument("--covar-name", action="append", help="covariate column to use (repeatable; default: all)")
+    x.add_argument("--store", action="append", help="the fit's store(s), where they moved (default: the fit's paths)")
+    x.add_argument("--exact-denominator", action="store_true",
+                   help="solve z^T P z for every variant (small n, validation) instead of calibrating z^T P_0 z")
+    x.add_argument("--calibration-variants", type=int, default=DEFAULT_CALIBRATION_VARIANTS, metavar="R",
+                   help=f"variants per chromosome whose exact denominator calibrates the others (default {DEFAULT_CALIBRATION_VARIANTS})")
+    x.add_argument("--seed", type=int, help="seed of the calibration draw (default: a fresh one, recorded)")
+    x.add_argument("--pcg-tol", type=float, default=MixedConfig.pcg_tol,
+                   help=f"relative residual of the PCG solves with V_-c (default {MixedConfig.pcg_tol})")
+    x.add_argument("--pcg-max-iter", type=int, default=MixedConfig.pcg_max_iter,
+                   help=f"most PCG iterations per chromosome (default {MixedConfig.pcg_max_iter})")
+    x.add_argument("--worker-dtype", choices=("float32", "float64"), default="float32",
+                   help="worker arithmetic of the passes (default float32)")
+    budget = x.add_mutually_exclusive_group()
+    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
+    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
+    x.add_argument("--gz", action="store_true", help="write PREFIX.<trait>.glm.mixed.gz")
+    x.add_argument("--out", required=True, help="output prefix")
+    add_cluster_options(x)
+    x.set_defaults(run=run_mixed)
+
+
+def _fit_inputs(prefix: str) -> dict:
+    path = Path(prefix + ".json")
+    try:
+        return dict(json.loads(path.read_text()).get("inputs") or {})
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such fit report (written by `dreml fit --out {prefix}`)") from None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a dreml fit report ({exc})") from exc
+
+
+def run_mixed(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    state = FitState.load(args.fit + STATE_SUFFIX)
+    inputs = _fit_inputs(args.fit)
+    try:
+        config = MixedConfig(exact_denominator=args.exact_denominator, calibration_variants=args.calibration_variants,
+                             seed=args.seed, pcg_tol=args.pcg_tol, pcg_max_iter=args.pcg_max_iter)
+    except ValueError as exc:
+        raise InputError(f"dreml gwas mixed: {exc}") from exc
+    pheno = args.pheno or inputs.get("pheno")
+    if pheno is None:
+        raise InputError(f"{args.fit}.json names no phenotype file: give --pheno")
+    if args.pheno_name:
+        names = [s.strip() for s in args.pheno_name.split(",")]
+        if not all(names):
+            raise InputError(f"--pheno-name {args.pheno_name!r}: empty trait name")
+    else:
+        names = None if args.pheno else [inputs.get("pheno_name")]
+    covar = args.covar or inputs.get("covar")
+    stores = open_stores(args.store or list(state.store_paths))
+    traits = load_traits(stores[0].sample_id, pheno, pheno_names=names, covar=covar, covar_names=args.covar_name)
+    check_fit_inputs(state, stores, traits)
+    if tuple(traits[0].covariate_names) != tuple(state.covariate_names):
+        logger.warning("covariates %s differ from the fit's %s", ", ".join(traits[0].covariate_names),
+                       ", ".join(state.covariate_names))
+    check_out_prefix(args.out)
+    layout = loco_layout(state, stores)
+    budget = f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget
+    t_inputs = time.perf_counter()
+    with cluster_client(args) as client:
+        with loco_operator(stores, layout, traits[0].sample_index, client=client, dtype=np.dtype(args.worker_dtype),
+                           memory_budget=budget) as operator:
+            t_load = time.perf_counter()
+            dashboard = getattr(client, "dashboard_link", None)
+            logger.info("mixed-model GWAS of %d trait(s) on %d samples, %d chromosome(s); dashboard: %s",
+                        len(traits), operator.shape[0], len(layout.contigs), dashboard)
+            result = mixed_gwas(operator, state, layout, traits, config=config)
+            n_shards = len(operator.shard_specs)
+    report = {
+        "command": "dreml gwas mixed",
+        "inputs": {"fit": args.fit, "stores": [str(s.path) for s in stores], "pheno": str(pheno),
+                   "pheno_names": [t.name for t in traits], "covar": None if covar is None else str(covar),
+                   "covar_names": args.covar_name, "covariates": list(traits[0].covariate_names),
+                   "worker_dtype": args.worker_dtype, "gz": args.gz},
+        "theta": {name: float(v) for name, v in zip(state.names, state.theta)},
+        "shards": n_shards,
+        "dashboard": dashboard,
+        "wall_s": {"inputs": t_inputs - t0, "load": t_load - t_inputs, "gwas": time.perf_counter() - t_load},
+    }
+    paths = write_mixed_outputs(result, args.out, gz=args.gz, report=report)
+    for c in result.chromosomes:
+        extra = "" if config.exact_denominator else f", calibration {c.calibration_factor:.5g} (MC SE {c.calibration_se:.2g}, R = {c.calibration_variants})"
+        print(f"chromosome {c.contig}: {c.n_variants} variants, {c.passes} passes{extra}")
+    for t in result.traits:
+        print(f"{t.name}: n = {t.n}, {t.n_tested} variants tested, lambda_GC = {t.lambda_gc:.4f}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def run_marginal(args: argparse.Namespace) -> int:

@@ -42,6 +42,9 @@ cohorts; its cost is R extra PCG columns per chromosome, no extra pass.
 A variant with z_j^T P_0 z_j <= 1e-10 ||z_j||^2 (in the span of X) is NA. lambda_GC =
 median(chi2) / 0.4549 over the tested variants. Passes: the PCG iterations of each
 chromosome, one decode pass of the calibration (or all) z columns and one numerator pass.
+
+(A little over 500 lines: the layout, the test, its result types and its writer belong to
+one workflow, as in `dreml.gwas.marginal`.)
 """
 
 from __future__ import annotations

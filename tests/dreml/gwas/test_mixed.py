@@ -178,7 +178,7 @@ def test_loco_operator_weights__sum_to_theta_per_kept_component():
     np.testing.assert_allclose(w, [0.2, 0.0])
 
 
-def test_check_fit_inputs__raise_on_other_samples(cohort, tmp_path):
+def test_check_fit_inputs__raise_on_other_samples(cohort, tmp_path, capsys):
     root, state = cohort
     lines = open(root / "c.pheno").read().splitlines()
     parts = lines[5].split()
@@ -188,6 +188,11 @@ def test_check_fit_inputs__raise_on_other_samples(cohort, tmp_path):
     traits = load_traits(store.sample_id, tmp_path / "p", pheno_names=["trait1"], covar=root / "c.covar")
     with pytest.raises(InputError, match="a fit from other samples"):
         check_fit_inputs(state, [store], traits)
+    # the CLI: one line, exit status 2, before any cluster starts
+    rc = dreml_main(["gwas", "mixed", "--fit", str(root / "fit"), "--pheno", str(tmp_path / "p"), "--pheno-name",
+                     "trait1", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "a fit from other samples" in capsys.readouterr().err
 
 
 def test_check_fit_inputs__raise_on_another_store(cohort, tmp_path):

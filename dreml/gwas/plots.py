@@ -152,7 +152,7 @@ def write_manhattan(path: str | Path, chrom: np.ndarray, pos: np.ndarray, p: np.
     if spans:
         pad = 0.005 * (spans[-1][2] - spans[0][1] + 1)
         ax.set_xlim(spans[0][1] - pad, spans[-1][2] + pad)
-    ax.set_ylim(0, max(float(L.max()) if L.size else 0.0, -np.log10(GENOME_WIDE_P)) * 1.05)
+    ax.set_ylim(0, max(float(L.max()) if L.size else 0.0, -np.log10(GENOME_WIDE_P)) * 1.15)
     ax.set_xlabel("contig")
     ax.set_ylabel("-log10 P")
     ax.set_title(f"{title}  ({int(ok.sum())} variants tested, {int((~ok).sum())} NA)", fontsize=10)

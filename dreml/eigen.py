@@ -1,28 +1,59 @@
-"""Top eigenpairs of a GRM by randomised subspace iteration, matrix-free (`dreml eigen`).
+"""Top eigenpairs of a GRM by randomised block Krylov or subspace iteration, matrix-free (`dreml eigen`).
 
 Notation as in `dreml.operators.protocol`; here K = sum_g w_g K_g (default w_g = m_g / sum_h m_h,
 the GRM of all variants when the components are disjoint), k = `rank` eigenpairs wanted,
-l = k + `oversampling` columns carried, lambda_1 >= lambda_2 >= ... the eigenvalues of K.
+b = k + `oversampling` columns per block (one pass each), lambda_1 >= lambda_2 >= ... the
+eigenvalues of K. Both methods start from Q_0 = orth(Omega), Omega an n x b standard Gaussian
+matrix drawn from `numpy.random.default_rng(seed)`, and make ONE pass per iteration.
 
-Algorithm (Halko, Martinsson & Tropp 2011: randomised range finder, Alg. 4.1, with subspace
-iteration, Alg. 4.4, and Rayleigh-Ritz, Alg. 5.3). Q_0 = orth(Omega), Omega an n x l standard
-Gaussian matrix drawn from `numpy.random.default_rng(seed)`. Iteration i is ONE pass:
+method = "krylov" (default; randomised block Krylov, Musco & Musco 2015; Halko, Martinsson &
+Tropp 2011, sec. 4.5), block Lanczos with full reorthogonalisation. The basis keeps every block:
 
-    Y   = K Q_{i-1}                              (one weighted `matmat`, the only pass)
-    B   = Q^T Y  (l x l),  B = W Theta W^T       (Rayleigh-Ritz on span(Q); eigh, descending)
-    U   = Q W,   K U = Y W                       (Ritz vectors and their products: no pass)
-    r_j = ||K u_j - theta_j u_j|| / theta_j      (relative residuals, for free)
+    Y_i = K Q_i                                   (one weighted `matmat`, the only pass)
+    Q   = [Q_0 .. Q_i],  KQ = [Y_0 .. Y_i]        (c = (i + 1) b columns, orthonormal Q)
+    B   = Q^T KQ (c x c, symmetrised), B = W Theta W^T   (Rayleigh-Ritz on span(Q), descending)
+    U   = Q W,   K U = KQ W                       (Ritz vectors and their products: no pass)
+    r_j = ||K u_j - theta_j u_j|| / theta_j       (relative residuals, exact and free)
+    stop when r_j <= tol for j = 1..k, else
+    Q_{i+1} = orth(Y_i - Q Q^T Y_i)               (projected twice, classical Gram-Schmidt; then a
+                                                   pivoted QR drops columns that are numerically
+                                                   dependent, below 1e-10 of Y_i's largest column)
+If nothing new remains, span(Q) is invariant under K and the Ritz pairs are exact: stop.
+B grows by one block row and column per iteration (Q^T Y_i, n c b flops) and only its top b
+eigenpairs are computed. Driver memory: Q and KQ are 2 n c float64, c <= `max_basis`
+(2 n max_basis 8 bytes: 640 MB at n = 20,000 and the default 2,000). When another block would
+exceed it, the method restarts thickly: Q_0 = the top b Ritz vectors U, whose products K U = KQ W
+are known, and the next block is orth(K U - U Theta) (the residuals span the continuation of
+the Krylov space), so a restart costs no pass.
+
+Why fewer passes: span(Q) after i passes holds p(K) Omega for every polynomial p of degree
+< i + 1, and Rayleigh-Ritz picks the best of them; a Chebyshev polynomial separates lambda_j
+from lambda_{b+1} with error falling like exp(-2 i sqrt(gap_j)) for the relative gap
+gap_j = (lambda_j - lambda_{b+1}) / lambda_j, where subspace iteration (p = x^i only) gets
+(lambda_{b+1} / lambda_j)^i ~ exp(-i gap_j). On the flat top of a GRM spectrum without
+population structure (gaps of a few percent) that is sqrt(1/gap) times fewer passes: at
+rank 20, n = 5,000, 18-25 passes (oversampling 40-10) where subspace iteration needed 89 at
+oversampling 80 and over 300 at 10. A pass costs as in subspace iteration; the driver's algebra
+(n c b per iteration, and eigh of the c x c matrix B) grows with c but stays small beside a
+pass at these sizes.
+
+method = "subspace" (Halko, Martinsson & Tropp 2011: randomised range finder, Alg. 4.1, with
+subspace iteration, Alg. 4.4, and Rayleigh-Ritz, Alg. 5.3) keeps only the last block:
+
+    Y   = K Q_{i-1};  B = Q^T Y (b x b) = W Theta W^T;  U = Q W,  K U = Y W;  residuals as above;
     stop when r_j <= tol for j = 1..k, else Q_i = orth(Y).
 
-Why the residual bounds the error (K symmetric, u_j a unit vector, theta_j its Rayleigh
-quotient, delta_j the distance from theta_j to every other eigenvalue of K):
+The subspace converges like (lambda_{b+1} / lambda_j)^i, eigenvalues like its square, hence
+its large oversampling (80): more columns per pass, fewer passes where the spectrum is flat.
+
+Why the residual bounds the error, for either method (K symmetric, u_j a unit vector,
+theta_j its Rayleigh quotient, delta_j the distance from theta_j to every other eigenvalue of K):
     |lambda - theta_j| <= r_j theta_j                 for some eigenvalue lambda (Weyl / Bauer-Fike)
     |lambda - theta_j| <= (r_j theta_j)^2 / delta_j   (Kato-Temple: quadratic in the residual)
     sin angle(u_j, v_j) <= r_j theta_j / delta_j      (Davis-Kahan sin-theta theorem)
 and theta_j <= lambda_j (Cauchy interlacing: Ritz values approach from below). So `tol` is a
-bound on the relative eigenvalue error, and far smaller once the residual is below the gap.
-The subspace converges like (lambda_{l+1} / lambda_j)^i, eigenvalues like its square, hence
-oversampling: more columns per pass, fewer passes where the spectrum decays slowly.
+bound on the relative eigenvalue error, and far smaller once the residual is below the gap;
+the stopping rule, hence these bounds, are the same for both methods.
 
 Precision: the residual is computed from products K Q made in the worker dtype; float32
 workers leave an error of about 1e-7 ||K|| in every product, which floors the attainable
@@ -42,6 +73,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from dreml.operators.protocol import GRMOperator, check_weights
 from dreml.reml.config import fresh_seed
@@ -53,34 +85,58 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+KRYLOV_OVERSAMPLING = 20
+METHODS = ("krylov", "subspace")
+# default oversampling per method (EigenConfig.oversampling = None resolves to these)
+DEFAULT_OVERSAMPLING = {"krylov": KRYLOV_OVERSAMPLING, "subspace": 80}
+
+
 @dataclass(frozen=True)
 class EigenConfig:
     """Settings of `top_eigenpairs`. Frozen; invalid values raise `ValueError` at construction.
 
     Arguments:
         rank: k, the number of leading eigenpairs wanted (at least 1).
-        oversampling: extra columns carried beyond k; the subspace converges like
-            (lambda_{k+oversampling+1} / lambda_j)^iterations, so more columns cost more per
-            pass and save passes where the top of the spectrum is flat, as it is in cohorts
-            without strong structure. 80, not Halko et al.'s usual 10: a pass costs little
-            more with 100 columns than with 30 (decoding the genotypes dominates; 0.74 s
-            against 0.57 s at n = 5,000, m = 50,000 on 2 CPU workers), while at rank 20 the
-            passes fell from over 300 (oversampling 10) to 152 (40), 89 (80) and 69 (120):
-            80 was the fastest in the runs on a quiet machine (docs/performance.md, "Eigenvectors").
+        method: "krylov" (default: randomised block Krylov, every block kept) or "subspace"
+            (subspace iteration, the last block only); module docstring.
+        oversampling: extra columns per block beyond k; None (default) resolves to the
+            method's default, and the resolved value is what `config` records.
+            krylov: 20. Every block is kept, so the width matters less: at rank 20, n = 5,000,
+            m = 50,000 (2 CPU workers, tol 1e-4) oversampling 10, 20 and 40 took 25, 22 and 18
+            passes, 20.9, 18.2 and 17.1 s; on the n = 2,000 test cohort (rank 10, float32)
+            oversampling 5, 10, 20, 40 took 15, 13, 11, 9 passes (subspace at 80: 17-18), its
+            wall times too noisy on the shared machine to rank. 20: 6% behind 40 at n = 5,000
+            with half its block, so a smaller driver basis (docs/performance.md, "Eigenvectors").
+            subspace: 80, not Halko et al.'s usual 10: the subspace converges like
+            (lambda_{k+oversampling+1} / lambda_j)^iterations, and a pass costs little more
+            with 100 columns than with 30 (decoding the genotypes dominates; 0.74 s against
+            0.57 s at n = 5,000, m = 50,000 on 2 CPU workers), while at rank 20 the passes fell
+            from over 300 (oversampling 10) to 152 (40), 89 (80) and 69 (120): 80 was the
+            fastest in the runs on a quiet machine (docs/performance.md, "Eigenvectors").
         tol: stop when every one of the k relative residuals ||K u_j - theta_j u_j|| / theta_j
             is at most this; it bounds the relative eigenvalue error (module docstring).
         max_iter: most iterations (= passes); reaching it gives converged = False.
         seed: seeds the Gaussian start block; None draws a fresh seed, recorded in the result.
+        max_basis: krylov only: most basis columns kept (Q and K Q: 2 n max_basis float64 on
+            the driver, 640 MB at n = 20,000); reaching it restarts from the top rank +
+            oversampling Ritz vectors at no pass. At least 2 (rank + oversampling) unless
+            that exceeds n (checked by `check_samples`); ignored by subspace.
     """
 
     rank: int
-    oversampling: int = 80
+    oversampling: int | None = None
     tol: float = 1e-4
     max_iter: int = 300
     seed: int | None = None
+    method: str = "krylov"
+    max_basis: int = 2000
 
     def __post_init__(self) -> None:
-        for name, least in (("rank", 1), ("oversampling", 0), ("max_iter", 1)):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {self.method!r}")
+        if self.oversampling is None:
+            object.__setattr__(self, "oversampling", DEFAULT_OVERSAMPLING[self.method])
+        for name, least in (("rank", 1), ("oversampling", 0), ("max_iter", 1), ("max_basis", 2)):
             value = getattr(self, name)
             if not _is_int(value) or value < least:
                 raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
@@ -91,14 +147,15 @@ class EigenConfig:
 
     @property
     def columns(self) -> int:
-        """l = rank + oversampling, the width of every block."""
+        """b = rank + oversampling, the width of every block (one pass each)."""
         return self.rank + self.oversampling
 
     def check_samples(self, n: int) -> None:
-        """Raise `ValueError` unless 1 <= rank < n and rank + oversampling <= n.
+        """Raise `ValueError` unless 1 <= rank < n, rank + oversampling <= n and, for krylov,
+        max_basis >= min(2 (rank + oversampling), n).
 
         rank = n would ask for every eigenpair, which a dense `numpy.linalg.eigh` computes
-        more cheaply than any iteration; l > n columns cannot be orthonormal.
+        more cheaply than any iteration; b > n columns cannot be orthonormal.
         """
         if self.rank >= n:
             raise ValueError(f"rank must be less than the number of samples ({n}), got {self.rank}")
@@ -106,6 +163,12 @@ class EigenConfig:
             raise ValueError(
                 f"rank + oversampling = {self.rank} + {self.oversampling} exceeds the number of samples ({n}): "
                 f"lower oversampling to at most {n - self.rank}"
+            )
+        if self.method == "krylov" and self.max_basis < min(2 * self.columns, n):
+            # a restart keeps one block and must leave room for the next
+            raise ValueError(
+                f"max_basis must be at least 2 (rank + oversampling) = {2 * self.columns} for method 'krylov', "
+                f"got {self.max_basis}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,13 +188,14 @@ class EigenResult:
             where theta_j <= 0: K then has rank below k).
         weights: w_g of K = sum_g w_g K_g, shape (G,).
         component_names: the operator's components, in the order of `weights`.
-        iterations: subspace iterations made (each one pass).
+        iterations: iterations made (each one pass).
         passes: passes over the genotypes, counted by the operator.
         converged: every residual is at most `config.tol`; `status` says why not.
         status: "converged" or what to change.
         seed: the seed of the start block (also in `config`).
         config: the `EigenConfig` used.
         history: per iteration, the largest of the k relative residuals.
+        restarts: thick restarts made (krylov at max_basis; 0 for subspace).
         timings: seconds, "iterations" (the passes and the driver's algebra).
     """
 
@@ -148,6 +212,7 @@ class EigenResult:
     config: EigenConfig
     history: tuple[float, ...]
     timings: dict[str, float]
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but `eigenvectors` (n x k: written to the .eigenvec file) as strict JSON
@@ -158,6 +223,7 @@ class EigenResult:
             "iterations": self.iterations, "passes": self.passes, "converged": self.converged,
             "status": self.status, "seed": self.seed, "config": self.config.to_dict(),
             "history": _finite_or_none(np.array(self.history)), "timings": dict(self.timings),
+            "restarts": self.restarts,
         }
 
 
@@ -216,10 +282,12 @@ def top_eigenpairs(
     rank: int,
     *,
     weights: np.ndarray | None = None,
-    oversampling: int = EigenConfig.oversampling,
+    method: str = EigenConfig.method,
+    oversampling: int | None = None,
     tol: float = EigenConfig.tol,
     max_iter: int = EigenConfig.max_iter,
     seed: int | None = None,
+    max_basis: int = EigenConfig.max_basis,
 ) -> EigenResult:
     """The `rank` leading eigenpairs of K = sum_g w_g K_g, one pass per iteration.
 
@@ -228,7 +296,7 @@ def top_eigenpairs(
         rank: k, eigenpairs wanted; 1 <= k < n.
         weights: w_g, shape (G,); default `genome_weights(operator)` (all variants). A
             one-hot vector selects one K_g.
-        oversampling, tol, max_iter, seed: see `EigenConfig`.
+        method, oversampling, tol, max_iter, seed, max_basis: see `EigenConfig`.
 
     Returns:
         `EigenResult`. Not reaching `tol` within `max_iter` is reported in `converged` and
@@ -237,7 +305,8 @@ def top_eigenpairs(
     Raises:
         ValueError: invalid settings, rank >= n, rank + oversampling > n, or bad weights.
     """
-    config = EigenConfig(rank=rank, oversampling=oversampling, tol=tol, max_iter=max_iter, seed=seed)
+    config = EigenConfig(rank=rank, oversampling=oversampling, tol=tol, max_iter=max_iter, seed=seed,
+                         method=method, max_basis=max_basis)
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
     n = operator.shape[0]
@@ -246,31 +315,135 @@ def top_eigenpairs(
     t0 = time.perf_counter()
     passes0 = operator.passes
     rng = np.random.default_rng(config.seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, config.columns)))
-    history: list[float] = []
+    Q0, _ = np.linalg.qr(rng.standard_normal((n, config.columns)))
+    iterate = _krylov if config.method == "krylov" else _subspace
+    theta, U, relative, history, restarts, status = iterate(operator, w, Q0, config)
+    seconds = time.perf_counter() - t0
     k = config.rank
+    return EigenResult(
+        eigenvalues=theta[:k], eigenvectors=_fix_signs(U[:, :k]), residuals=relative, weights=w,
+        component_names=tuple(operator.component_names), iterations=len(history),
+        passes=operator.passes - passes0, converged=status == "converged", status=status, seed=config.seed,
+        config=config, history=tuple(history), timings={"iterations": seconds}, restarts=restarts,
+    )
+
+
+def _log(config: EigenConfig, iteration: int, relative: np.ndarray, extra: str = "") -> None:
+    logger.info("eigen %s iteration %d: max relative residual %.3g (%d of %d below %.3g)%s", config.method,
+                iteration, float(relative.max()), int(np.sum(relative <= config.tol)), config.rank, config.tol, extra)
+
+
+def _not_converged(config: EigenConfig, history: list[float], relative: np.ndarray) -> str:
+    worst = int(np.argmax(relative))
+    return (
+        f"not converged: after max_iter = {config.max_iter} iterations the largest relative residual is "
+        f"{history[-1]:.3g} (eigenpair {worst + 1}) > tol = {config.tol:g}; raise max_iter or "
+        f"oversampling, or accept the residuals reported"
+    )
+
+
+def _subspace(operator: GRMOperator, w: np.ndarray, Q: np.ndarray, config: EigenConfig):
+    """Subspace iteration (module docstring): Q = orth(K Q) each pass, Rayleigh-Ritz on the last block."""
+    k = config.rank
+    history: list[float] = []
+    status = ""
     for iteration in range(1, config.max_iter + 1):
         Y = np.asarray(operator.matmat(Q, weights=w), dtype=np.float64)
         theta, U, residual = _rayleigh_ritz(Q, Y)
         relative = _relative(residual[:k], theta[:k])
         history.append(float(relative.max()))
-        logger.info("eigen iteration %d: max relative residual %.3g (%d of %d below %.3g)",
-                    iteration, history[-1], int(np.sum(relative <= config.tol)), k, config.tol)
+        _log(config, iteration, relative)
         if history[-1] <= config.tol:
             status = "converged"
             break
         Q, _ = np.linalg.qr(Y)
     else:
-        worst = int(np.argmax(relative))
-        status = (
-            f"not converged: after max_iter = {config.max_iter} iterations the largest relative residual is "
-            f"{history[-1]:.3g} (eigenpair {worst + 1}) > tol = {config.tol:g}; raise max_iter or "
-            f"oversampling, or accept the residuals reported"
-        )
-    seconds = time.perf_counter() - t0
-    return EigenResult(
-        eigenvalues=theta[:k], eigenvectors=_fix_signs(U[:, :k]), residuals=relative, weights=w,
-        component_names=tuple(operator.component_names), iterations=iteration,
-        passes=operator.passes - passes0, converged=status == "converged", status=status, seed=config.seed,
-        config=config, history=tuple(history), timings={"iterations": seconds},
-    )
+        status = _not_converged(config, history, relative)
+    return theta, U, relative, history, 0, status
+
+
+# a projected column whose norm is below this fraction of the block's largest column is
+# numerically in span(Q) and dropped (float64 rounding of the projections is ~1e-16 c)
+_DEPENDENT = 1e-10
+
+
+def _new_block(Q: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Orthonormal columns spanning (I - Q Q^T) Y, orthogonal to Q to rounding; numerically
+    dependent columns dropped (shape (n, 0) when nothing new remains).
+
+    Classical Gram-Schmidt twice ("twice is enough", Giraud et al. 2005), then a pivoted QR
+    reveals the rank; the kept columns are projected and orthonormalised once more, so the
+    basis stays orthonormal even where a column lost most of its norm to the projection.
+    """
+    scale = float(np.max(np.linalg.norm(Y, axis=0))) if Y.size else 0.0
+    if scale == 0.0:
+        return Y[:, :0]
+    P = Y - Q @ (Q.T @ Y)
+    P -= Q @ (Q.T @ P)
+    V, R, _ = scipy.linalg.qr(P, mode="economic", pivoting=True)
+    keep = int(np.sum(np.abs(np.diag(R)) > _DEPENDENT * scale))
+    if keep == 0:
+        return Y[:, :0]
+    V = V[:, :keep]
+    V -= Q @ (Q.T @ V)
+    V, _ = np.linalg.qr(V)
+    return V
+
+
+def _krylov(operator: GRMOperator, w: np.ndarray, Q0: np.ndarray, config: EigenConfig):
+    """Randomised block Krylov with full reorthogonalisation and thick restarts (module docstring)."""
+    n, b = Q0.shape
+    k = config.rank
+    cap = min(config.max_basis, n)
+    Q = np.empty((n, cap))   # orthonormal basis [Q_0 .. Q_i]
+    KQ = np.empty((n, cap))  # its products [Y_0 .. Y_i]
+    B = np.empty((cap, cap))  # Q^T K Q, grown one block at a time
+    history: list[float] = []
+    restarts = 0
+    c = 0  # columns in the basis
+    block = Q0  # next block to apply K to
+    status = ""
+    for iteration in range(1, config.max_iter + 1):
+        Y = np.asarray(operator.matmat(block, weights=w), dtype=np.float64)
+        r = block.shape[1]
+        Q[:, c:c + r], KQ[:, c:c + r] = block, Y
+        cross = Q[:, :c + r].T @ Y  # (c + r) x r: the new block column of B
+        B[:c + r, c:c + r] = cross
+        B[c:c + r, :c] = cross[:c].T
+        B[c:c + r, c:c + r] = (cross[c:] + cross[c:].T) / 2  # symmetrised: Y carries the workers' rounding
+        c += r
+        # top b Ritz pairs of K on span(Q) (all c when c <= b)
+        top = min(b, c)
+        theta, W = scipy.linalg.eigh(B[:c, :c], subset_by_index=(c - top, c - 1), check_finite=False)
+        theta, W = theta[::-1], W[:, ::-1]
+        U = Q[:, :c] @ W
+        KU = KQ[:, :c] @ W
+        residual = np.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0)
+        relative = _relative(residual, theta[:k])
+        history.append(float(relative.max()))
+        _log(config, iteration, relative, f"; basis {c} columns")
+        if history[-1] <= config.tol:
+            status = "converged"
+            break
+        if iteration == config.max_iter:
+            status = _not_converged(config, history, relative)
+            break
+        candidate = Y
+        if c + b > cap and c > top:
+            # thick restart: the top b Ritz vectors and their known products; the residuals
+            # K U - U Theta span the continuation of the Krylov space (no pass)
+            restarts += 1
+            logger.info("eigen krylov: basis at %d of max_basis = %d columns, restart %d from the top %d Ritz vectors",
+                        c, cap, restarts, top)
+            Q[:, :top], KQ[:, :top] = U, KU
+            B[:top, :top] = np.diag(theta)
+            c = top
+            candidate = KU - U * theta
+        block = _new_block(Q[:, :c], candidate)[:, :cap - c]
+        if block.shape[1] == 0:
+            # span(Q) is invariant under K: the Ritz pairs are exact to rounding
+            status = (f"not converged: the Krylov space became invariant (basis {c} columns) with largest "
+                      f"relative residual {history[-1]:.3g} > tol = {config.tol:g}, the rounding floor of the "
+                      f"products; raise tol or use --worker-dtype float64")
+            break
+    return theta, U, relative, history, restarts, status

@@ -2,7 +2,8 @@
 
 K is the GRM of all variants, sum_g (m_g / sum_h m_h) K_g over the chosen components, or one
 component's K_g with `--component NAME`. The eigenpairs come from `dreml.eigen.top_eigenpairs`
-(randomised subspace iteration, one pass per iteration) on the Dask genotype operator.
+(randomised block Krylov by default, or subspace iteration with `--method subspace`; one pass
+per iteration) on the Dask genotype operator.
 
 Outputs (each written to NAME.tmp and renamed):
     PREFIX.eigenval    one eigenvalue per line, largest first (GCTA `--pca` layout and scale)
@@ -26,7 +27,7 @@ import numpy as np
 from dreml.cli.common import add_cluster_options, cluster_client, float_list
 from dreml.cli.fit import check_out_prefix
 from dreml.components import Components
-from dreml.eigen import EigenConfig, EigenResult, top_eigenpairs
+from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, EigenResult, top_eigenpairs
 from dreml.errors import InputError
 from dreml.fit import ComponentChoice
 from dreml.operators import GenotypeOperator
@@ -51,9 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--component", metavar="NAME",
                    help="eigenpairs of this component's K_g (default: the GRM of all variants)")
     p.add_argument("--rank", type=int, required=True, help="k, the number of leading eigenpairs")
-    p.add_argument("--oversampling", type=int, default=EigenConfig.oversampling,
-                   help="extra columns per pass beyond k: fewer passes where the spectrum is flat "
-                        f"(default {EigenConfig.oversampling})")
+    p.add_argument("--method", choices=METHODS, default=EigenConfig.method,
+                   help="krylov: randomised block Krylov, every block kept (fewest passes); subspace: "
+                        f"subspace iteration, the last block only (default {EigenConfig.method})")
+    p.add_argument("--oversampling", type=int,
+                   help="extra columns per pass beyond k (default: "
+                        + ", ".join(f"{DEFAULT_OVERSAMPLING[m]} for {m}" for m in METHODS) + ")")
+    p.add_argument("--max-basis", type=int, default=EigenConfig.max_basis,
+                   help="krylov: most basis columns on the driver (2 n max_basis float64), then a "
+                        f"thick restart at no pass (default {EigenConfig.max_basis})")
     p.add_argument("--tol", type=float, default=EigenConfig.tol,
                    help="stop when every relative residual ||K u - lambda u|| / lambda is at most this "
                         f"(default {EigenConfig.tol:g})")
@@ -82,7 +89,8 @@ def config_from_args(args: argparse.Namespace, n: int) -> EigenConfig:
     """The settings, checked against the n samples of the stores."""
     try:
         config = EigenConfig(rank=args.rank, oversampling=args.oversampling, tol=args.tol,
-                             max_iter=args.max_iter, seed=args.seed)
+                             max_iter=args.max_iter, seed=args.seed, method=args.method,
+                             max_basis=args.max_basis)
         config.check_samples(n)
     except ValueError as exc:
         raise InputError(f"dreml eigen: {_as_options(str(exc))}") from exc
@@ -135,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
         what = f"K_g of component {args.component}" if args.component else "the GRM of all variants"
         logger.info("top %d eigenpairs of %s on %d samples; dashboard: %s", config.rank, what, operator.shape[0], dashboard)
         # weights m_g / sum m: the GRM of all variants, or 1 for the one component selected
-        result = top_eigenpairs(operator, config.rank, oversampling=config.oversampling,
-                                tol=config.tol, max_iter=config.max_iter, seed=config.seed)
+        result = top_eigenpairs(operator, config.rank, method=config.method, oversampling=config.oversampling,
+                                tol=config.tol, max_iter=config.max_iter, seed=config.seed,
+                                max_basis=config.max_basis)
         report = {
             **result.to_dict(), "n_samples": operator.shape[0],
             "components": [{"name": g, "m": int(m)} for g, m in zip(operator.component_names, operator.m)],

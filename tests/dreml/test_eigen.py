@@ -26,7 +26,7 @@ from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.cli import main as dreml_main
-from dreml.eigen import EigenConfig, top_eigenpairs
+from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, top_eigenpairs
 from dreml.fit import ComponentChoice, prepare_inputs
 from dreml.operators import DenseOperator, GenotypeOperator
 from dreml.simulate import SimulationConfig, simulate_cohort
@@ -92,11 +92,22 @@ def check_against_eigh(result, lam: np.ndarray, V: np.ndarray) -> None:
     np.testing.assert_allclose(np.linalg.norm(U, axis=0), 1.0, rtol=1e-12)
 
 
-def test_top_eigenpairs__genome_matches_eigh(operator, reference):
+@pytest.fixture(scope="module")
+def genome_results(operator) -> dict:
+    """Top 10 of the GRM of all variants at tol 1e-5, by each method at its default oversampling
+    (shared by the tests below)."""
+    return {method: top_eigenpairs(operator, 10, method=method, tol=1e-5, seed=1)
+            for method in METHODS}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenpairs__genome_matches_eigh(method, genome_results, operator, reference):
     lam, V = reference["all"]
-    result = top_eigenpairs(operator, 10, oversampling=20, tol=1e-5, seed=1)
+    result = genome_results[method]
+    assert result.config.method == method and result.config.oversampling == DEFAULT_OVERSAMPLING[method]
     assert result.converged and result.status == "converged"
     assert result.passes == result.iterations == len(result.history)
+    assert result.restarts == 0
     # default weights m_g / sum m: the two disjoint components make the GRM of all variants
     np.testing.assert_allclose(result.weights, operator.m / operator.m.sum())
     assert np.all(result.residuals <= 1e-5)
@@ -105,13 +116,53 @@ def test_top_eigenpairs__genome_matches_eigh(operator, reference):
     assert np.all(np.diff(result.eigenvalues) <= 0)
 
 
-def test_top_eigenpairs__one_component_by_weights(operator, reference):
+def test_top_eigenpairs__krylov_fewer_passes_than_subspace(genome_results):
+    krylov, subspace = genome_results["krylov"].passes, genome_results["subspace"].passes
+    # the same accuracy, each at its default block width: Chebyshev-like filters against powers
+    assert krylov < subspace, (krylov, subspace)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_top_eigenpairs__one_component_by_weights(method, operator, reference):
     name = operator.component_names[1]
     lam, V = reference[name]
-    result = top_eigenpairs(operator, 5, weights=np.array([0.0, 1.0]), oversampling=20, tol=1e-5, seed=2)
+    result = top_eigenpairs(operator, 5, weights=np.array([0.0, 1.0]), method=method, tol=1e-5, seed=2)
     assert result.converged
     np.testing.assert_allclose(result.eigenvalues, lam[:5], rtol=1e-6)
     check_against_eigh(result, lam, V)
+
+
+def test_top_eigenpairs__krylov_restarts_at_max_basis():
+    Z = np.random.default_rng(2).standard_normal((300, 400))
+    op = DenseOperator.from_genotypes([Z])  # flat spectrum: many passes, so several restarts
+    lam, V = np.linalg.eigh(Z @ Z.T / 400)
+    lam, V = lam[::-1], V[:, ::-1]
+    result = top_eigenpairs(op, 5, oversampling=5, tol=1e-8, max_basis=30, seed=4)
+    assert result.converged and result.restarts > 0
+    assert result.config.max_basis == 30 and result.to_dict()["restarts"] == result.restarts
+    assert result.passes == result.iterations
+    np.testing.assert_allclose(result.eigenvalues, lam[:5], rtol=1e-12)
+    check_against_eigh(result, lam, V)
+    # the restarted run reaches the same pairs as the unrestarted one, in more passes
+    full = top_eigenpairs(op, 5, oversampling=5, tol=1e-8, seed=4)
+    assert full.restarts == 0 and full.passes < result.passes
+    np.testing.assert_allclose(result.eigenvalues, full.eigenvalues, rtol=1e-12)
+
+
+def test_top_eigenpairs__krylov_stops_on_invariant_space():
+    # K of rank 6 (< one block of 8 columns): the second block adds nothing, the Ritz pairs are exact
+    Z = np.random.default_rng(1).standard_normal((40, 6))
+    result = top_eigenpairs(DenseOperator.from_genotypes([Z]), 3, oversampling=5, tol=1e-12, seed=0)
+    lam = np.linalg.eigvalsh(Z @ Z.T / 6)[::-1]
+    np.testing.assert_allclose(result.eigenvalues, lam[:3], rtol=1e-12)
+    assert result.passes <= 2
+
+
+def test_eigen_config__oversampling_default_per_method():
+    assert EigenConfig(rank=3).method == "krylov"
+    assert EigenConfig(rank=3).oversampling == DEFAULT_OVERSAMPLING["krylov"]
+    assert EigenConfig(rank=3, method="subspace").oversampling == 80
+    assert EigenConfig(rank=3, method="subspace", oversampling=7).to_dict()["oversampling"] == 7
 
 
 def test_top_eigenpairs__not_converged_at_max_iter(reference):
@@ -157,6 +208,15 @@ def test_top_eigenpairs__raise_on_columns_above_n():
         top_eigenpairs(small_operator(), 35, oversampling=10)
 
 
+def test_top_eigenpairs__raise_on_max_basis_below_two_blocks():
+    with pytest.raises(ValueError, match=r"max_basis must be at least 2 \(rank \+ oversampling\) = 16 "
+                                         r"for method 'krylov', got 15"):
+        top_eigenpairs(small_operator(), 3, oversampling=5, max_basis=15)
+    # no limit where the basis cannot outgrow it (n = 40 columns at most), nor for subspace
+    assert top_eigenpairs(small_operator(), 3, oversampling=5, max_basis=40, max_iter=1, seed=0).iterations == 1
+    assert top_eigenpairs(small_operator(), 3, method="subspace", max_basis=2, oversampling=5, max_iter=1, seed=0).iterations == 1
+
+
 def test_top_eigenpairs__raise_on_weights_missing_for_components():
     Z = np.random.default_rng(0).standard_normal((20, 30))
     op = DenseOperator.from_genotypes([Z[:, :10], Z[:, 10:]])
@@ -169,10 +229,12 @@ def test_top_eigenpairs__raise_on_weights_missing_for_components():
     ("oversampling", -1, "oversampling must be a whole number of at least 0"),
     ("max_iter", 0, "max_iter must be a whole number of at least 1"),
     ("seed", -3, "seed must be a non-negative whole number"),
+    ("method", "lanczos", "method must be one of 'krylov', 'subspace', got 'lanczos'"),
+    ("max_basis", 1, "max_basis must be a whole number of at least 2"),
 ])
 def test_eigen_config__raise_on_invalid_setting(field, value, match):
     with pytest.raises(ValueError, match=match):
-        EigenConfig(rank=2, **{field: value})
+        EigenConfig(**{"rank": 2, "oversampling": 10, field: value})
 
 
 def test_cli_eigen__one_component_end_to_end(cohort, reference, client, tmp_path):
@@ -190,6 +252,8 @@ def test_cli_eigen__one_component_end_to_end(cohort, reference, client, tmp_path
     assert report["components"] == [{"name": name, "m": m_g}]
     assert report["seed"] == 5 and report["settings"]["worker_dtype"] == "float32"
     assert report["passes"] == report["iterations"] and report["workers"] == 2
+    assert report["config"]["method"] == "krylov"
+    assert report["config"]["oversampling"] == DEFAULT_OVERSAMPLING["krylov"]
     eigenval = np.loadtxt(f"{out}.eigenval")
     np.testing.assert_allclose(eigenval, report["eigenvalues"], rtol=1e-9)
     # default tol 1e-4 on float32 workers: bounded by the residuals, well inside 1e-5 here

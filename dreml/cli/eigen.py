@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dreml.cli.common import add_cluster_options, cluster_client, float_list
+from dreml.cli.common import add_cluster_options, cluster_client
+from dreml.cli.inputs import add_genotype_options, component_choice, memory_budget
 from dreml.cli.fit import check_out_prefix
 from dreml.components import Components
 from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, EigenResult, top_eigenpairs
 from dreml.errors import InputError
-from dreml.fit import ComponentChoice
 from dreml.operators import GenotypeOperator
 from dreml.outputs import atomic_write_text
 from dreml.store import Store, open_stores
@@ -43,12 +43,7 @@ DEFAULT_WORKER_DTYPE = "float32"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eigen", help="top eigenvalues and eigenvectors (PCs) of a GRM, matrix-free")
-    p.add_argument("--store", action="append", required=True, help="genotype store (repeat for several)")
-    spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--components", help="component spec (.json or .npz)")
-    spec.add_argument("--component-file", help="SNP<TAB>component text file")
-    spec.add_argument("--by-chromosome", action="store_true", help="one component per chromosome")
-    spec.add_argument("--maf-bins", type=float_list, help="MAF bin edges, e.g. 0.01,0.05,0.5")
+    add_genotype_options(p)
     p.add_argument("--component", metavar="NAME",
                    help="eigenpairs of this component's K_g (default: the GRM of all variants)")
     p.add_argument("--rank", type=int, required=True, help="k, the number of leading eigenpairs")
@@ -70,9 +65,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker-dtype", choices=("float32", "float64"), default=DEFAULT_WORKER_DTYPE,
                    help="arithmetic on the workers; float32 reaches relative residuals of about 1e-6, "
                         f"use float64 for a smaller --tol (default {DEFAULT_WORKER_DTYPE})")
-    p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
-    p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
-    p.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
     p.add_argument("--out", required=True, help="output prefix")
     add_cluster_options(p)
     p.set_defaults(run=run)
@@ -127,15 +119,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # every input is checked before a cluster is started, so bad input fails in a second
     stores = open_stores([Path(s) for s in args.store])
-    choice = ComponentChoice(
-        spec=args.components or args.component_file, by_chromosome=args.by_chromosome,
-        maf_bins=tuple(args.maf_bins) if args.maf_bins else None,
-    )
-    spec = select_component(choice.resolve(stores), args.component)
+    spec = select_component(component_choice(args).resolve(stores), args.component)
     config = config_from_args(args, stores[0].n_samples)
     check_out_prefix(args.out)
     with cluster_client(args) as client, GenotypeOperator(
-        stores, spec, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=args.memory_budget,
+        stores, spec, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=memory_budget(args),
         min_maf=args.min_maf, max_missing=args.max_missing,
     ) as operator:
         t_load = time.perf_counter() - t0

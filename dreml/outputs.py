@@ -10,6 +10,7 @@ looks complete.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -21,11 +22,15 @@ import numpy as np
 from dreml.fit_result import STATE_SUFFIX, FitResult, FitState
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary sibling and a rename."""
+def atomic_write_text(path: str | Path, text: str, *, gz: bool = False) -> None:
+    """Write `text` to `path` (gzip-compressed with `gz`) through a temporary sibling and a rename."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if gz:
+        with gzip.open(tmp, "wt") as handle:
+            handle.write(text)
+    else:
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -41,7 +41,6 @@ variant of every store appears in the output, in store order.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import time
@@ -483,14 +482,7 @@ def write_outputs(result: MarginalResult, prefix: str | Path, *, gz: bool = Fals
     paths = []
     for trait in result.traits:
         path = Path(f"{prefix}.{trait.name}.glm.linear" + (".gz" if gz else ""))
-        text = glm_linear_text(result, trait)
-        if gz:
-            tmp = path.with_name(path.name + ".tmp")
-            with gzip.open(tmp, "wt") as f:
-                f.write(text)
-            tmp.replace(path)
-        else:
-            atomic_write_text(path, text)
+        atomic_write_text(path, glm_linear_text(result, trait), gz=gz)
         paths.append(path)
     json_path = Path(f"{prefix}.gwas.json")
     write_json({**(report or {}), **result.to_dict()}, json_path)

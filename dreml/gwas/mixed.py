@@ -49,7 +49,6 @@ one workflow, as in `dreml.gwas.marginal`.)
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import time
@@ -583,14 +582,7 @@ def write_mixed_outputs(result: MixedResult, prefix: str | Path, *, gz: bool = F
     paths = []
     for trait in result.traits:
         path = Path(f"{prefix}.{trait.name}{SUFFIX}" + (".gz" if gz else ""))
-        text = glm_mixed_text(result, trait)
-        if gz:
-            tmp = path.with_name(path.name + ".tmp")
-            with gzip.open(tmp, "wt") as f:
-                f.write(text)
-            tmp.replace(path)
-        else:
-            atomic_write_text(path, text)
+        atomic_write_text(path, glm_mixed_text(result, trait), gz=gz)
         paths.append(path)
     json_path = Path(f"{prefix}.gwas_mixed.json")
     write_json({**(report or {}), **result.to_dict()}, json_path)

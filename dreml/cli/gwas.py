@@ -28,10 +28,13 @@ from dreml.gwas.mixed import (
     mixed_gwas,
     write_mixed_outputs,
 )
+from dreml.gwas.plots import write_trait_plots
 from dreml.operators import GenotypeOperator
 from dreml.store import open_stores
 
 logger = logging.getLogger(__name__)
+
+PLOT_HELP = "also write PREFIX.<trait>.manhattan.png and PREFIX.<trait>.qq.png (lambda_GC on the QQ plot)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="missing calls: drop the sample for that variant (complete-case, plink2's rule, default) "
                         "or set them to the variant's mean dosage (mean-impute)")
     m.add_argument("--gz", action="store_true", help="write PREFIX.<trait>.glm.linear.gz")
+    m.add_argument("--plot", action="store_true", help=PLOT_HELP)
     m.add_argument("--out", required=True, help="output prefix")
     m.add_argument("--worker-dtype", choices=("float32", "float64"), default="float64",
                    help="worker arithmetic of the sums (default float64: exact counts, ~1e-12 statistics)")
@@ -84,6 +88,7 @@ def _add_mixed(tests: argparse._SubParsersAction) -> None:
     budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
     budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
     x.add_argument("--gz", action="store_true", help="write PREFIX.<trait>.glm.mixed.gz")
+    x.add_argument("--plot", action="store_true", help=PLOT_HELP)
     x.add_argument("--out", required=True, help="output prefix")
     add_cluster_options(x)
     x.set_defaults(run=run_mixed)
@@ -149,6 +154,8 @@ def run_mixed(args: argparse.Namespace) -> int:
         "wall_s": {"inputs": t_inputs - t0, "load": t_load - t_inputs, "gwas": time.perf_counter() - t_load},
     }
     paths = write_mixed_outputs(result, args.out, gz=args.gz, report=report)
+    if args.plot:
+        paths += [path for t in result.traits for path in write_trait_plots(result, t, args.out, test="mixed model (LOCO)")]
     for c in result.chromosomes:
         extra = "" if config.exact_denominator else f", calibration {c.calibration_factor:.5g} (MC SE {c.calibration_se:.2g}, R = {c.calibration_variants})"
         print(f"chromosome {c.contig}: {c.n_variants} variants, {c.passes} passes{extra}")
@@ -189,6 +196,8 @@ def run_marginal(args: argparse.Namespace) -> int:
         "wall_s": {"inputs": t_inputs - t0, "load": t_load - t_inputs, "gwas": time.perf_counter() - t_load},
     }
     paths = write_outputs(result, args.out, gz=args.gz, report=report)
+    if args.plot:
+        paths += [path for t in result.traits for path in write_trait_plots(result, t, args.out)]
     for t in result.traits:
         print(f"{t.name}: n = {t.n}, {t.n_tested} variants tested, skipped {t.skipped}, lambda_GC = {t.lambda_gc:.4f}")
     print("wrote " + ", ".join(str(p) for p in paths))

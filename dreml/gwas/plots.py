@@ -203,18 +203,21 @@ def write_qq(path: str | Path, p: np.ndarray, title: str, *, log10_p: np.ndarray
     return lam
 
 
-def write_trait_plots(result: MarginalResult, trait: TraitResult | str, prefix: str | Path) -> list[Path]:
-    """PREFIX.<trait>.manhattan.png and PREFIX.<trait>.qq.png of one trait of `result`.
+def write_trait_plots(result: MarginalResult, trait: TraitResult | str, prefix: str | Path, *,
+                      test: str | None = None) -> list[Path]:
+    """PREFIX.<trait>.manhattan.png and PREFIX.<trait>.qq.png of one trait of `result` (a
+    marginal or a mixed-model result: both carry chrom, pos and per trait p, log10_p, n).
 
     Arguments:
         trait: one of `result.traits`, or its name.
+        test: the test named in the titles (default: "marginal GWAS, <missing mode>").
     """
     if isinstance(trait, str):
         by_name = {t.name: t for t in result.traits}
         if trait not in by_name:
             raise KeyError(f"no trait {trait!r} in the result (traits: {', '.join(by_name)})")
         trait = by_name[trait]
-    title = f"{trait.name}: marginal GWAS, {result.missing}, n = {trait.n}"
+    title = f"{trait.name}: {test or f'marginal GWAS, {result.missing}'}, n = {trait.n}"
     manhattan = write_manhattan(f"{prefix}.{trait.name}.manhattan.png", result.chrom, result.pos, trait.p, title,
                                 log10_p=trait.log10_p)
     qq = Path(f"{prefix}.{trait.name}.qq.png")

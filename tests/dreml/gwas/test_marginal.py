@@ -154,7 +154,9 @@ def test_dreml_gwas_marginal_cli__files_header_and_gz_round_trip(cohort, runs, c
     args = ["gwas", "marginal", "--store", str(root / "c.zarr"), "--pheno", str(root / "c.pheno"),
             "--covar", str(root / "c.covar"), "--scheduler", client.scheduler.address]
     assert dreml_main(args + ["--out", str(tmp_path / "plain")]) == 0
-    assert dreml_main(args + ["--out", str(tmp_path / "z"), "--gz", "--pheno-name", "trait2"]) == 0
+    assert dreml_main(args + ["--out", str(tmp_path / "z"), "--gz", "--pheno-name", "trait2", "--plot"]) == 0
+    for kind in ("manhattan", "qq"):
+        assert (tmp_path / f"z.trait2.{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     expected = runs[True, "complete-case"]
     for trait in expected.traits:
         text = (tmp_path / f"plain.{trait.name}.glm.linear").read_text()

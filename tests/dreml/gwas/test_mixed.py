@@ -210,9 +210,10 @@ def test_cli_gwas_mixed__end_to_end(cohort, client, calibrated, tmp_path, capsys
     root, _ = cohort
     out = tmp_path / "m"
     rc = dreml_main(["gwas", "mixed", "--fit", str(root / "fit"), "--pheno-name", "trait1,trait2",
-                     "--seed", "3", "--worker-dtype", "float64", "--out", str(out),
+                     "--seed", "3", "--worker-dtype", "float64", "--out", str(out), "--plot",
                      "--scheduler", client.scheduler.address])
     assert rc == 0
+    assert (tmp_path / "m.trait1.qq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((tmp_path / "m.gwas_mixed.json").read_text())
     assert report["denominator"] == "calibrated" and report["seed"] == 3 and len(report["chromosomes"]) == 3
     assert [t["name"] for t in report["traits"]] == ["trait1", "trait2"]

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from benchmarks.fit import ROOT
+from benchmarks.fit import cohort as fit_cohort
 from converters import convert
 from dreml.cluster import session
 from dreml.fit import fit_prepared, prepare_inputs
@@ -108,6 +109,47 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
+def run_large() -> list[dict]:
+    """LOCO at n = 20,000 x m = 100,000 (the `benchmarks/fit.py --large` cohort, 3 chromosomes,
+    one fitted component): the fit, then passes and seconds per chromosome of one trait and of
+    10 traits (the trait and 9 shuffled copies, sharing the passes)."""
+    prefix = fit_cohort(20000, 100000, (0.3, 0.2))
+    zarr, pheno, covar = prefix.with_suffix(".zarr"), Path(f"{prefix}.pheno"), Path(f"{prefix}.covar")
+    inputs = prepare_inputs(zarr, pheno, covar=covar)
+    many = ROOT / "gwas_mixed_large_10traits.pheno"
+    y = np.full(inputs.stores[0].n_samples, np.nan)
+    y[inputs.data.sample_index] = inputs.data.y
+    rng = np.random.default_rng(0)
+    columns = [y] + [np.where(np.isnan(y), np.nan, y[rng.permutation(len(y))]) for _ in range(9)]
+    store = open_store(zarr)
+    rows_text = ["FID IID " + " ".join(f"t{k}" for k in range(10))]
+    for i, (fid, iid) in enumerate(zip(store.sample_family_id, store.sample_id)):
+        rows_text.append(f"{fid} {iid} " + " ".join("NA" if np.isnan(c[i]) else f"{c[i]:.10g}" for c in columns))
+    many.write_text("\n".join(rows_text) + "\n")
+    rows = []
+    with session(n_workers=WORKERS) as client:
+        t0 = time.perf_counter()
+        fitted = fit_prepared(inputs, client=client, config=FitConfig(seed=0, method="randomised"))
+        rows.append({"n": len(inputs.data.y), "m": 100000, "test": "fit", "traits": 1, "passes": fitted.passes,
+                     "seconds": time.perf_counter() - t0})
+        layout = loco_layout(fitted.state, [store])
+        for names, path in ((["t0"], many), ([f"t{k}" for k in range(10)], many)):
+            traits = load_traits(store.sample_id, path, pheno_names=names, covar=covar)
+            check_fit_inputs(fitted.state, [store], traits)
+            t0 = time.perf_counter()
+            with loco_operator([store], layout, traits[0].sample_index, client=client) as op:
+                t_load = time.perf_counter() - t0
+                mixed = mixed_gwas(op, fitted.state, layout, traits, config=MixedConfig(seed=0))
+            seconds = time.perf_counter() - t0 - t_load
+            for c in mixed.chromosomes:
+                rows.append({"n": len(inputs.data.y), "m": 100000, "test": f"mixed chr {c.contig}", "traits": len(names),
+                             "passes": c.passes, "calibration": f"{c.calibration_factor:.4g}+-{c.calibration_se:.2g}"})
+            rows.append({"n": len(inputs.data.y), "m": 100000, "test": "mixed total", "traits": len(names),
+                         "passes": mixed.passes, "seconds": seconds, "load_s": t_load,
+                         "lambda_gc": mixed.traits[0].lambda_gc})
+    return rows
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -115,5 +157,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--large", action="store_true", help="n = 20,000 x m = 100,000: passes and seconds per chromosome")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run_large() if args.large else run(quick=args.quick)))

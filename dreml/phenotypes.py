@@ -132,6 +132,17 @@ def _design_columns(name: str, raw: np.ndarray, table: SampleTable, lines: np.nd
     return [f"{name}_{level}" for level in levels[1:]], cols
 
 
+def redundant_columns(X: np.ndarray, names: list[str]) -> list[str]:
+    """The columns of X (in order) that lie in the span of the columns before them."""
+    out, rank = [], 0
+    for j in range(X.shape[1]):
+        r = np.linalg.matrix_rank(X[:, : j + 1])
+        if r == rank:
+            out.append(names[j])
+        rank = r
+    return out
+
+
 @dataclass(frozen=True)
 class AnalysisData:
     """Phenotype, design matrix and the store samples they belong to.
@@ -225,7 +236,8 @@ def load_analysis_data(
         source = covar if covar is not None else pheno
         raise InputError(
             f"{source}: covariates are rank-deficient over the {len(y)} samples used "
-            f"(rank {rank} < {X.shape[1]} columns: {', '.join(names)}); drop a redundant or constant covariate"
+            f"(rank {rank} < {X.shape[1]} columns: {', '.join(names)}); {', '.join(redundant_columns(X, names))} "
+            f"is a linear combination of the columns before it (a constant is one of the intercept): drop it"
         )
     sample_index = np.array([position[c] for c in iid], dtype=np.int64)
     order = np.argsort(sample_index, kind="stable")  # store order keeps shard reads sequential

@@ -123,7 +123,7 @@ def test_load_analysis_data__raise_on_constant_phenotype(tmp_path):
 
 def test_load_analysis_data__raise_on_rank_deficient_covariates(tmp_path, pheno):
     c = write(tmp_path / "c", "FID IID u v\nfa a 1 2\nfc c 2 4\nfd d 3 6\nfe e 4 8\n")
-    with pytest.raises(InputError, match=r"c: covariates are rank-deficient .* \(rank 2 < 3 columns: intercept, u, v\)"):
+    with pytest.raises(InputError, match=r"c: covariates are rank-deficient .* \(rank 2 < 3 columns: intercept, u, v\); v is a linear combination"):
         load_analysis_data(STORE_IID, pheno, covar=c)
 
 

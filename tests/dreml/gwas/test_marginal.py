@@ -193,7 +193,7 @@ def test_load_traits__raise_on_collinear_covariates(cohort, tmp_path):
     rows = [f.split() for f in open(cohort / "c.covar")]
     covar.write_text("\n".join(" ".join(r + [("age2" if k == 0 else r[3])]) for k, r in enumerate(rows)) + "\n")
     store = open_store(cohort / "c.zarr")
-    with pytest.raises(InputError, match="rank-deficient.*age, age2\); age2 is a linear combination"):
+    with pytest.raises(InputError, match=r"rank-deficient.*age, age2\); age2 is a linear combination"):
         load_traits(store.sample_id, cohort / "c.pheno", covar=covar)
 
 

@@ -93,17 +93,18 @@ def plink2_row(prefix: Path, pheno: Path, covar: Path, n_traits: int, m: int) ->
     return {**row, "wall_s": wall, "variants_per_s": m / wall}
 
 
-def run(quick: bool) -> list[dict]:
-    """The rows described in the module docstring (`quick`: n = 1,000 x m = 4,000)."""
+def run(quick: bool, trait_counts: tuple[int, ...] = (1, N_TRAITS)) -> list[dict]:
+    """The rows described in the module docstring (`quick`: n = 1,000 x m = 4,000);
+    `trait_counts`: the numbers of traits measured (trait1 and shuffled copies)."""
     size = QUICK if quick else FULL
     prefix = cohort(size["n"], size["m"], size["variances"])
     store_path, covar = prefix.with_suffix(".zarr"), Path(f"{prefix}.covar")
     store = open_store(store_path)
-    sets = {1: Path(f"{prefix}.pheno"), N_TRAITS: ten_traits(prefix)}
+    sets = {k: Path(f"{prefix}.pheno") if k == 1 else ten_traits(prefix, copies=k - 1) for k in trait_counts}
     traits = {k: load_traits(store.sample_id, path, covar=covar) for k, path in sets.items()}
-    traits[1] = traits[1][:1]
-    samples = union_samples(traits[N_TRAITS])
-    assert np.array_equal(samples, union_samples(traits[1]))
+    traits = {k: ts[:k] for k, ts in traits.items()}
+    samples = union_samples(traits[trait_counts[0]])
+    assert all(np.array_equal(samples, union_samples(ts)) for ts in traits.values())
     n, m = len(samples), store.n_variants
     rows = []
     with session(n_workers=WORKERS) as client:
@@ -137,5 +138,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--traits", type=int, nargs="+", default=[1, N_TRAITS], help="numbers of traits measured")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick, trait_counts=tuple(args.traits))))

@@ -38,7 +38,7 @@ WORKERS = 2
 REPEATS = 2  # each figure: the fastest of this many runs (the machine is shared)
 
 
-def ten_traits(prefix: Path, copies: int = N_TRAITS - 1, seed: int = 3) -> Path:
+def shuffled_traits(prefix: Path, copies: int = N_TRAITS - 1, seed: int = 3) -> Path:
     """PREFIX.pheno's first trait and `copies` permutations of its observed values (cached)."""
     out = ROOT / f"gwas_{prefix.name}_{copies + 1}traits.pheno"
     if out.exists():
@@ -100,7 +100,7 @@ def run(quick: bool, trait_counts: tuple[int, ...] = (1, N_TRAITS)) -> list[dict
     prefix = cohort(size["n"], size["m"], size["variances"])
     store_path, covar = prefix.with_suffix(".zarr"), Path(f"{prefix}.covar")
     store = open_store(store_path)
-    sets = {k: Path(f"{prefix}.pheno") if k == 1 else ten_traits(prefix, copies=k - 1) for k in trait_counts}
+    sets = {k: Path(f"{prefix}.pheno") if k == 1 else shuffled_traits(prefix, copies=k - 1) for k in trait_counts}
     traits = {k: load_traits(store.sample_id, path, covar=covar) for k, path in sets.items()}
     traits = {k: ts[:k] for k, ts in traits.items()}
     samples = union_samples(traits[trait_counts[0]])

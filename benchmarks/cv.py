@@ -59,11 +59,6 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import argparse
+    from benchmarks.run import run_standalone
 
-    from benchmarks.run import format_table
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    run_standalone(run, __doc__)

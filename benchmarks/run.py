@@ -29,6 +29,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_standalone(run, description: str | None) -> None:
+    """`python -m benchmarks.<name> [--quick]`: one benchmark's table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    print(format_table(run(quick=parser.parse_args().quick)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -120,7 +120,12 @@ def run_large() -> list[dict]:
     y = np.full(inputs.stores[0].n_samples, np.nan)
     y[inputs.data.sample_index] = inputs.data.y
     rng = np.random.default_rng(0)
-    columns = [y] + [np.where(np.isnan(y), np.nan, y[rng.permutation(len(y))]) for _ in range(9)]
+    observed = np.flatnonzero(~np.isnan(y))
+    columns = [y]
+    for _ in range(9):  # the trait's values shuffled among its own samples: the same sample set
+        copy = y.copy()
+        copy[observed] = y[rng.permutation(observed)]
+        columns.append(copy)
     store = open_store(zarr)
     rows_text = ["FID IID " + " ".join(f"t{k}" for k in range(10))]
     for i, (fid, iid) in enumerate(zip(store.sample_family_id, store.sample_id)):

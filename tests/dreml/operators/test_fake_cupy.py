@@ -9,9 +9,11 @@ the NumPy backend. The real-device tests are in test_gpu.py.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import fake_cupy
+
 import numpy as np
 import pytest
 from genotype_reference import N, reference_KV, reference_Z, rel_err
@@ -147,6 +149,11 @@ def test_genotype_operator__cupy_workers(cohort, cupy_client, dtype):
     exact_traces = [np.sum(Z[:, c[polymorphic[c]]] ** 2) / np.sum(polymorphic[c]) for c in chroms]
     np.testing.assert_allclose(traces, exact_traces, rtol=1e-12)
     op.close()
+    # releasing shards is asynchronous: wait, so the next test's `before` does not count them
+    deadline = time.monotonic() + 30
+    while _device_bytes(client) != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _device_bytes(client) == before
 
 
 def test_GenotypeOperator__raise_on_device_too_small(cohort, client1):

@@ -17,6 +17,7 @@ pairwise on the cluster (a binary tree of `add_partials` tasks), and only the fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +53,8 @@ DEFAULT_BUDGET_FRACTION = 0.5
 SHARD_FRACTION_OF_BUDGET = 1 / 8
 # seconds between checks for departed workers while shards load or a pass runs
 RESIDENT_POLL_S = 2.0
+# seconds an operator waits for a cluster that has (momentarily) no worker before refusing it
+WORKER_WAIT_S = 30.0
 
 
 def worker_capacity(backend: Backend = "auto", dask_worker=None) -> int:
@@ -131,6 +134,10 @@ class GenotypeOperator(GenotypeOperatorBase):
         )
         super().__init__(layout, dtype)
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:  # a worker the nanny is restarting comes back within seconds
+            with contextlib.suppress(TimeoutError):
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
             raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
         capacity = min(client.run(worker_capacity, backend).values())

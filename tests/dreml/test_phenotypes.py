@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dreml.errors import InputError
-from dreml.phenotypes import load_analysis_data, read_sample_table
+from dreml.phenotypes import CovariateFile, load_analysis_data, read_sample_table
+from dreml.selection import SampleSelection
 
 STORE_IID = np.array(["a", "b", "c", "d", "e", "f"])
 
@@ -84,7 +85,7 @@ def test_load_analysis_data__selects_covariate_names(pheno, covar):
 
 
 def test_read_sample_table__raise_on_bad_header(tmp_path):
-    with pytest.raises(InputError, match=r"p: line 1: expected a header 'FID IID name...'"):
+    with pytest.raises(InputError, match=r"p: line 1: expected 'FID IID value...' \(a header line starts with FID IID"):
         read_sample_table(write(tmp_path / "p", "ID y\n1 2\n"))
 
 
@@ -154,10 +155,109 @@ def test_load_analysis_data__raise_on_infinite_covariate(tmp_path, pheno):
 
 
 def test_read_sample_table__raise_on_empty_file(tmp_path):
-    with pytest.raises(InputError, match=r"p: file is empty \(expected a header 'FID IID name...'\)"):
+    with pytest.raises(InputError, match=r"p: file is empty \(expected 'FID IID value...' lines"):
         read_sample_table(write(tmp_path / "p", "\n\n"))
 
 
 def test_read_sample_table__raise_on_duplicated_column(tmp_path):
     with pytest.raises(InputError, match=r"p: line 1: column 'y' appears twice in the header"):
         read_sample_table(write(tmp_path / "p", "FID IID y y\nf a 1 2\n"))
+
+
+def test_read_sample_table__headerless_gcta_file(tmp_path):
+    table = read_sample_table(write(tmp_path / "p", "fa a 1.5 2\nfb b NA 3\n"))
+    assert not table.header and table.columns == ("PHENO1", "PHENO2")
+    assert list(table.fid) == ["fa", "fb"] and list(table.iid) == ["a", "b"]
+
+
+@pytest.mark.parametrize("header, fid", [("#FID IID y", True), ("FID IID y", True), ("#IID y", False), ("IID y", False)])
+def test_read_sample_table__plink2_headers(tmp_path, header, fid):
+    body = "fa a 1\nfb b 2\n" if fid else "a 1\nb 2\n"
+    table = read_sample_table(write(tmp_path / "p", f"{header}\n{body}"))
+    assert table.columns == ("y",) and list(table.iid) == ["a", "b"] and (table.fid is not None) == fid
+
+
+def test_load_analysis_data__mpheno_picks_the_kth_column_of_a_headerless_file(tmp_path):
+    p = write(tmp_path / "p", "fa a 1 10\nfb b 2 20\nfc c 3 35\n")
+    data = load_analysis_data(STORE_IID, p, mpheno=2)
+    assert data.phenotype_name == "PHENO2"
+    np.testing.assert_array_equal(data.y, [10, 20, 35])
+    with pytest.raises(InputError, match=r"p: --mpheno 3: the file has 2 value column\(s\)"):
+        load_analysis_data(STORE_IID, p, mpheno=3)
+    with pytest.raises(InputError, match="not both"):
+        load_analysis_data(STORE_IID, p, mpheno=1, pheno_name="PHENO1")
+
+
+def test_load_analysis_data__headerless_first_line_with_a_header_word_hints(tmp_path):
+    p = write(tmp_path / "p", "ID IID y\nfa a 1\n")
+    with pytest.raises(InputError, match=r"line 1: phenotype 'PHENO1' has non-numeric value 'y' .*a header starts with FID IID"):
+        load_analysis_data(STORE_IID, p)
+
+
+def test_load_analysis_data__matches_on_fid_and_iid_when_both_carry_families(tmp_path):
+    store_fid = np.array(["f1", "f1", "f2", "f2", "f3", "f3"])
+    # sample c is listed under the wrong family: not the store's c
+    p = write(tmp_path / "p", "FID IID y\nf1 a 1\nf1 b 2\nf9 c 3\nf2 d 4\n")
+    data = load_analysis_data(STORE_IID, p, store_fid=store_fid)
+    assert list(data.iid) == ["a", "b", "d"] and data.report["dropped_not_in_store"] == 1
+    # a store without families (FID = IID): IID alone
+    data = load_analysis_data(STORE_IID, p, store_fid=STORE_IID)
+    assert list(data.iid) == ["a", "b", "c", "d"]
+
+
+def test_load_analysis_data__keep_and_remove(tmp_path, pheno):
+    keep = write(tmp_path / "keep", "#FID IID\nfa a\nfc c\nfd d\nfz z\n")
+    remove = write(tmp_path / "remove", "d\n")
+    data = load_analysis_data(STORE_IID, pheno, samples=SampleSelection(keep=keep, remove=remove))
+    assert list(data.iid) == ["a", "c"]
+    assert data.report["keep_file_samples"] == 4 and data.report["after_keep"] == 3 and data.report["after_remove"] == 2
+    assert data.report["dropped_by_keep_remove"] == 3  # b, d and e are in the store and the file, not selected
+
+
+def test_load_analysis_data__gcta_qcovar_and_categorical_covar(tmp_path):
+    store_iid = np.array([f"s{i}" for i in range(9)])
+    p = write(tmp_path / "p", "".join(f"f{i} s{i} {i * 1.5 + (i % 2)}\n" for i in range(9)))
+    q = write(tmp_path / "q", "".join(f"f{i} s{i} {20 + 3 * i}\n" for i in range(9)))
+    c = write(tmp_path / "c", "".join(f"f{i} s{i} {i % 3 + 1}\n" for i in range(9)))  # numeric batch codes
+    data = load_analysis_data(store_iid, p, covar=[CovariateFile(q, "quantitative"), CovariateFile(c, "categorical")])
+    assert data.covariate_names == ("intercept", "QCOVAR1", "CCOVAR1_2", "CCOVAR1_3")
+    expected = np.array([[1, 20 + 3 * i, float(i % 3 == 1), float(i % 3 == 2)] for i in range(9)])
+    np.testing.assert_array_equal(data.X, expected)
+    # the same codes in an auto file are a number; --covar-cat makes them categorical
+    auto = load_analysis_data(store_iid, p, covar=c)
+    assert auto.covariate_names == ("intercept", "COVAR1")
+    forced = load_analysis_data(store_iid, p, covar=c, covar_cat=("COVAR1",))
+    np.testing.assert_array_equal(forced.X, expected[:, [0, 2, 3]])
+
+
+def test_load_analysis_data__raise_on_quantitative_text_and_on_pcs_as_categorical(tmp_path):
+    store_iid = np.array([f"s{i}" for i in range(60)])
+    p = write(tmp_path / "p", "".join(f"f{i} s{i} {i}\n" for i in range(60)))
+    q = write(tmp_path / "q", "FID IID sex\n" + "".join(f"f{i} s{i} {'MF'[i % 2]}\n" for i in range(60)))
+    with pytest.raises(InputError, match=r"q: line 2: quantitative covariate 'sex' has non-numeric value 'M'"):
+        load_analysis_data(store_iid, p, covar=CovariateFile(q, "quantitative"))
+    pcs = write(tmp_path / "pcs", "".join(f"f{i} s{i} {np.sin(i):.6f}\n" for i in range(60)))
+    with pytest.raises(InputError, match=r"pcs: categorical covariate 'CCOVAR1' has 60 levels over 60 samples: .*--qcovar"):
+        load_analysis_data(store_iid, p, covar=CovariateFile(pcs, "categorical"))
+
+
+def test_load_analysis_data__raise_on_a_column_in_two_covariate_files(tmp_path, pheno, covar):
+    other = write(tmp_path / "other", "FID IID age\nfa a 1\n")
+    with pytest.raises(InputError, match=r"other: covariate column 'age' is also in .*c.covar"):
+        load_analysis_data(STORE_IID, pheno, covar=[covar, other])
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_load_analysis_data__compressed_files(tmp_path, pheno, compress):
+    import gzip
+
+    import zstandard
+
+    raw = pheno.read_bytes()
+    packed = gzip.compress(raw) if compress == "gzip" else zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / "y.pheno.packed"
+    path.write_bytes(packed)
+    plain = load_analysis_data(STORE_IID, pheno)
+    data = load_analysis_data(STORE_IID, path)
+    np.testing.assert_array_equal(data.y, plain.y)
+    assert list(data.iid) == list(plain.iid)

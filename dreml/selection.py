@@ -27,11 +27,10 @@ import numpy as np
 from dreml.components import Components
 from dreml.errors import InputError
 from dreml.store import Store
-from dreml.textio import numbered_lines
+from dreml.textio import VARIANT_HEADER_WORDS, numbered_lines
 
 logger = logging.getLogger(__name__)
 
-VARIANT_HEADER_WORDS = frozenset({"snp", "id", "#id", "rsid", "variant", "variant_id", "snpid", "marker", "markername", "name"})
 _SAMPLE_HEADERS = {("#FID", "IID"): 2, ("FID", "IID"): 2, ("#IID",): 1, ("IID",): 1}
 
 

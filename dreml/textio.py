@@ -18,6 +18,9 @@ import zstandard
 
 from dreml.errors import InputError
 
+# first fields that mark a header line in a file of variant IDs (PLINK, GCTA, LDSC, REGENIE habits)
+VARIANT_HEADER_WORDS = frozenset({"snp", "id", "#id", "rsid", "variant", "variant_id", "snpid", "marker", "markername", "name"})
+
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 

@@ -1,8 +1,10 @@
 """Component spec files: SNP<TAB>component text, JSON and NPZ (never pickles).
 
 Formats (documented in docs/component_specs.md):
-    text  one `SNP<TAB>component` pair per line; blank lines and lines starting with '#'
-          are skipped; a SNP may appear under several components (overlap).
+    text  one `SNP component` pair per line (tab or spaces), plain, gzip or zstd; blank lines
+          and lines starting with '#' are skipped; an optional header line whose first field
+          is not a store variant and is a header word (`SNP component`, `ID group`, ...);
+          a SNP may appear under several components (overlap).
     JSON  {"components": [{"name": str, "variant_indices": [int, ...],
                            "annotation": {...} (optional), "store": int (optional, default 0)}]}
     NPZ   arrays `names` (str, G), `offsets` (int, G + 1), `indices` (int, concatenated
@@ -23,6 +25,7 @@ import numpy as np
 from dreml.components.model import Components
 from dreml.errors import ComponentSpecError
 from dreml.store import Store
+from dreml.textio import VARIANT_HEADER_WORDS, numbered_lines, open_text
 
 _JSON_FIELDS = {"name", "variant_indices", "annotation", "store"}
 
@@ -38,23 +41,26 @@ def read_tsv(path: str | Path, store: Store) -> Components:
             ambiguous.add(v)
         index_of.setdefault(v, j)
     members: dict[str, list[int]] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\n\r")
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2 or not fields[0] or not fields[1]:
-                raise ComponentSpecError(f"{path}:{lineno}: expected 'SNP<TAB>component', got {line!r}")
-            snp, name = fields
-            if snp not in index_of:
-                raise ComponentSpecError(f"{path}:{lineno}: unknown SNP id {snp!r} (not in store {store.path})")
-            if snp in ambiguous:
-                raise ComponentSpecError(f"{path}:{lineno}: SNP id {snp!r} occurs more than once in store {store.path}")
-            idx = members.setdefault(name, [])
-            if index_of[snp] in idx:
-                raise ComponentSpecError(f"{path}:{lineno}: SNP {snp!r} listed twice in component '{name}'")
-            idx.append(index_of[snp])
+    first = True
+    for lineno, line in numbered_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if first and fields[0] not in index_of and fields[0].lower() in VARIANT_HEADER_WORDS:
+            first = False
+            continue  # a header line such as 'SNP component'
+        first = False
+        if len(fields) != 2:
+            raise ComponentSpecError(f"{path}:{lineno}: expected 'SNP component' (two fields, tab or space separated), got {line!r}")
+        snp, name = fields
+        if snp not in index_of:
+            raise ComponentSpecError(f"{path}:{lineno}: unknown SNP id {snp!r} (not in store {store.path})")
+        if snp in ambiguous:
+            raise ComponentSpecError(f"{path}:{lineno}: SNP id {snp!r} occurs more than once in store {store.path}")
+        idx = members.setdefault(name, [])
+        if index_of[snp] in idx:
+            raise ComponentSpecError(f"{path}:{lineno}: SNP {snp!r} listed twice in component '{name}'")
+        idx.append(index_of[snp])
     if not members:
         raise ComponentSpecError(f"{path}: no components (file has no SNP<TAB>component lines)")
     return Components(tuple(members), tuple(np.array(v) for v in members.values()), source=str(path))
@@ -64,7 +70,8 @@ def read_json(path: str | Path) -> Components:
     """Components from a JSON spec (format in the module docstring)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        with open_text(path) as f:
+            doc = json.loads(f.read())
     except json.JSONDecodeError as exc:
         raise ComponentSpecError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("components"), list):
@@ -129,11 +136,12 @@ def read_npz(path: str | Path) -> Components:
 
 
 def load_components(path: str | Path, store: Store | None = None) -> Components:
-    """Read a spec by its suffix: .json, .npz, otherwise SNP<TAB>component text (needs `store`)."""
+    """Read a spec by its suffix: .json (.json.gz, .json.zst), .npz, otherwise SNP-component
+    text (needs `store`)."""
     path = Path(path)
     if not path.is_file():
         raise ComponentSpecError(f"{path}: no such component spec file")
-    if path.suffix == ".json":
+    if path.name.removesuffix(".gz").removesuffix(".zst").endswith(".json"):
         return read_json(path)
     if path.suffix == ".npz":
         return read_npz(path)

@@ -175,9 +175,33 @@ def test_read_tsv__raise_on_unknown_snp(store, tmp_path):
 
 def test_read_tsv__raise_on_bad_line(store, tmp_path):
     path = tmp_path / "spec.tsv"
-    path.write_text("rs1 a\n")
-    with pytest.raises(ComponentSpecError, match=rf"{path}:1: expected 'SNP<TAB>component'"):
+    path.write_text("rs1 a\nrs2 a extra\n")
+    with pytest.raises(ComponentSpecError, match=rf"{path}:2: expected 'SNP component' \(two fields"):
         read_tsv(path, store)
+
+
+@pytest.mark.parametrize("header", ["SNP component", "SNP\tcomponent", "ID group", "#CHROM comment\nrsid set"])
+def test_read_tsv__header_line_spaces_and_compression(store, tmp_path, header):
+    import gzip
+
+    text = f"{header}\nrs3 b\nrs1\ta\n# a comment\nrs3   a\n"
+    plain = tmp_path / "spec.tsv"
+    plain.write_text(text)
+    packed = tmp_path / "spec.tsv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        c = read_tsv(path, store)
+        assert c.names == ("b", "a")
+        np.testing.assert_array_equal(c.variant_indices[1], [1, 3])
+
+
+def test_read_tsv__a_variant_named_like_a_header_word_is_data(tmp_path):
+    dosage = np.array([[0, 1, 2, 1], [2, 1, 0, 0]], dtype=np.int8)
+    write_plink1(tmp_path / "h", dosage, contig=np.array(["1", "1"]), variant_id=np.array(["SNP", "rs1"]))
+    store = convert("bed", tmp_path / "h", tmp_path / "h.zarr")
+    path = tmp_path / "spec.tsv"
+    path.write_text("SNP a\nrs1 a\n")
+    np.testing.assert_array_equal(read_tsv(path, store).variant_indices[0], [0, 1])
 
 
 def test_read_tsv__raise_on_snp_twice_in_component(store, tmp_path):

@@ -393,6 +393,7 @@ def cross_validate_prepared(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
+    frequencies: str = "store",
 ) -> CVResult:
     """Load the shards on the cluster once and cross-validate (`cross_validate`).
 
@@ -400,7 +401,7 @@ def cross_validate_prepared(
         inputs: from `dreml.fit.prepare_inputs`.
         options: folds, seed (used for the folds and, unless `config.seed` is set, the fits),
             mode and fold file.
-        client, min_maf, max_missing, memory_budget: as in `dreml.fit.fit_prepared`.
+        client, min_maf, max_missing, memory_budget, frequencies: as in `dreml.fit.fit_prepared`.
         config: REML settings; `config.worker_dtype` sets the workers' precision.
     """
     t0 = time.perf_counter()
@@ -410,7 +411,7 @@ def cross_validate_prepared(
         config = dataclasses.replace(config, seed=options.seed)
     with GenotypeOperator(
         inputs.stores, inputs.spec, data.sample_index, client=client, dtype=np.dtype(config.worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing,
+        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0
         result = cross_validate(operator, data.y, data.X, folds, config=config, fixed_variance=options.fixed_variance)

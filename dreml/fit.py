@@ -34,8 +34,9 @@ from dreml.fit_result import (
 )
 from dreml.operators import GenotypeOperator, SelectedComponents
 from dreml.operators.streaming import GenotypeOperatorBase
-from dreml.phenotypes import AnalysisData, load_analysis_data
+from dreml.phenotypes import AnalysisData, covariate_files, describe_sample_inputs, load_analysis_data
 from dreml.reml import FitConfig, RemlResult, fit_reml
+from dreml.selection import Selection, select_variants
 from dreml.store import Store, open_stores
 
 logger = logging.getLogger(__name__)
@@ -176,21 +177,41 @@ def prepare_inputs(
     pheno: str | Path,
     *,
     pheno_name: str | None = None,
-    covar: str | Path | None = None,
+    mpheno: int | None = None,
+    covar=None,
     covar_names: Sequence[str] | None = None,
+    covar_cat: Sequence[str] = (),
     components: ComponentChoice = ComponentChoice(),
+    selection: Selection = Selection(),
 ) -> FitInputs:
-    """Open the stores, resolve the components and align the phenotype; raise on bad input."""
+    """Open the stores, resolve and select the components and align the phenotype; raise on bad input.
+
+    `covar`: a covariate file path (auto mode) or `dreml.phenotypes.CovariateFile`s;
+    `selection`: `--keep/--remove` and `--extract/--exclude/--chr` (`dreml.selection`).
+    """
     paths = [Path(stores)] if isinstance(stores, (str, Path)) else [Path(s) for s in stores]
     opened = open_stores(paths)  # several stores: same samples, same order, checked here
     spec = components.resolve(opened)
-    data = load_analysis_data(opened[0].sample_id, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names)
+    spec, variant_report = select_variants(spec, opened, selection.variants)
+    files = covariate_files(covar)
+    data = load_analysis_data(
+        opened[0].sample_id, pheno, pheno_name=pheno_name, mpheno=mpheno, covar=files,
+        covar_names=list(covar_names) if covar_names else None, covar_cat=tuple(covar_cat),
+        store_fid=opened[0].sample_family_id, samples=selection.samples,
+    )
     description = {
         "stores": [str(p) for p in paths], "pheno": str(pheno), "pheno_name": data.phenotype_name,
-        "covar": None if covar is None else str(covar), "covariates": list(data.covariate_names),
-        "components": str(spec.source),
+        **describe_sample_inputs(files, covar_names, covar_cat, selection.samples),
+        "covariates": list(data.covariate_names), "components": str(spec.source),
+        "extract": _path_or_none(selection.variants.extract), "exclude": _path_or_none(selection.variants.exclude),
+        "chr": None if selection.variants.chromosomes is None else list(selection.variants.chromosomes),
+        "variant_selection": variant_report,
     }
     return FitInputs(stores=opened, spec=spec, data=data, description=description)
+
+
+def _path_or_none(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def fit_prepared(
@@ -203,6 +224,7 @@ def fit_prepared(
     memory_budget: int | str | None = None,
     reml_lrt: Sequence[str] = (),
     blup_snp: bool = True,
+    frequencies: str = "store",
 ) -> FitResult:
     """Load the shards on the cluster, run `fit_reml` and return the fit's `FitResult`.
 
@@ -216,12 +238,14 @@ def fit_prepared(
             refitting the reduced model; default: with one genetic component, the LRT against
             the closed-form null model (no pass), else none.
         blup_snp: compute the SNP effects (`FitState.snp_effect`): one pass.
+        frequencies: "store" (the store's allele frequencies centre and scale the genotypes)
+            or "samples" (recomputed over the analysed samples; `--freq-from`).
     """
     t0 = time.perf_counter()
     data = inputs.data
     with GenotypeOperator(
         inputs.stores, inputs.spec, data.sample_index, client=client, dtype=np.dtype(config.worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing,
+        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0
         dashboard = getattr(operator.client, "dashboard_link", None)
@@ -240,7 +264,8 @@ def fit_prepared(
         lrt_passes = operator.passes - before
         effects = snp_effects(operator, result.theta, result.effects.Py) if blup_snp else None
         description = {
-            **inputs.description, "min_maf": min_maf, "max_missing": max_missing, "dashboard": dashboard,
+            **inputs.description, "min_maf": min_maf, "max_missing": max_missing, "freq_from": frequencies,
+            "dashboard": dashboard,
             "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
         }
         out = build_result(result, operator, data, description, lrt, effects)
@@ -254,9 +279,12 @@ def fit(
     pheno: str | Path,
     *,
     pheno_name: str | None = None,
-    covar: str | Path | None = None,
+    mpheno: int | None = None,
+    covar=None,
     covar_names: Sequence[str] | None = None,
+    covar_cat: Sequence[str] = (),
     components: ComponentChoice = ComponentChoice(),
+    selection: Selection = Selection(),
     client: Client | None = None,
     config: FitConfig = FitConfig(),
     min_maf: float = 0.0,
@@ -264,6 +292,7 @@ def fit(
     memory_budget: int | str | None = None,
     reml_lrt: Sequence[str] = (),
     blup_snp: bool = True,
+    frequencies: str = "store",
 ) -> FitResult:
     """Fit a variance-component model by REML on a Dask cluster and return its `FitResult`.
 
@@ -272,17 +301,18 @@ def fit(
     Arguments:
         stores: one genotype store, or several holding the same samples in the same order.
         pheno: the phenotype file.
-        pheno_name, covar, covar_names, components: as in `prepare_inputs`.
-        client, config, min_maf, max_missing, memory_budget, reml_lrt, blup_snp: as in `fit_prepared`.
+        pheno_name, mpheno, covar, covar_names, covar_cat, components, selection: as in `prepare_inputs`.
+        client, config, min_maf, max_missing, memory_budget, reml_lrt, blup_snp, frequencies: as in `fit_prepared`.
 
     Returns:
         `FitResult` (`to_dict()`: the JSON report, docs/cli.md); `dreml.outputs.write_outputs`
         writes it and its state.
     """
     inputs = prepare_inputs(
-        stores, pheno, pheno_name=pheno_name, covar=covar, covar_names=covar_names, components=components
+        stores, pheno, pheno_name=pheno_name, mpheno=mpheno, covar=covar, covar_names=covar_names,
+        covar_cat=covar_cat, components=components, selection=selection,
     )
     return fit_prepared(
         inputs, client=client, config=config, min_maf=min_maf, max_missing=max_missing, memory_budget=memory_budget,
-        reml_lrt=reml_lrt, blup_snp=blup_snp,
+        reml_lrt=reml_lrt, blup_snp=blup_snp, frequencies=frequencies,
     )

@@ -194,6 +194,15 @@ def covariate_files(covar) -> tuple[CovariateFile, ...]:
     return tuple(c if isinstance(c, CovariateFile) else CovariateFile(Path(c)) for c in covar)
 
 
+def describe_sample_inputs(covar=None, covar_names=None, covar_cat=(), samples: SampleSelection = SampleSelection()) -> dict:
+    """The covariate files and sample lists of an analysis, as its JSON report records them
+    (and `dreml gwas mixed` reads them back from a fit's report)."""
+    return {"covar": [{"path": str(f.path), "kind": f.kind} for f in covariate_files(covar)],
+            "covar_names": list(covar_names) if covar_names else None, "covar_cat": list(covar_cat),
+            "keep": None if samples.keep is None else str(samples.keep),
+            "remove": None if samples.remove is None else str(samples.remove)}
+
+
 def _design_columns(name: str, raw: np.ndarray, categorical: bool | None, table: SampleTable,
                     lines: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Design columns of one covariate (no missing values): itself if quantitative, else

@@ -219,3 +219,12 @@ def restrict_components(components: Components, masks: Sequence[np.ndarray]) -> 
         source=components.source,
     )
     return kept, dropped
+
+
+def select_variants(components: Components, stores: Sequence[Store], selection: VariantSelection) -> tuple[Components, dict]:
+    """`components` restricted to `selection` (unchanged when it selects nothing) and the counts."""
+    if not selection.active:
+        return components, {}
+    masks, report = selection.masks(stores)
+    components, dropped = restrict_components(components, masks)
+    return components, {**report, "components_dropped": dropped}

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         result = cross_validate_prepared(
-            inputs, options, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
+            inputs, options, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
             memory_budget=memory_budget(args),
         )
     report = result.to_dict()

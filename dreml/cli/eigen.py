@@ -25,13 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from dreml.cli.common import add_cluster_options, cluster_client
-from dreml.cli.inputs import add_genotype_options, component_choice, memory_budget
+from dreml.cli.inputs import (
+    add_genotype_options,
+    add_sample_selection,
+    component_choice,
+    memory_budget,
+    sample_selection,
+    variant_selection,
+)
 from dreml.cli.fit import check_out_prefix
 from dreml.components import Components
 from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, EigenResult, top_eigenpairs
 from dreml.errors import InputError
 from dreml.operators import GenotypeOperator
 from dreml.outputs import atomic_write_text
+from dreml.selection import select_variants
 from dreml.store import Store, open_stores
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ DEFAULT_WORKER_DTYPE = "float32"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eigen", help="top eigenvalues and eigenvectors (PCs) of a GRM, matrix-free")
     add_genotype_options(p)
+    add_sample_selection(p.add_argument_group("sample selection"))
     p.add_argument("--component", metavar="NAME",
                    help="eigenpairs of this component's K_g (default: the GRM of all variants)")
     p.add_argument("--rank", type=int, required=True, help="k, the number of leading eigenpairs")
@@ -106,11 +115,12 @@ def eigenval_text(result: EigenResult) -> str:
     return "".join(f"{x:.10g}\n" for x in result.eigenvalues)
 
 
-def eigenvec_text(result: EigenResult, store: Store) -> str:
-    """`#FID IID PC1 .. PCk` and one tab-separated row per sample (PLINK 2's .eigenvec)."""
+def eigenvec_text(result: EigenResult, store: Store, samples: np.ndarray) -> str:
+    """`#FID IID PC1 .. PCk` and one tab-separated row per sample of `samples` (store indices;
+    PLINK 2's .eigenvec)."""
     k = result.eigenvectors.shape[1]
     lines = ["\t".join(["#FID", "IID", *(f"PC{j + 1}" for j in range(k))])]
-    for fid, iid, row in zip(store.sample_family_id, store.sample_id, result.eigenvectors):
+    for fid, iid, row in zip(store.sample_family_id[samples], store.sample_id[samples], result.eigenvectors):
         lines.append("\t".join([fid, iid, *(f"{x:.8g}" for x in row)]))
     return "\n".join(lines) + "\n"
 
@@ -119,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # every input is checked before a cluster is started, so bad input fails in a second
     stores = open_stores([Path(s) for s in args.store])
-    spec = select_component(component_choice(args).resolve(stores), args.component)
-    config = config_from_args(args, stores[0].n_samples)
+    spec, variant_report = select_variants(component_choice(args).resolve(stores), stores, variant_selection(args))
+    spec = select_component(spec, args.component)
+    kept, sample_report = sample_selection(args).mask(stores[0].sample_family_id, stores[0].sample_id)
+    samples = np.flatnonzero(kept)
+    config = config_from_args(args, len(samples))
     check_out_prefix(args.out)
     with cluster_client(args) as client, GenotypeOperator(
-        stores, spec, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=memory_budget(args),
-        min_maf=args.min_maf, max_missing=args.max_missing,
+        stores, spec, samples, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=memory_budget(args),
+        min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
     ) as operator:
         t_load = time.perf_counter() - t0
         dashboard = getattr(client, "dashboard_link", None)
@@ -140,16 +153,17 @@ def run(args: argparse.Namespace) -> int:
             "component": args.component,
             "settings": {
                 **result.config.to_dict(), "worker_dtype": args.worker_dtype, "min_maf": args.min_maf,
-                "max_missing": args.max_missing, "memory_budget": operator.memory_budget,
+                "max_missing": args.max_missing, "freq_from": args.freq_from, "memory_budget": operator.memory_budget,
                 "stores": [str(s.path) for s in stores], "component_spec": str(spec.source),
             },
-            "variant_filter": operator.report.table(), "dashboard": dashboard,
+            "variant_filter": operator.report.table(), "variant_selection": variant_report,
+            "sample_selection": sample_report, "dashboard": dashboard,
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
         }
     report["timings"] = {**report["timings"], "shard_load": t_load, "end_to_end": time.perf_counter() - t0}
     paths = [Path(args.out + suffix) for suffix in (".eigenval", ".eigenvec", ".eigen.json")]
     atomic_write_text(paths[0], eigenval_text(result))
-    atomic_write_text(paths[1], eigenvec_text(result, stores[0]))
+    atomic_write_text(paths[1], eigenvec_text(result, stores[0], samples))
     atomic_write_text(paths[2], json.dumps(report, indent=2, allow_nan=False) + "\n")
     logger.info("%d iterations, %d passes, %.1f s; largest relative residual %.3g",
                 result.iterations, result.passes, report["timings"]["end_to_end"], result.history[-1])

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
-            inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
+            inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
             memory_budget=memory_budget(args), reml_lrt=tuple(args.reml_lrt or ()),
         )
     paths = write_outputs(report, args.out, plot=args.plot, reml_est_fix=args.reml_est_fix,

@@ -16,6 +16,15 @@ import numpy as np
 
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.fit import check_out_prefix
+from dreml.cli.inputs import (
+    add_memory_budget,
+    add_sample_options,
+    add_variant_selection,
+    memory_budget,
+    phenotype_options,
+    trait_names,
+    variant_selection,
+)
 from dreml.errors import InputError
 from dreml.fit_result import STATE_SUFFIX, FitState
 from dreml.gwas import MISSING_MODES, load_traits, marginal_gwas, union_samples, write_outputs
@@ -29,7 +38,10 @@ from dreml.gwas.mixed import (
     write_mixed_outputs,
 )
 from dreml.gwas.plots import write_trait_plots
+from dreml.components import per_store
 from dreml.operators import GenotypeOperator
+from dreml.phenotypes import CovariateFile, describe_sample_inputs
+from dreml.selection import SampleSelection, restrict_components
 from dreml.store import open_stores
 
 logger = logging.getLogger(__name__)
@@ -42,10 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tests = p.add_subparsers(dest="gwas_command", required=True)
     m = tests.add_parser("marginal", help="per-variant linear regression of each trait on the ALT dosage (plink2 --glm)")
     m.add_argument("--store", action="append", required=True, help="genotype store (repeatable; same samples)")
-    m.add_argument("--pheno", required=True, help="phenotype file (FID IID name...)")
-    m.add_argument("--pheno-name", help="traits to test, comma-separated (default: every column)")
-    m.add_argument("--covar", help="covariate file (FID IID name...); non-numeric columns are categorical")
-    m.add_argument("--covar-name", action="append", help="covariate column to use (repeatable; default: all)")
+    add_sample_options(m, many_traits=True)
+    add_variant_selection(m)
     m.add_argument("--missing", choices=MISSING_MODES, default="complete-case",
                    help="missing calls: drop the sample for that variant (complete-case, plink2's rule, default) "
                         "or set them to the variant's mean dosage (mean-impute)")
@@ -54,9 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="output prefix")
     m.add_argument("--worker-dtype", choices=("float32", "float64"), default="float64",
                    help="worker arithmetic of the sums (default float64: exact counts, ~1e-12 statistics)")
-    budget = m.add_mutually_exclusive_group()
-    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
-    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
+    add_memory_budget(m)
     add_cluster_options(m)
     m.set_defaults(run=run_marginal)
     _add_mixed(tests)
@@ -67,11 +75,7 @@ def _add_mixed(tests: argparse._SubParsersAction) -> None:
                                        "components (BOLT-LMM-inf / fastGWA style)")
     x.add_argument("--fit", required=True, metavar="PREFIX",
                    help=f"a `dreml fit` output prefix: reads PREFIX.json (inputs) and PREFIX{STATE_SUFFIX} (theta, samples, variants)")
-    x.add_argument("--pheno", help="phenotype file (default: the fit's)")
-    x.add_argument("--pheno-name", help="traits to test, comma-separated (default: the fit's trait without --pheno, "
-                                        "every column with it); every trait must have exactly the fit's samples")
-    x.add_argument("--covar", help="covariate file (default: the fit's)")
-    x.add_argument("--covar-name", action="append", help="covariate column to use (repeatable; default: all)")
+    add_sample_options(x, required=False, many_traits=True)  # defaults: the fit's (run_mixed)
     x.add_argument("--store", action="append", help="the fit's store(s), where they moved (default: the fit's paths)")
     x.add_argument("--exact-denominator", action="store_true",
                    help="solve z^T P z for every variant (small n, validation) instead of calibrating z^T P_0 z")
@@ -84,9 +88,7 @@ def _add_mixed(tests: argparse._SubParsersAction) -> None:
                    help=f"most PCG iterations per chromosome (default {MixedConfig.pcg_max_iter})")
     x.add_argument("--worker-dtype", choices=("float32", "float64"), default="float32",
                    help="worker arithmetic of the passes (default float32)")
-    budget = x.add_mutually_exclusive_group()
-    budget.add_argument("--memory-budget", help="per-worker memory for resident shards, e.g. 4GiB")
-    budget.add_argument("--gpu-budget-gib", type=float, help="the same in GiB, as used on GPU nodes")
+    add_memory_budget(x)
     x.add_argument("--gz", action="store_true", help="write PREFIX.<trait>.glm.mixed.gz")
     x.add_argument("--plot", action="store_true", help=PLOT_HELP)
     x.add_argument("--out", required=True, help="output prefix")
@@ -116,22 +118,20 @@ def run_mixed(args: argparse.Namespace) -> int:
     pheno = args.pheno or inputs.get("pheno")
     if pheno is None:
         raise InputError(f"{args.fit}.json names no phenotype file: give --pheno")
-    if args.pheno_name:
-        names = [s.strip() for s in args.pheno_name.split(",")]
-        if not all(names):
-            raise InputError(f"--pheno-name {args.pheno_name!r}: empty trait name")
-    else:
-        names = None if args.pheno else [inputs.get("pheno_name")]
-    covar = args.covar or inputs.get("covar")
+    names = trait_names(args)
+    if names is None and args.mpheno is None and not args.pheno:
+        names = [inputs.get("pheno_name")]
+    options = _fit_sample_options(args, inputs)
     stores = open_stores(args.store or list(state.store_paths))
-    traits = load_traits(stores[0].sample_id, pheno, pheno_names=names, covar=covar, covar_names=args.covar_name)
+    traits = load_traits(stores[0].sample_id, pheno, pheno_names=names, mpheno=args.mpheno,
+                         store_fid=stores[0].sample_family_id, **options)
     check_fit_inputs(state, stores, traits)
     if tuple(traits[0].covariate_names) != tuple(state.covariate_names):
         logger.warning("covariates %s differ from the fit's %s", ", ".join(traits[0].covariate_names),
                        ", ".join(state.covariate_names))
     check_out_prefix(args.out)
     layout = loco_layout(state, stores)
-    budget = f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget
+    budget = memory_budget(args)
     t_inputs = time.perf_counter()
     with cluster_client(args) as client:
         with loco_operator(stores, layout, traits[0].sample_index, client=client, dtype=np.dtype(args.worker_dtype),
@@ -145,8 +145,8 @@ def run_mixed(args: argparse.Namespace) -> int:
     report = {
         "command": "dreml gwas mixed",
         "inputs": {"fit": args.fit, "stores": [str(s.path) for s in stores], "pheno": str(pheno),
-                   "pheno_names": [t.name for t in traits], "covar": None if covar is None else str(covar),
-                   "covar_names": args.covar_name, "covariates": list(traits[0].covariate_names),
+                   "pheno_names": [t.name for t in traits], **describe_sample_inputs(**options),
+                   "covariates": list(traits[0].covariate_names),
                    "worker_dtype": args.worker_dtype, "gz": args.gz},
         "theta": {name: float(v) for name, v in zip(state.names, state.theta)},
         "shards": n_shards,
@@ -167,29 +167,30 @@ def run_mixed(args: argparse.Namespace) -> int:
 
 def run_marginal(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    names = [s.strip() for s in args.pheno_name.split(",")] if args.pheno_name else None
-    if names is not None and not all(names):
-        raise InputError(f"--pheno-name {args.pheno_name!r}: empty trait name")
     stores = open_stores(args.store)
-    traits = load_traits(stores[0].sample_id, args.pheno, pheno_names=names, covar=args.covar,
-                         covar_names=args.covar_name)
+    options = phenotype_options(args)
+    traits = load_traits(stores[0].sample_id, args.pheno, pheno_names=trait_names(args), mpheno=args.mpheno,
+                         store_fid=stores[0].sample_family_id, **options)
+    selection = variant_selection(args)
+    masks, variant_report = selection.masks(stores) if selection.active else (None, {})
+    components = restrict_components(per_store(stores), masks)[0] if masks is not None else None
     check_out_prefix(args.out)
-    budget = f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget
     t_inputs = time.perf_counter()
     with cluster_client(args) as client:
-        with GenotypeOperator(stores, None, union_samples(traits), client=client, dtype=np.dtype(args.worker_dtype),
-                              memory_budget=budget) as operator:
+        with GenotypeOperator(stores, components, union_samples(traits), client=client, dtype=np.dtype(args.worker_dtype),
+                              memory_budget=memory_budget(args)) as operator:
             t_load = time.perf_counter()
             dashboard = getattr(client, "dashboard_link", None)
             logger.info("marginal GWAS of %d trait(s) on %d samples; dashboard: %s", len(traits), operator.shape[0], dashboard)
-            result = marginal_gwas(operator, traits, missing=args.missing)
+            result = marginal_gwas(operator, traits, missing=args.missing, variants=masks)
             n_shards = len(operator.shard_specs)
     report = {
         "command": "dreml gwas marginal",
         "inputs": {"stores": [str(s) for s in args.store], "pheno": args.pheno, "pheno_names": [t.name for t in traits],
-                   "covar": args.covar, "covar_names": args.covar_name, "worker_dtype": args.worker_dtype,
-                   "gz": args.gz},
+                   **describe_sample_inputs(**options), "extract": args.extract, "exclude": args.exclude, "chr": args.chr,
+                   "worker_dtype": args.worker_dtype, "gz": args.gz},
         "samples": {t.name: t.report for t in traits},
+        "variant_selection": variant_report,
         "n_samples_union": int(len(union_samples(traits))),
         "shards": n_shards,
         "dashboard": dashboard,
@@ -202,3 +203,18 @@ def run_marginal(args: argparse.Namespace) -> int:
         print(f"{t.name}: n = {t.n}, {t.n_tested} variants tested, skipped {t.skipped}, lambda_GC = {t.lambda_gc:.4f}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _fit_sample_options(args: argparse.Namespace, inputs: dict) -> dict:
+    """`phenotype_options(args)`, where no covariate / sample-list option is given: the fit's."""
+    options = phenotype_options(args)
+    if not (options["covar"] or options["covar_names"] or options["covar_cat"]):
+        recorded = inputs.get("covar") or []
+        if isinstance(recorded, str):  # reports written before covariate kinds existed: one auto-mode file
+            recorded = [{"path": recorded, "kind": "auto"}]
+        options["covar"] = [CovariateFile(c["path"], c["kind"]) for c in recorded]
+        options["covar_names"] = inputs.get("covar_names")
+        options["covar_cat"] = tuple(inputs.get("covar_cat") or ())
+    if options["samples"] == SampleSelection():
+        options["samples"] = SampleSelection(keep=inputs.get("keep"), remove=inputs.get("remove"))
+    return options

@@ -94,15 +94,19 @@ def load_traits(
     pheno: str | Path,
     *,
     pheno_names: Sequence[str] | None = None,
-    covar: str | Path | None = None,
-    covar_names: Sequence[str] | None = None,
+    mpheno: int | None = None,
+    **options,
 ) -> list[TraitData]:
-    """Every requested trait (default: every column of `pheno`) with its own samples and X.
+    """Every requested trait (default: every column of `pheno`; `mpheno`: the N-th) with its
+    own samples and X; `options` (covariates, `store_fid`, `samples`...) as in
+    `dreml.phenotypes.load_analysis_data`.
 
     Raises InputError for a trait with fewer than 3 values (or too few for its covariates),
     a constant trait, or covariates that are collinear over the trait's samples.
     """
     table = read_sample_table(pheno)
+    if mpheno is not None:
+        pheno_names = [table.numbered(mpheno, "--mpheno")]
     names = list(pheno_names) if pheno_names else list(table.columns)
     if len(set(names)) != len(names):
         raise InputError(f"--pheno-name lists a trait twice: {', '.join(names)}")
@@ -113,8 +117,7 @@ def load_traits(
         observed = sum(1 for iid, tok in zip(table.iid, raw) if iid in in_store and not is_missing(tok))
         if observed < MIN_TRAIT_VALUES:
             raise InputError(f"{table.path}: trait {name!r} has {observed} observed value(s) in the store's samples (need at least {MIN_TRAIT_VALUES})")
-        data = load_analysis_data(store_iid, pheno, pheno_name=name, covar=covar,
-                                  covar_names=list(covar_names) if covar_names else None)
+        data = load_analysis_data(store_iid, pheno, pheno_name=name, **options)
         n, p = data.X.shape
         if n < max(MIN_TRAIT_VALUES, p + 2):
             raise InputError(f"{table.path}: trait {name!r} has {n} samples with every covariate observed "
@@ -387,6 +390,7 @@ def marginal_gwas(
     traits: Sequence[TraitData],
     *,
     missing: MissingMode = "complete-case",
+    variants: Sequence[np.ndarray] | None = None,
 ) -> MarginalResult:
     """Per-variant OLS of every trait on the ALT dosage with covariates, in one pass.
 
@@ -395,9 +399,11 @@ def marginal_gwas(
             stores, default components (one per store) and samples = `union_samples(traits)`.
         traits: from `load_traits`.
         missing: "complete-case" (plink2 --glm) or "mean-impute"; see the module docstring.
+        variants: per store, the variants to test (`--extract/--exclude/--chr`; default all);
+            the operator's components should hold only those (`dreml.selection.select_variants`).
 
     Returns:
-        `MarginalResult`: every variant of every store, in store order, for every trait.
+        `MarginalResult`: every selected variant of every store, in store order, for every trait.
     """
     if missing not in MISSING_MODES:
         raise InputError(f"missing must be one of {', '.join(MISSING_MODES)}, got {missing!r}")
@@ -407,6 +413,7 @@ def marginal_gwas(
     C_obs, C_dos, W, trait_cols = build_columns(traits, samples, missing)
     t_cols = time.perf_counter()
     stores = layout.stores
+    selected = list(variants) if variants is not None else [np.ones(s.n_variants, dtype=bool) for s in stores]
     sums = [[np.full((s.n_variants, C.shape[1]), np.nan) for C in (C_obs, C_dos, W)] for s in stores]
     covered = [np.zeros(s.n_variants, dtype=bool) for s in stores]
     parts = operator.shard_pass(shard_sums, (C_obs, C_dos, W))
@@ -421,7 +428,7 @@ def marginal_gwas(
     # variants the operator filtered out (monomorphic over the store): summed here
     n_driver = 0
     for s, store in enumerate(stores):
-        left = np.flatnonzero(~covered[s])
+        left = np.flatnonzero(~covered[s] & selected[s])
         n_driver += len(left)
         step = store.chunks[0]
         for lo in range(0, len(left), step):
@@ -430,15 +437,16 @@ def marginal_gwas(
             for out, block in zip(sums[s], code_sums(codes, C_obs, C_dos, W, "float64")):
                 out[idx] = block
     t_driver = time.perf_counter()
-    total = [np.concatenate([per[i] for per in sums]) for i in range(3)]
+    tested = np.concatenate(selected)
+    total = [np.concatenate([per[i] for per in sums])[tested] for i in range(3)]
     results = tuple(_statistics(total, cols, missing, t.name, t.covariate_names) for t, cols in zip(traits, trait_cols))
     t_stats = time.perf_counter()
-    alleles = np.concatenate([s.variant_allele for s in stores])
+    alleles = np.concatenate([s.variant_allele for s in stores])[tested]
     return MarginalResult(
         missing=missing,
-        chrom=np.concatenate([s.contig_id[s.variant_contig] for s in stores]),
-        pos=np.concatenate([s.variant_position for s in stores]),
-        variant_id=np.concatenate([s.variant_id for s in stores]),
+        chrom=np.concatenate([s.contig_id[s.variant_contig] for s in stores])[tested],
+        pos=np.concatenate([s.variant_position for s in stores])[tested],
+        variant_id=np.concatenate([s.variant_id for s in stores])[tested],
         ref=alleles[:, 0], alt=alleles[:, 1], traits=results, passes=1,
         timings={"columns": t_cols - t0, "pass": t_pass - t_cols, "driver_variants": t_driver - t_pass,
                  "statistics": t_stats - t_driver},

@@ -286,7 +286,7 @@ def test_dreml_cv_cli__fold_file_files_and_table(cohort, client, tmp_path, capsy
     labels = {f"I{i + 1}": (10, -2, 7)[i % 3] for i in range(N)}
     (tmp_path / "folds").write_text("FID IID fold\n" + "".join(f"F{i[1:]} {i} {k}\n" for i, k in labels.items()))
     out = tmp_path / "res" / "cv"
-    assert dreml_main(_cv_args(root, out, "--covar", str(root / "c.covar"), "--folds", "3", "--fold-file",
+    assert dreml_main(_cv_args(root, out, "--covar-auto", str(root / "c.covar"), "--folds", "3", "--fold-file",
                                str(tmp_path / "folds"), "--scheduler", client.scheduler.address, "--seed", "5",
                                "--exact", "--worker-dtype", "float64")) == 0
     printed = capsys.readouterr().out

@@ -130,7 +130,7 @@ def test_fit__post_reml_effects_and_lrt_match_dense_numpy(cohort, client):
 def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_path, capsys):
     root, truth = cohort
     common = ["fit", "--store", str(root / "c.zarr"), "--component-file", str(root / "c.components.tsv"),
-              "--pheno", str(root / "c.pheno"), "--covar", str(root / "c.covar"), "--worker-dtype", "float64"]
+              "--pheno", str(root / "c.pheno"), "--covar-auto", str(root / "c.covar"), "--worker-dtype", "float64"]
     # the randomised fit on the running cluster, the exact one on a cluster the CLI starts itself
     assert dreml_main(common + ["--out", str(tmp_path / "res"), "--scheduler", client.scheduler.address, "--seed", "3",
                                 "--method", "randomised", "--reml-est-fix", "--reml-pred-rand", "--blup-snp"]) == 0

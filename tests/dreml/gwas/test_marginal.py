@@ -152,7 +152,7 @@ def test_p_values__below_float_range_from_the_log():
 def test_dreml_gwas_marginal_cli__files_header_and_gz_round_trip(cohort, runs, client, tmp_path):
     root = cohort
     args = ["gwas", "marginal", "--store", str(root / "c.zarr"), "--pheno", str(root / "c.pheno"),
-            "--covar", str(root / "c.covar"), "--scheduler", client.scheduler.address]
+            "--covar-auto", str(root / "c.covar"), "--scheduler", client.scheduler.address]
     assert dreml_main(args + ["--out", str(tmp_path / "plain")]) == 0
     assert dreml_main(args + ["--out", str(tmp_path / "z"), "--gz", "--pheno-name", "trait2", "--plot"]) == 0
     for kind in ("manhattan", "qq"):

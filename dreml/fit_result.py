@@ -31,6 +31,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from dreml.errors import InputError
+from dreml.liability import LiabilityScale
 
 STATE_SUFFIX = ".fit.npz"
 STATE_VERSION = 1
@@ -214,7 +215,9 @@ class FitResult:
 
     Fields mirror `dreml.reml.RemlResult` for the whole model, plus: components (one
     `ComponentEstimate` each), fixed_effects, lrt (None when not computed), samples (counts
-    at each alignment step), variant_filter (the filter table), inputs (files and settings).
+    at each alignment step), variant_filter (the filter table), inputs (files and settings),
+    liability (a case-control trait's `LiabilityScale`, set by the caller who knows the
+    prevalence: `dataclasses.replace(result, liability=...)`; None otherwise).
     """
 
     components: tuple[ComponentEstimate, ...]
@@ -248,24 +251,40 @@ class FitResult:
     inputs: dict
     history: list
     timings: dict
+    liability: LiabilityScale | None = None
     state: FitState | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        """The JSON-serialisable report (without the state's per-sample and per-variant arrays)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state"}
+        """The JSON-serialisable report (without the state's per-sample and per-variant arrays).
+
+        With `liability`, its `prevalence` and `case_fraction`, and the liability-scale h2
+        and SE of each component (`h2_liability`, `h2_liability_se`) and of their sum
+        (`h2_total_liability`, `h2_total_liability_se`); without, none of these keys.
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("state", "liability")}
         out["components"] = [asdict(c) for c in self.components]
         out["fixed_effects"] = [asdict(e) for e in self.fixed_effects]
         out["lrt"] = None if self.lrt is None else asdict(self.lrt)
+        if self.liability is not None:
+            factor = self.liability.factor
+            for c in out["components"]:
+                c.update(h2_liability=c["h2"] * factor, h2_liability_se=c["h2_se"] * factor)
+            out.update(asdict(self.liability), h2_total_liability=self.h2_total * factor,
+                       h2_total_liability_se=self.h2_total_se * factor)
         return json.loads(json.dumps(out, default=_plain))
 
     @classmethod
     def from_dict(cls, report: dict, state: FitState | None = None) -> "FitResult":
-        """The result a `to_dict()` report describes (a saved PREFIX.json read back)."""
-        values = {f.name: report[f.name] for f in fields(cls) if f.name != "state"}
-        values["components"] = tuple(ComponentEstimate(**c) for c in report["components"])
+        """The result a `to_dict()` report describes (a saved PREFIX.json read back; keys it
+        does not describe, such as the run's `argv`, are ignored)."""
+        values = {f.name: report[f.name] for f in fields(cls) if f.name not in ("state", "liability")}
+        estimate_fields = [f.name for f in fields(ComponentEstimate)]  # not the derived liability-scale h2
+        values["components"] = tuple(ComponentEstimate(**{k: c[k] for k in estimate_fields}) for c in report["components"])
         values["fixed_effects"] = tuple(FixedEffect(**e) for e in report["fixed_effects"])
         lrt = report["lrt"]
         values["lrt"] = None if lrt is None else LikelihoodRatioTest(**{**lrt, "dropped": tuple(lrt["dropped"])})
+        if report.get("prevalence") is not None:
+            values["liability"] = LiabilityScale(report["prevalence"], report["case_fraction"])
         return cls(**values, state=state)
 
 

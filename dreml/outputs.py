@@ -1,11 +1,14 @@
 """Writing a fit's results: GCTA-style .hsq, the full .json, the .history.tsv, a plot, a table,
-GCTA's .indi.blp and .snp.blp, and the fit state (.fit.npz) that `dreml predict` reads.
+GCTA's .indi.blp and .snp.blp, and the fit state (.fit.npz) that `dreml predict` reads; and
+the same tables as pandas DataFrames for Python users (`variance_components`,
+`fixed_effects`, `history`, and `gwas_table` for an association result).
 
 The text writers take the *fit report*: the JSON-serialisable dictionary
 `FitResult.to_dict()` (keys documented in docs/cli.md); an undefined number (a NaN SE) is
-`NA` in the text files and `null` in the JSON. The .blp writers take the `FitState`. Files
-are written to a temporary name and renamed, so an interrupted run never leaves a file that
-looks complete.
+`NA` in the text files, `null` in the JSON and NaN in a DataFrame. The .blp writers take the
+`FitState`. Files are written to a temporary name and renamed, so an interrupted run never
+leaves a file that looks complete. Every JSON report (`write_json`, for every subcommand)
+starts with the run's `dreml_version`, `argv`, `started` and `finished` (`dreml.runlog`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
+from dreml import runlog
 from dreml.fit_result import STATE_SUFFIX, FitResult, FitState
+
+if TYPE_CHECKING:  # dreml.gwas writes its files with this module's writers
+    from dreml.gwas import MarginalResult, MixedResult, MixedTraitResult, TraitResult
 
 
 def atomic_write_text(path: str | Path, text: str, *, gz: bool = False) -> None:
@@ -49,23 +57,48 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def hsq_text(report: dict, *, fixed_effects: bool = False) -> str:
-    """GCTA's .hsq layout: V(G..), V(e), Vp, V(G..)/Vp, [blank line, Sum of V(G)/Vp], logL,
-    [logL0, LRT, df, Pval], n, [blank line, Fix_eff SE rows].
-
-    Numbers as GCTA prints them, fixed-point with 6 decimals (logL, logL0 and LRT with 3, Pval
-    in scientific notation with 4, fixed effects with 6 significant digits): a component at
-    the boundary reads 0.000000, never 1e-09, for parsers that expect plain decimals.
-    """
+def variance_rows(report: dict) -> list[tuple[str, float | None, float | None]]:
+    """The .hsq's (Source, Variance, SE) rows in GCTA's order and names: V(G) (one component)
+    or V(G1)..V(Gk), V(e), Vp, V(G..)/Vp, with several components Sum of V(G)/Vp; with a
+    liability scale (`FitResult.liability`) V(G..)/Vp_L and Sum of V(G)_L/Vp."""
     comps = report["components"]
     labels = ["V(G)"] if len(comps) == 1 else [f"V(G{g + 1})" for g in range(len(comps))]
     rows = [(label, c["variance"], c["se"]) for label, c in zip(labels, comps)]
     rows.append(("V(e)", report["residual_variance"], report["residual_se"]))
     rows.append(("Vp", report["vp"], report["vp_se"]))
     rows += [(f"{label}/Vp", c["h2"], c["h2_se"]) for label, c in zip(labels, comps)]
-    lines = ["Source\tVariance\tSE"] + [f"{label}\t{_fmt(v, '.6f')}\t{_fmt(se, '.6f')}" for label, v, se in rows]
-    if len(comps) > 1:
-        lines += ["", f"Sum of V(G)/Vp\t{_fmt(report['h2_total'], '.6f')}\t{_fmt(report['h2_total_se'], '.6f')}"]
+    several = len(comps) > 1
+    if several:
+        rows.append(("Sum of V(G)/Vp", report["h2_total"], report["h2_total_se"]))
+    if report.get("prevalence") is not None:
+        rows += [(f"{label}/Vp_L", c["h2_liability"], c["h2_liability_se"]) for label, c in zip(labels, comps)]
+        if several:
+            rows.append(("Sum of V(G)_L/Vp", report["h2_total_liability"], report["h2_total_liability_se"]))
+    return rows
+
+
+def hsq_text(report: dict, *, fixed_effects: bool = False) -> str:
+    """GCTA's .hsq layout: the `variance_rows` (a blank line before each Sum row; before the
+    first liability-scale row GCTA's two lines naming the case fraction and the prevalence),
+    logL, [logL0, LRT, df, Pval], n, [blank line, Fix_eff SE rows].
+
+    Numbers as GCTA prints them, fixed-point with 6 decimals (logL, logL0 and LRT with 3, Pval
+    in scientific notation with 4, fixed effects with 6 significant digits): a component at
+    the boundary reads 0.000000, never 1e-09, for parsers that expect plain decimals.
+    """
+    lines = ["Source\tVariance\tSE"]
+    preamble = [] if report.get("prevalence") is None else [
+        "The estimate of variance explained on the observed scale is transformed to that on the underlying scale:",
+        f"(Proportion of cases in the sample = {report['case_fraction']:.6f}; "
+        f"User-specified disease prevalence = {report['prevalence']:.6f})",
+    ]
+    for label, value, se in variance_rows(report):
+        if label.startswith("Sum of"):
+            lines.append("")
+        if label.endswith("/Vp_L"):
+            lines += preamble
+            preamble = []  # once, before the first
+        lines.append(f"{label}\t{_fmt(value, '.6f')}\t{_fmt(se, '.6f')}")
     lines.append(f"logL\t{_fmt(report['loglik'], '.3f')}")
     lrt = report.get("lrt")
     if lrt is not None:
@@ -114,11 +147,13 @@ def snp_blp_text(state: FitState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def history_tsv_text(report: dict) -> str:
-    """One row per iteration; theta expanded to one column per variance component.
+def history_rows(report: dict) -> tuple[list[str], list[list]]:
+    """The history as (column names, one row per iteration); theta expanded to one column per
+    variance component (`theta_NAME`, `theta_residual`).
 
     The other columns are every scalar key of any row, in order of first appearance (rows
-    differ: d_theta and the decrement first appear at iteration 1, loglik in the last row); `NA` where a row lacks one.
+    differ: d_theta and the decrement first appear at iteration 1, loglik in the last row);
+    None where a row lacks one.
     """
     names = [c["name"] for c in report["components"]] + ["residual"]
     history = report["history"]
@@ -126,11 +161,17 @@ def history_tsv_text(report: dict) -> str:
         k for row in history for k, v in row.items()
         if k not in ("iteration", "theta") and not isinstance(v, (list, dict))
     ))
-    lines = ["\t".join(["iteration"] + [f"theta_{n}" for n in names] + scalar_keys)]
-    for i, row in enumerate(history):
-        cells = [str(row.get("iteration", i))] + [_fmt(float(t)) for t in row["theta"]]
-        cells += [_fmt(v) if v is None or isinstance(v, float) else str(v) for v in (row.get(k) for k in scalar_keys)]
-        lines.append("\t".join(cells))
+    columns = ["iteration"] + [f"theta_{n}" for n in names] + scalar_keys
+    rows = [[row.get("iteration", i), *(float(t) for t in row["theta"]), *(row.get(k) for k in scalar_keys)]
+            for i, row in enumerate(history)]
+    return columns, rows
+
+
+def history_tsv_text(report: dict) -> str:
+    """`history_rows` tab-separated, `NA` where a row lacks a value."""
+    columns, rows = history_rows(report)
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(_fmt(v) if v is None or isinstance(v, float) else str(v) for v in row) for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +192,11 @@ def summary_table(report: dict) -> str:
         f"total h2 {report['h2_total']:.4f} (SE {report['h2_total_se']:.4f}, Monte Carlo SE "
         f"{report['h2_total_mc_se']:.4f})   logL {report['loglik']:.3f}"
     )
+    if report.get("prevalence") is not None:
+        lines.append(
+            f"liability scale: total h2 {report['h2_total_liability']:.4f} (SE {report['h2_total_liability_se']:.4f}) "
+            f"at prevalence {report['prevalence']:g}, case fraction {report['case_fraction']:.4f}"
+        )
     lrt = report.get("lrt")
     if lrt is not None:
         lines.append(
@@ -200,8 +246,13 @@ def write_plot(report: dict, path: str | Path) -> None:
 
 
 def write_json(report: dict, path: str | Path) -> None:
-    """Strict JSON (NaN as null), through a temporary name."""
-    atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+    """Strict JSON (NaN as null), through a temporary name, starting with the run's metadata:
+    `dreml_version`, `argv`, `started` (of the command in progress, `dreml.runlog`; `argv`
+    and `started` are null when the report is written from Python outside a command) and
+    `finished` (now)."""
+    metadata = runlog.current().metadata()
+    document = {**metadata, **{k: v for k, v in report.items() if k not in metadata}}
+    atomic_write_text(path, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
 
 
 def write_outputs(
@@ -235,3 +286,38 @@ def write_outputs(
         paths.append(Path(prefix + ".png"))
         write_plot(report, paths[-1])
     return paths
+
+
+# ----------------------------------------------------------------------------- DataFrames
+
+def variance_components(result: FitResult) -> pd.DataFrame:
+    """The .hsq's variance table: columns Source, Variance, SE; rows as `variance_rows`."""
+    rows = variance_rows(result.to_dict())
+    return pd.DataFrame(rows, columns=["Source", "Variance", "SE"]).astype({"Variance": float, "SE": float})
+
+
+def fixed_effects(result: FitResult) -> pd.DataFrame:
+    """The GLS fixed effects at the estimates: columns Source (the column of X: intercept
+    first, then the covariates), Estimate, SE."""
+    return pd.DataFrame([(e.name, e.estimate, e.se) for e in result.fixed_effects], columns=["Source", "Estimate", "SE"])
+
+
+def history(result: FitResult) -> pd.DataFrame:
+    """The .history.tsv as a DataFrame: one row per iteration, columns as `history_rows`."""
+    columns, rows = history_rows(result.to_dict())
+    return pd.DataFrame(rows, columns=columns)
+
+
+def gwas_table(result: MarginalResult | MixedResult, trait: TraitResult | MixedTraitResult) -> pd.DataFrame:
+    """One trait's association statistics, one row per variant as in its .glm.linear or
+    .glm.mixed file: CHROM, POS, ID, REF, ALT (= A1, the tested allele), A1_FREQ, OBS_CT,
+    BETA, SE, T_STAT, P, LOG10_P (exact where P underflows to 0), and CHISQ for the mixed
+    test; NaN where a variant was not tested."""
+    # the marginal test counts allele frequency and samples per trait, the mixed test once
+    per_variant = trait if hasattr(trait, "a1_freq") else result
+    table = {"CHROM": result.chrom, "POS": result.pos, "ID": result.variant_id, "REF": result.ref, "ALT": result.alt,
+             "A1_FREQ": per_variant.a1_freq, "OBS_CT": per_variant.obs_ct, "BETA": trait.beta, "SE": trait.se,
+             "T_STAT": trait.t_stat, "P": trait.p, "LOG10_P": trait.log10_p}
+    if hasattr(trait, "chisq"):
+        table["CHISQ"] = trait.chisq
+    return pd.DataFrame(table)

@@ -1,11 +1,32 @@
-"""Fit output files: GCTA .hsq layout, JSON round trip, history TSV, plot, atomic writes."""
+"""Fit output files: GCTA .hsq layout (liability-scale rows too), JSON round trip and run
+metadata, history TSV, plot, atomic writes; the DataFrames against the files."""
 
+import dataclasses
+import io
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from dreml import runlog
+from dreml._version import __version__
 from dreml.fit_result import FitResult
-from dreml.outputs import hsq_text, history_tsv_text, summary_table, write_outputs
+from dreml.gwas import MarginalResult, MixedConfig, MixedResult, MixedTraitResult, TraitResult
+from dreml.liability import LiabilityScale
+from dreml.outputs import (
+    fixed_effects,
+    gwas_table,
+    history,
+    history_tsv_text,
+    hsq_text,
+    summary_table,
+    variance_components,
+    write_json,
+    write_outputs,
+)
+
+METADATA = ("dreml_version", "argv", "started", "finished")
 
 
 def make_report(n_components: int) -> dict:
@@ -85,7 +106,8 @@ def test_write_outputs__files_and_no_temporaries(tmp_path):
     report = make_report(2)
     paths = write_outputs(FitResult.from_dict(report), tmp_path / "sub" / "fit", plot=True)
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == sorted(p.name for p in paths)
-    assert json.loads((tmp_path / "sub" / "fit.json").read_text()) == report
+    saved = json.loads((tmp_path / "sub" / "fit.json").read_text())
+    assert list(saved)[:4] == list(METADATA) and {k: saved[k] for k in report} == report
     png = (tmp_path / "sub" / "fit.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -117,3 +139,118 @@ def test_hsq_text__values_parse_back(n_components):
     assert float(table["V(e)"]) == pytest.approx(report["residual_variance"])
     assert float(table["Vp"]) == pytest.approx(report["vp"])
     assert int(table["n"]) == report["n_samples"]
+
+
+def test_write_json__run_metadata_from_python_and_from_a_command(tmp_path):
+    # from Python, outside a command: no command line and no start to record
+    write_json({"x": 1, "argv": "the report's own"}, tmp_path / "api.json")
+    saved = json.loads((tmp_path / "api.json").read_text())
+    assert list(saved) == [*METADATA, "x"]
+    assert saved["dreml_version"] == __version__ and saved["argv"] is None and saved["started"] is None
+    assert runlog.now()[:10] == saved["finished"][:10]
+    with runlog.recording(["dreml", "fit", "--out", "x"], None) as run:
+        write_json({"x": 1}, tmp_path / "cli.json")
+    saved = json.loads((tmp_path / "cli.json").read_text())
+    assert saved["argv"] == ["dreml", "fit", "--out", "x"] and saved["started"] == run.started
+    assert saved["started"] <= saved["finished"]  # same zone, ISO 8601: text order is time order
+
+
+def _with_liability(report: dict, prevalence: float = 0.1, case_fraction: float = 0.5) -> dict:
+    result = FitResult.from_dict(report)
+    return dataclasses.replace(result, liability=LiabilityScale(prevalence, case_fraction)).to_dict()
+
+
+def test_hsq_text__liability_rows_as_gcta_one_component():
+    report = _with_liability(make_report(1))
+    factor = LiabilityScale(0.1, 0.5).factor
+    lines = hsq_text(report).splitlines()
+    assert lines[4:8] == [
+        "V(G)/Vp\t0.100000\t0.020000",
+        "The estimate of variance explained on the observed scale is transformed to that on the underlying scale:",
+        "(Proportion of cases in the sample = 0.500000; User-specified disease prevalence = 0.100000)",
+        f"V(G)/Vp_L\t{0.1 * factor:.6f}\t{0.02 * factor:.6f}",
+    ]
+    assert lines[8].startswith("logL\t")
+
+
+def test_hsq_text__liability_rows_as_gcta_two_components():
+    report = _with_liability(make_report(2))
+    rows = [line.split("\t")[0] for line in hsq_text(report).splitlines()]
+    assert rows[5:] == [
+        "V(G1)/Vp", "V(G2)/Vp", "", "Sum of V(G)/Vp", rows[9], rows[10], "V(G1)/Vp_L", "V(G2)/Vp_L",
+        "", "Sum of V(G)_L/Vp", "logL", "n",
+    ]
+    assert rows[9].startswith("The estimate") and rows[10].startswith("(Proportion of cases")
+
+
+def test_fit_result__liability_in_the_report_and_round_trip():
+    report = _with_liability(make_report(2), prevalence=0.01, case_fraction=0.3)
+    factor = LiabilityScale(0.01, 0.3).factor
+    assert report["prevalence"] == 0.01 and report["case_fraction"] == 0.3
+    assert [c["h2_liability"] for c in report["components"]] == pytest.approx([0.1 * factor, 0.2 * factor])
+    assert [c["h2_liability_se"] for c in report["components"]] == pytest.approx([0.02 * factor] * 2)
+    assert report["h2_total_liability"] == pytest.approx(0.3 * factor)
+    assert report["h2_total_liability_se"] == pytest.approx(0.05 * factor)
+    assert FitResult.from_dict(report).to_dict() == report
+    assert "liability scale: total h2" in summary_table(report)
+    assert "prevalence" not in make_report(2) and "liability" not in summary_table(make_report(2))
+
+
+@pytest.mark.parametrize("prevalence", [None, 0.05])
+@pytest.mark.parametrize("n_components", [1, 3])
+def test_variance_components__equals_the_hsq_rows(n_components, prevalence):
+    report = make_report(n_components)
+    report["components"][0]["se"] = float("nan")  # an undefined SE: NA in the .hsq, NaN here
+    result = FitResult.from_dict(report)
+    if prevalence is not None:
+        result = dataclasses.replace(result, liability=LiabilityScale(prevalence, 0.4))
+    frame = variance_components(result)
+    hsq = pd.read_csv(io.StringIO(hsq_text(result.to_dict())), sep="\t", names=["Source", "Variance", "SE"],
+                      skiprows=1, na_values="NA")
+    hsq = hsq[hsq["Source"].str.startswith(("V", "Sum"))].reset_index(drop=True)  # the table rows
+    assert list(frame["Source"]) == list(hsq["Source"])
+    np.testing.assert_allclose(frame[["Variance", "SE"]].to_numpy(), hsq[["Variance", "SE"]].to_numpy(), atol=5e-7)
+    assert np.isnan(frame["SE"][0]) and frame["Variance"].dtype == np.float64
+
+
+def test_fixed_effects_and_history__equal_the_report_and_tsv():
+    result = FitResult.from_dict(make_report(2))
+    effects = fixed_effects(result)
+    assert list(effects.columns) == ["Source", "Estimate", "SE"]
+    assert effects.to_dict("list") == {"Source": ["intercept", "age"], "Estimate": [1.5, -0.0123456789], "SE": [0.25, 0.001]}
+    frame = history(result)
+    tsv = pd.read_csv(io.StringIO(history_tsv_text(result.to_dict())), sep="\t", na_values="NA")
+    assert list(frame.columns) == list(tsv.columns)
+    pd.testing.assert_frame_equal(frame, tsv, check_dtype=False, rtol=1e-5)
+    assert np.isnan(frame["decrement"][0])
+
+
+def _marginal() -> MarginalResult:
+    rng = np.random.default_rng(1)
+    m = 5
+    trait = TraitResult(name="height", n=90, covariate_names=("intercept",), beta=rng.normal(size=m),
+                        se=np.full(m, 0.1), t_stat=rng.normal(size=m), p=np.array([0.5, 0.0, 1e-8, np.nan, 0.2]),
+                        log10_p=np.array([np.log10(0.5), -400.0, -8.0, np.nan, np.log10(0.2)]),
+                        a1_freq=np.full(m, 0.3), obs_ct=np.arange(90, 90 + m), skipped={}, lambda_gc=1.0)
+    return MarginalResult(missing="complete-case", chrom=np.array(["1"] * m), pos=np.arange(1, m + 1),
+                          variant_id=np.array([f"rs{j}" for j in range(m)]), ref=np.array(["A"] * m),
+                          alt=np.array(["G"] * m), traits=(trait,), passes=1, timings={}, n_driver_variants=0)
+
+
+def test_gwas_table__marginal_and_mixed_columns():
+    result = _marginal()
+    trait = result.traits[0]
+    table = gwas_table(result, trait)
+    assert list(table.columns) == ["CHROM", "POS", "ID", "REF", "ALT", "A1_FREQ", "OBS_CT", "BETA", "SE", "T_STAT",
+                                   "P", "LOG10_P"]
+    assert list(table["ID"]) == list(result.variant_id) and list(table["OBS_CT"]) == list(trait.obs_ct)
+    np.testing.assert_array_equal(table["BETA"], trait.beta)
+    assert table["P"][1] == 0.0 and table["LOG10_P"][1] == -400.0  # below the float range: exact on the log scale
+    mixed_trait = MixedTraitResult(name="height", n=90, beta=trait.beta, se=trait.se, t_stat=trait.t_stat,
+                                   chisq=trait.t_stat ** 2, p=trait.p, log10_p=trait.log10_p, lambda_gc=1.0)
+    mixed = MixedResult(chrom=result.chrom, pos=result.pos, variant_id=result.variant_id, ref=result.ref, alt=result.alt,
+                        a1_freq=np.full(5, 0.25), obs_ct=np.full(5, 90), traits=(mixed_trait,), chromosomes=(),
+                        config=MixedConfig(), passes=1, timings={}, n_collinear=0)
+    table = gwas_table(mixed, mixed_trait)
+    assert list(table.columns)[-1] == "CHISQ" and list(table["A1_FREQ"]) == [0.25] * 5
+    np.testing.assert_array_equal(table["CHISQ"], mixed_trait.chisq)

@@ -184,7 +184,7 @@ def test_predict__cli_writes_scores_and_report(trained, new_store, client, tmp_p
                      "--scheduler", client.scheduler.address])
     assert rc == 0
     assert "Wrote" in capsys.readouterr().out
-    assert sorted(p.name for p in out.parent.iterdir()) == ["p.predict.json", "p.score.tsv"]  # no .tmp left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p.log", "p.predict.json", "p.score.tsv"]  # no .tmp left
     lines = (tmp_path / "out" / "p.score.tsv").read_text().splitlines()
     names = list(state.names[:-1])
     assert lines[0].split("\t") == ["FID", "IID", *names, "total"]
@@ -225,7 +225,7 @@ def test_predict__raise_on_no_overlapping_variants(trained, elsewhere, client, t
                      "--scheduler", client.scheduler.address])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and str(elsewhere) in err
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["p.log"]  # the run log only
 
 
 @pytest.mark.parametrize("content", [None, b"not an npz"])
@@ -238,7 +238,7 @@ def test_predict__raise_on_missing_or_invalid_fit_file(trained, content, client,
                      "--out", str(tmp_path / "p"), "--scheduler", client.scheduler.address])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "bad.fit.npz" in err
-    assert sorted(tmp_path.iterdir()) == before
+    assert sorted(tmp_path.iterdir()) == sorted([*before, tmp_path / "p.log"])  # the run log only
 
 
 def test_predict__component_without_variants_scores_zero(trained, client, caplog):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -38,7 +37,7 @@ from dreml.components import Components
 from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, EigenResult, top_eigenpairs
 from dreml.errors import InputError
 from dreml.operators import GenotypeOperator
-from dreml.outputs import atomic_write_text
+from dreml.outputs import atomic_write_text, write_json
 from dreml.selection import select_variants
 from dreml.store import Store, open_stores
 
@@ -164,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(args.out + suffix) for suffix in (".eigenval", ".eigenvec", ".eigen.json")]
     atomic_write_text(paths[0], eigenval_text(result))
     atomic_write_text(paths[1], eigenvec_text(result, stores[0], samples))
-    atomic_write_text(paths[2], json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_json(report, paths[2])
     logger.info("%d iterations, %d passes, %.1f s; largest relative residual %.3g",
                 result.iterations, result.passes, report["timings"]["end_to_end"], result.history[-1])
     if not result.converged:

@@ -63,6 +63,9 @@ class BedReader:
     n_samples: int
     n_variants: int
 
+    def for_chunk(self, start: int, stop: int) -> BedReader:
+        return self  # nothing per variant to slice
+
     @property
     def bytes_per_variant(self) -> int:
         return -(-self.n_samples // 4)
@@ -113,8 +116,11 @@ def check_bed_size(path: Path, n_samples: int, n_variants: int, bim: Path, fam: 
 
 
 def open_bed(prefix: str | Path) -> Source:
-    """Open PREFIX.bed/.bim/.fam: magic bytes first, then the metadata, then the .bed size."""
-    bed, bim, fam = companion_files(prefix, ("bed", "bim", "fam"))
+    """Open PREFIX.bed/.bim/.fam: magic bytes first, then the metadata, then the .bed size.
+
+    The .bim and .fam may be gzip or Zstandard compressed (PREFIX.bim.gz, PREFIX.fam.zst...).
+    """
+    bed, bim, fam = companion_files(prefix, ("bed", "bim", "fam"), text=("bim", "fam"))
     check_bed_magic(bed)
     samples = read_fam(fam)
     variants = read_bim(bim)

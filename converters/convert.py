@@ -1,4 +1,4 @@
-"""`convert`: PLINK fileset -> genotype store, chunk-parallel on Dask, atomic.
+"""`convert`: PLINK fileset, VCF Zarr or BGEN -> genotype store, chunk-parallel on Dask, atomic.
 
 The store is written under a deterministic temporary sibling, `OUT.partial` (removed when a
 conversion starts), marked complete, and only then renamed to OUT. An existing OUT (with
@@ -10,11 +10,13 @@ store, the new complete store, or (between the two renames) absent with both on 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dask
 import distributed
@@ -22,24 +24,43 @@ from dask.callbacks import Callback
 from tqdm import tqdm
 
 from converters.bed import open_bed
+from converters.bgen import open_bgen
 from converters.pgen import open_pgen
 from converters.source import Source
+from converters.vcz import open_vcz
 from converters.writer import ChunkStats, convert_variant_chunk, create_store, finalize_store
 from dreml.errors import InputError
 from dreml.store import Store, open_store
 
 logger = logging.getLogger(__name__)
 
-OPENERS: dict[str, Callable[[str | Path], Source]] = {"bed": open_bed, "pgen": open_pgen}
+# Each opener takes the input's path (a PLINK prefix, a .vcz directory, a .bgen file) and its
+# format's options as keyword arguments.
+OPENERS: dict[str, Callable[..., Source]] = {"bed": open_bed, "pgen": open_pgen, "vcz": open_vcz, "bgen": open_bgen}
+# Keyword arguments of `convert` that go to the opener rather than to `write_store`.
+SOURCE_OPTIONS = ("max_alleles", "sample", "hard_call_threshold")
 DEFAULT_VARIANT_CHUNK = 1024
 DEFAULT_SAMPLE_CHUNK = 65536
 
 
-def open_source(fmt: str, prefix: str | Path) -> Source:
-    """Open the fileset PREFIX.* of format `fmt` ("bed" or "pgen")."""
+def open_source(fmt: str, prefix: str | Path, **options: Any) -> Source:
+    """Open the input `prefix` of format `fmt` with that format's `options`.
+
+    Arguments:
+        fmt: "bed" (PREFIX.bed/.bim/.fam), "pgen" (PREFIX.pgen/.pvar/.psam), "vcz" (a VCF
+            Zarr directory) or "bgen" (a .bgen file).
+        prefix: the fileset's path without extension, or the .vcz / .bgen path.
+        options: `max_alleles` (pgen, vcz, bgen), `sample` and `hard_call_threshold` (bgen);
+            an option left None takes its default.
+    """
     if fmt not in OPENERS:
         raise InputError(f"format {fmt!r} is not supported (expected one of {', '.join(OPENERS)})")
-    return OPENERS[fmt](prefix)
+    opener = OPENERS[fmt]
+    accepted = inspect.signature(opener).parameters
+    for name, value in options.items():
+        if name not in accepted and value is not None:
+            raise InputError(f"option {name!r} does not apply to format {fmt!r}")
+    return opener(prefix, **{name: value for name, value in options.items() if value is not None})
 
 
 def partial_path(out: Path) -> Path:
@@ -110,13 +131,17 @@ def _run_chunks(
     """Run one `convert_variant_chunk` task per variant chunk; return their statistics."""
     if client is None:
         tasks = [
-            dask.delayed(convert_variant_chunk, pure=False)(source.genotypes, str(store_path), start, stop)
+            dask.delayed(convert_variant_chunk, pure=False)(
+                source.genotypes.for_chunk(start, stop), str(store_path), start, stop
+            )
             for start, stop in bounds
         ]
         with _ProgressCallback(bar):
             return list(dask.compute(*tasks, scheduler="threads"))
     futures = [
-        client.submit(convert_variant_chunk, source.genotypes, str(store_path), start, stop, pure=False)
+        client.submit(
+            convert_variant_chunk, source.genotypes.for_chunk(start, stop), str(store_path), start, stop, pure=False
+        )
         for start, stop in bounds
     ]
     results = []
@@ -129,21 +154,24 @@ def _run_chunks(
     return results
 
 
-def convert(fmt: str, prefix: str | Path, out: str | Path, **options) -> Store:
-    """Convert the PLINK fileset PREFIX.* into a genotype store at `out` and open it.
+def convert(fmt: str, prefix: str | Path, out: str | Path, **options: Any) -> Store:
+    """Convert the input `prefix` of format `fmt` into a genotype store at `out` and open it.
 
     Arguments:
-        fmt: "bed" (PREFIX.bed/.bim/.fam) or "pgen" (PREFIX.pgen/.pvar/.psam).
-        prefix: the fileset's path without extension.
+        fmt: "bed" (PREFIX.bed/.bim/.fam), "pgen" (PREFIX.pgen/.pvar/.psam), "vcz" (a VCF
+            Zarr directory) or "bgen" (a .bgen file).
+        prefix: the fileset's path without extension, or the .vcz / .bgen path.
         out: the store to create (a directory, conventionally named *.zarr).
-        options: `client`, `variant_chunk`, `sample_chunk`, `overwrite`, `progress` of
-            `write_store`.
+        options: the input's options (`max_alleles`, `sample`, `hard_call_threshold`; see
+            `open_source`) and `client`, `variant_chunk`, `sample_chunk`, `overwrite`,
+            `progress` of `write_store`.
 
     Returns:
         The new store, opened and validated.
     """
+    source_options = {name: options.pop(name) for name in SOURCE_OPTIONS if name in options}
     # every input check happens in open_source, before anything is written
-    return write_store(open_source(fmt, prefix), out, **options)
+    return write_store(open_source(fmt, prefix, **source_options), out, **options)
 
 
 def write_store(

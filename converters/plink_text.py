@@ -3,7 +3,8 @@
 Each parser reads the whole file into a `VariantTable` or `SampleTable`. A malformed line
 raises `InputError` with one line naming the file, the 1-based line number and what was
 expected there. Blank lines are skipped. Sample IDs (IID) must be unique: the store is
-keyed by them.
+keyed by them. Files may be gzip or Zstandard compressed (`dreml.textio` detects either
+from the first bytes), as PLINK 2 allows (`PREFIX.pvar.zst`, `PREFIX.bim.gz`).
 
 Column conventions (https://www.cog-genomics.org/plink/2.0/formats):
     .bim   CHROM ID CM POS A1 A2       A1 is the counted allele (ALT), A2 is REF
@@ -22,20 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tables import SampleTable, VariantTable
+from converters.source import multiallelic_message
+from converters.tables import KeptVariants, SampleTable, VariantTable
 from dreml.errors import InputError
+from dreml.textio import numbered_lines
 
 
 def _records(path: Path) -> Iterator[tuple[int, str, list[str]]]:
-    """Yield (line number, raw line, whitespace-split fields) of every non-blank line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                fields = line.split()
-                if fields:
-                    yield lineno, line, fields
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    """Yield (line number, raw line, whitespace-split fields) of every non-blank line.
+
+    Decompression and UTF-8 failures are `InputError`s naming the file (`numbered_lines`).
+    """
+    for lineno, line in numbered_lines(path):
+        fields = line.split()
+        if fields:
+            yield lineno, line, fields
 
 
 def _position(path: Path, lineno: int, text: str) -> int:
@@ -112,10 +114,23 @@ def _check_width(path: Path, lineno: int, fields: list[str], columns: dict[str, 
 
 
 def read_pvar(path: Path) -> VariantTable:
-    """Parse a .pvar file, with a '#CHROM' header or in the headerless .bim-like layout."""
-    chrom, ids, pos, ref, alt = [], [], [], [], []
+    """Parse a .pvar file, with a '#CHROM' header or in the headerless .bim-like layout.
+
+    A multi-allelic variant (a comma in ALT) is an `InputError` naming it and its line.
+    """
+    return scan_pvar(path, skip_multiallelic=False).table
+
+
+def scan_pvar(path: Path, *, skip_multiallelic: bool) -> KeptVariants:
+    """Parse a .pvar file (see `read_pvar`), skipping multi-allelic variants if asked.
+
+    Returns the kept variants with their 0-based variant rows in the file (`locator`), which
+    index the .pgen's variants.
+    """
+    chrom, ids, pos, ref, alt, kept = [], [], [], [], [], []
     columns: dict[str, int] | None = None
     headerless_width = 0  # column count of a headerless file, fixed by its first line
+    row = -1  # 0-based variant row of the current data line
     for lineno, line, fields in _records(path):
         if line.startswith("##"):
             continue
@@ -127,18 +142,20 @@ def read_pvar(path: Path) -> VariantTable:
             headerless_width = len(fields)
             columns = {"CHROM": 0, "ID": 1, "POS": len(fields) - 3, "ALT": len(fields) - 2, "REF": len(fields) - 1}
         _check_width(path, lineno, fields, columns, headerless_width)
+        row += 1
+        if "," in fields[columns["ALT"]]:
+            if skip_multiallelic:
+                continue
+            what = f"variant {fields[columns['ID']]!r} (ALT {fields[columns['ALT']]!r})"
+            raise InputError(multiallelic_message(f"{path}: line {lineno}", what))
         chrom.append(fields[columns["CHROM"]])
         ids.append(fields[columns["ID"]])
         pos.append(_position(path, lineno, fields[columns["POS"]]))
         ref.append(fields[columns["REF"]])
         alt.append(fields[columns["ALT"]])
-        if "," in alt[-1]:
-            raise InputError(
-                f"{path}: line {lineno}: variant {ids[-1]!r} is multi-allelic (ALT {alt[-1]!r}); "
-                "dreml stores biallelic variants only: split it (bcftools norm -m-) or drop it "
-                "(plink2 --max-alleles 2) first"
-            )
-    return VariantTable.from_columns(chrom, ids, pos, ref, alt)
+        kept.append(row)
+    table = VariantTable.from_columns(chrom, ids, pos, ref, alt)
+    return KeptVariants(table=table, locator=np.array(kept, dtype=np.int64), n_input=row + 1)
 
 
 def read_psam(path: Path) -> SampleTable:

@@ -1,9 +1,15 @@
-"""The `Source` interface every input format implements, and the companion-file check.
+"""The `Source` interface every input format implements, and the companion-file lookup.
 
-A `Source` couples the metadata of an input fileset (a `SampleTable` and a `VariantTable`,
-held by the driver) with a `GenotypeReader`: a small picklable object (file paths and
-counts) that Dask tasks receive and call as `read(start, stop)`. Keeping the two apart
-means a task ships a few hundred bytes, not the variant table.
+A `Source` couples the metadata of an input (a `SampleTable` and a `VariantTable`, held by
+the driver) with a `GenotypeReader`: a small picklable object (file paths and counts) that
+Dask tasks receive and call as `read(start, stop)`. Keeping the two apart means a task
+ships a few hundred bytes, not the variant table.
+
+Variant indices: a source's variants are the variants it *keeps*, numbered 0..m-1 in input
+order; the store holds exactly these. An input row that is skipped (a multi-allelic variant
+under `max_alleles=2`) has no index. Where the two numberings differ, a reader carries a
+`VariantRows` (the input locator of each kept variant) and hands each Dask task only the
+slice of it that the task's range needs (`GenotypeReader.for_chunk`).
 
 Genotype blocks are `int8`, shape (stop - start, n_samples) (variants x samples), holding
 the count of the ALT allele (0, 1, 2) and `MISSING_DOSAGE` (-1) for a missing call.
@@ -12,10 +18,11 @@ the count of the ALT allele (0, 1, 2) and `MISSING_DOSAGE` (-1) for a missing ca
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +30,11 @@ from converters.tables import SampleTable, VariantTable
 from dreml.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+# Compressed names tried, in this order, for a text companion absent under its plain name
+# (PLINK 2 writes .pvar.zst; gzip is what most pipelines produce). The content decides
+# the decompression (dreml.textio reads the magic bytes), the name only finds the file.
+COMPRESSED_SUFFIXES = (".zst", ".gz")
 
 
 class GenotypeReader(Protocol):
@@ -35,16 +47,53 @@ class GenotypeReader(Protocol):
         """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing."""
         ...
 
+    def for_chunk(self, start: int, stop: int) -> "GenotypeReader":
+        """A reader that answers `read` on [start, stop) alike, and is what one Dask task receives.
+
+        Readers that carry per-variant lookups return a copy carrying only this range's;
+        the others return themselves.
+        """
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class VariantRows:
+    """Input locators of the kept variants [first, first + len(locator)).
+
+    Attributes:
+        first: the (kept-variant) index of `locator[0]`.
+        locator: int64, ascending: for each kept variant its row in the input (a variant
+            index of the .pgen or of the VCF Zarr arrays) or its byte offset (BGEN).
+    """
+
+    first: int
+    locator: np.ndarray
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        """Locators of the kept variants [start, stop), which must lie within this window."""
+        if not self.first <= start <= stop <= self.first + len(self.locator):
+            raise IndexError(
+                f"variant range [{start}, {stop}) outside the window [{self.first}, {self.first + len(self.locator)})"
+            )
+        return self.locator[start - self.first : stop - self.first]
+
+    def window(self, start: int, stop: int) -> VariantRows:
+        """A copy holding only the locators of [start, stop) (what a Dask task ships)."""
+        return VariantRows(first=start, locator=self.take(start, stop).copy())
+
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """An opened input fileset: metadata plus a genotype reader.
+    """An opened input: metadata plus a genotype reader.
 
     Attributes:
-        format: "bed" or "pgen".
-        files: the fileset's files (genotypes first), recorded in the store's `source` attribute.
-        samples, variants: the metadata tables.
+        format: "bed", "pgen", "vcz" or "bgen".
+        files: the input's files (genotypes first), recorded in the store's `source` attribute.
+        samples, variants: the metadata tables (kept variants only).
         genotypes: the picklable reader that Dask tasks call.
+        options: the conversion options that shaped the store (e.g. `max_alleles`), recorded
+            in the store so that `verify` can open the input the same way.
+        skipped: number of input variants left out, by reason (e.g. {"multiallelic": 3}).
     """
 
     format: str
@@ -52,6 +101,8 @@ class Source:
     samples: SampleTable
     variants: VariantTable
     genotypes: GenotypeReader
+    options: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -65,14 +116,32 @@ class Source:
         return self.genotypes.read(start, stop)
 
 
-def companion_files(prefix: str | Path, extensions: tuple[str, ...]) -> tuple[Path, ...]:
-    """PREFIX.ext for each extension; raise InputError naming the first that does not exist."""
-    paths = tuple(Path(f"{prefix}.{ext}") for ext in extensions)
-    for path in paths:
-        if not path.is_file():
-            others = ", ".join(p.name for p in paths)
-            raise InputError(f"{path}: no such file (a fileset needs {others})")
-    return paths
+def find_text_companion(path: Path) -> Path | None:
+    """`path` if it is a file, else the first of path.zst, path.gz that is; None if none is."""
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in COMPRESSED_SUFFIXES)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def companion_files(
+    prefix: str | Path, extensions: tuple[str, ...], *, text: tuple[str, ...] = ()
+) -> tuple[Path, ...]:
+    """PREFIX.ext for each extension; raise InputError naming the first that does not exist.
+
+    Extensions in `text` may also be found compressed (PREFIX.ext.zst or PREFIX.ext.gz, in
+    that order, when PREFIX.ext is absent), as PLINK 2 allows for its text companions.
+    """
+    found = []
+    plain = tuple(Path(f"{prefix}.{ext}") for ext in extensions)
+    for ext, path in zip(extensions, plain):
+        where = find_text_companion(path) if ext in text else (path if path.is_file() else None)
+        if where is None:
+            others = ", ".join(p.name for p in plain)
+            nor = f", nor {path.name}.zst or {path.name}.gz" if ext in text else ""
+            raise InputError(f"{path}: no such file{nor} (a fileset needs {others})")
+        found.append(where)
+    return tuple(found)
 
 
 def check_range(reader: GenotypeReader, start: int, stop: int) -> None:
@@ -87,19 +156,59 @@ def check_not_empty(samples_file: Path, n_samples: int, variants_file: Path, n_v
             raise InputError(f"{path}: no {what} lines (expected at least one)")
 
 
+def check_max_alleles(max_alleles: int | None) -> None:
+    """`max_alleles` is None (multi-allelic variants are an error) or 2 (they are skipped)."""
+    if max_alleles is not None and (isinstance(max_alleles, bool) or max_alleles != 2):
+        raise InputError(
+            f"max_alleles must be 2 (skip multi-allelic variants) or unset, got {max_alleles!r}; "
+            "dreml stores biallelic variants only"
+        )
+
+
+def multiallelic_message(where: str, what: str) -> str:
+    """The error for a multi-allelic variant met without `max_alleles=2`, the same for every format."""
+    return (
+        f"{where}: {what} is multi-allelic; dreml stores biallelic variants only: pass --max-alleles 2 "
+        "(max_alleles=2) to skip multi-allelic variants, or split them first (bcftools norm -m-)"
+    )
+
+
+def log_skipped(path: Path, skipped: dict[str, int]) -> None:
+    for reason, count in skipped.items():
+        if count:
+            logger.info("%s: skipped %d %s variant(s) (--max-alleles 2)", path, count, reason.replace("multi", "multi-"))
+
+
+def directory_size(path: Path) -> int:
+    """Total size in bytes of the files under a directory (a VCF Zarr store)."""
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
 def build_source(
     fmt: str,
     files: tuple[Path, ...],
     samples: SampleTable,
     variants: VariantTable,
-    reader_type: Callable[[Path, int, int], GenotypeReader],
+    reader_type: Callable[..., GenotypeReader],
+    *,
+    options: dict[str, Any] | None = None,
+    skipped: dict[str, int] | None = None,
+    **reader_fields: Any,
 ) -> Source:
-    """The `Source` of a checked fileset; its reader (on `files[0]`) gets the tables' counts."""
+    """The `Source` of a checked input; its reader (on `files[0]`) gets the tables' counts.
+
+    `reader_fields` are further fields of the reader (e.g. `rows`); `options` and `skipped`
+    are recorded in the store (only the options that were set).
+    """
+    skipped = {reason: count for reason, count in (skipped or {}).items()}
     logger.info("%s: %d samples x %d variants", files[0], len(samples), len(variants))
+    log_skipped(files[0], skipped)
     return Source(
         format=fmt,
         files=files,
         samples=samples,
         variants=variants,
-        genotypes=reader_type(files[0], len(samples), len(variants)),
+        genotypes=reader_type(files[0], len(samples), len(variants), **reader_fields),
+        options={name: value for name, value in (options or {}).items() if value is not None},
+        skipped=skipped,
     )

@@ -64,3 +64,27 @@ class VariantTable:
             variant_id=np.array(variant_id, dtype=str),
             allele=np.array([ref, alt], dtype=str).T.copy(),  # (m, 2), C order
         )
+
+
+@dataclass(frozen=True, eq=False)
+class KeptVariants:
+    """The variants of an input that a conversion keeps (multi-allelic ones may be skipped).
+
+    Attributes:
+        table: the kept variants, in input order.
+        locator: int64, shape (len(table),): where each kept variant sits in the input (its
+            0-based variant row, or its byte offset in a BGEN file), ascending.
+        n_input: number of variants in the input, kept or skipped.
+    """
+
+    table: VariantTable
+    locator: np.ndarray
+    n_input: int
+
+    @property
+    def n_skipped(self) -> int:
+        return self.n_input - len(self.table)
+
+    @property
+    def all_kept(self) -> bool:
+        return self.n_skipped == 0

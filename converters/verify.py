@@ -47,9 +47,38 @@ def _compare_metadata(store: Store, source: Source, report: VerifyReport) -> Non
         report.mismatches.append(f"{store.path}: attribute 'source' differs (files or sizes changed)")
 
 
-def verify(store: Store, prefix: str | Path, *, fmt: str | None = None) -> VerifyReport:
-    """Compare `store` with the fileset PREFIX.*, chunk by chunk of the store's variants."""
-    source = open_source(fmt or detect_format(prefix), prefix)
+def _source_options(store: Store, prefix: str | Path, fmt: str, sample: str | Path | None) -> dict:
+    """The options the store was converted with, and a BGEN's .sample file.
+
+    Without `sample`, a BGEN store's recorded .sample file is looked for beside the .bgen.
+    """
+    recorded = store.attrs["source"]
+    options = dict(recorded.get("options", {})) if recorded.get("format") == fmt else {}
+    if sample is None and fmt == "bgen" and len(recorded.get("files", [])) > 1:
+        beside = Path(prefix).parent / recorded["files"][1]["name"]
+        sample = beside if beside.is_file() else None
+    if sample is not None:
+        options["sample"] = sample
+    return options
+
+
+def verify(
+    store: Store, prefix: str | Path, *, fmt: str | None = None, sample: str | Path | None = None
+) -> VerifyReport:
+    """Compare `store` with its input, chunk by chunk of the store's variants.
+
+    Arguments:
+        store: the opened store.
+        prefix: the input: a PLINK fileset's path without extension, a .vcz or a .bgen.
+        fmt: the input's format; by default the one the store records (else detected from
+            which of PREFIX.bed and PREFIX.pgen exists).
+        sample: a BGEN's .sample file (by default the recorded one, beside the .bgen).
+
+    The input is opened with the options the store records (e.g. `max_alleles`), so a store
+    converted with skipped variants compares with the same kept variants.
+    """
+    fmt = fmt or store.attrs["source"].get("format") or detect_format(prefix)
+    source = open_source(fmt, prefix, **_source_options(store, prefix, fmt, sample))
     report = VerifyReport()
     if (source.n_variants, source.n_samples) != (store.n_variants, store.n_samples):
         report.mismatches.append(

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from converters.source import GenotypeReader, Source
+from converters.source import GenotypeReader, Source, directory_size
 from dreml._version import __version__
 from dreml.store_schema import ARRAYS, COUNTED_ALLELE, FORMAT_NAME, FORMAT_VERSION, MISSING_DOSAGE
 
@@ -86,12 +86,25 @@ def _array_chunks(name: str, shape: tuple[int, ...], variant_chunk: int, sample_
     return tuple(max(1, min(VARIANT_ARRAY_CHUNK, size)) for size in shape)
 
 
+def _size(path: Path) -> int:
+    return directory_size(path) if path.is_dir() else path.stat().st_size
+
+
 def source_attribute(source: Source) -> dict:
-    """The store's `source` attribute: the input format and its files' names and sizes."""
-    return {
+    """The store's `source` attribute: the input format, its files' names and sizes, and, when
+    set, the options of the conversion and the number of input variants skipped by reason.
+
+    A directory input (VCF Zarr) is recorded with the total size of the files under it.
+    """
+    attribute: dict = {
         "format": source.format,
-        "files": [{"name": path.name, "size": path.stat().st_size} for path in source.files],
+        "files": [{"name": path.name, "size": _size(path)} for path in source.files],
     }
+    if source.options:
+        attribute["options"] = dict(source.options)
+    if source.skipped:
+        attribute["skipped_variants"] = dict(source.skipped)
+    return attribute
 
 
 def metadata_arrays(source: Source) -> dict[str, np.ndarray]:

@@ -6,11 +6,13 @@ PGEN filesets from pgenlib's own writer, with .pvar/.psam written here.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pgenlib
 import pytest
+import zstandard
 
 from converters.convert import partial_path
 from dreml.plink_write import write_plink1
@@ -78,3 +80,37 @@ def assert_no_complete_store(out: Path) -> None:
     for path in (out, partial_path(out)):
         with pytest.raises(StoreError):
             open_store(path)
+
+
+def write_pgen_with_multiallelic(
+    prefix: Path, dosage: np.ndarray, meta: dict[str, np.ndarray], multiallelic: list[int]
+) -> np.ndarray:
+    """Like `write_pgen_fileset`, but the rows `multiallelic` become 3-allele variants (ALT 'X,Y'
+    in the .pvar, some samples carrying allele 2); returns the dosages of the other rows."""
+    m, n = dosage.shape
+    writer = pgenlib.PgenWriter(f"{prefix}.pgen".encode(), n, variant_ct=m, nonref_flags=False, allele_ct_limit=3)
+    for j in range(m):
+        if j in multiallelic:  # sample i carries alleles (0, i % 3): 0/0, 0/1, 0/2, ...
+            codes = np.stack([np.zeros(n, dtype=np.int32), np.arange(n, dtype=np.int32) % 3], axis=1)
+            writer.append_alleles(codes.ravel(), allele_ct=3)
+        else:
+            writer.append_biallelic(np.where(dosage[j] < 0, -9, dosage[j]).astype(np.int8))
+    writer.close()
+    alt = np.array([f"{a},T" if j in multiallelic else a for j, a in enumerate(meta["alt"])])
+    with open(f"{prefix}.pvar", "w") as f:
+        f.write("#CHROM\tPOS\tID\tREF\tALT\n")
+        for row in zip(meta["contig"], meta["position"], meta["variant_id"], meta["ref"], alt):
+            f.write("\t".join(map(str, row)) + "\n")
+    with open(f"{prefix}.psam", "w") as f:
+        f.write("#IID\n" + "".join(f"{iid}\n" for iid in meta["sample_id"]))
+    return np.delete(dosage, multiallelic, axis=0)
+
+
+def compress_file(path: Path, kind: str) -> Path:
+    """Replace `path` by path.gz or path.zst holding the same bytes (real gzip / Zstandard)."""
+    data = path.read_bytes()
+    packed = gzip.compress(data) if kind == "gz" else zstandard.ZstdCompressor().compress(data)
+    target = path.with_name(f"{path.name}.{kind}")
+    target.write_bytes(packed)
+    path.unlink()
+    return target

@@ -1,4 +1,4 @@
-"""`converters.convert` end to end: real filesets, real Zarr stores on disk, real Dask."""
+"""`converters.convert` end to end (bed, pgen): real filesets, real Zarr stores on disk, real Dask."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 import zarr
 from plink_fixtures import (
     assert_no_complete_store,
+    compress_file,
     random_dosage,
     read_bed_with_pgenlib,
     write_bed_fileset,
     write_pgen_fileset,
+    write_pgen_with_multiallelic,
 )
 
 from converters import convert
@@ -200,7 +202,9 @@ def test_convert__removes_stale_partial(tmp_path, rng):
 def test_convert__raise_on_missing_companion_file(tmp_path, rng):
     write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
     (tmp_path / "x.fam").unlink()
-    with pytest.raises(InputError, match=r"x\.fam: no such file \(a fileset needs x\.bed, x\.bim, x\.fam\)"):
+    with pytest.raises(
+        InputError, match=r"x\.fam: no such file, nor x\.fam\.zst or x\.fam\.gz \(a fileset needs x\.bed, x\.bim, x\.fam\)"
+    ):
         convert("bed", tmp_path / "x", tmp_path / "x.zarr")
     assert_no_complete_store(tmp_path / "x.zarr")
 
@@ -274,7 +278,8 @@ def test_convert__raise_on_multiallelic_pgen_variant(tmp_path):
     writer.close()
     (tmp_path / "m.pvar").write_text("#CHROM\tPOS\tID\tREF\tALT\n1\t5\tv1\tA\tC\n1\t9\trs77\tA\tC,T\n")
     (tmp_path / "m.psam").write_text("#IID\na\nb\nc\n")
-    with pytest.raises(InputError, match=r"m\.pvar: line 3: variant 'rs77' is multi-allelic \(ALT 'C,T'\)"):
+    expected = r"m\.pvar: line 3: variant 'rs77' \(ALT 'C,T'\) is multi-allelic; .*pass --max-alleles 2"
+    with pytest.raises(InputError, match=expected):
         convert("pgen", tmp_path / "m", tmp_path / "m.zarr")
     assert_no_complete_store(tmp_path / "m.zarr")
 
@@ -317,7 +322,7 @@ def test_convert__raise_on_bad_chunk_size(tmp_path, rng, option, value):
 
 
 def test_open_source__raise_on_unsupported_format(tmp_path):
-    with pytest.raises(InputError, match=r"format 'vcf' is not supported \(expected one of bed, pgen\)"):
+    with pytest.raises(InputError, match=r"format 'vcf' is not supported \(expected one of bed, pgen, vcz, bgen\)"):
         convert("vcf", tmp_path / "x", tmp_path / "x.zarr")
 
 
@@ -370,3 +375,76 @@ def test_finalize_store__raise_on_lost_variants(tmp_path):
     with pytest.raises(RuntimeError, match=r"conversion lost variants: 2 have no statistics"):
         finalize_store(group, [ChunkStats(start=0, call_count=one, dosage_sum=one, dosage_sq_sum=one)])
     assert "complete" not in group.attrs
+
+
+# ---- compressed text companions (PLINK 2 allows PREFIX.pvar.zst, PREFIX.bim.gz...) ----
+
+
+@pytest.mark.parametrize(("fmt", "compressed"), [("bed", {"bim": "gz", "fam": "zst"}), ("pgen", {"pvar": "zst", "psam": "gz"})])
+def test_convert__compressed_companions_equal_plain(tmp_path, rng, fmt, compressed):
+    dosage = random_dosage(rng, 23, 7)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    write_pgen_fileset(tmp_path / "x", dosage, meta)
+    plain = convert(fmt, tmp_path / "x", tmp_path / "plain.zarr", variant_chunk=5)
+    for ext, kind in compressed.items():
+        compress_file(tmp_path / f"x.{ext}", kind)
+    store = convert(fmt, tmp_path / "x", tmp_path / "packed.zarr", variant_chunk=5)
+    assert_store_matches(store, dosage, meta)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(store.group[name][...], plain.group[name][...])
+    names = [f["name"] for f in store.attrs["source"]["files"]]
+    assert names == [f"x.{fmt}", *(f"x.{ext}.{kind}" for ext, kind in compressed.items())]
+    assert verify(store, tmp_path / "x").ok
+
+
+# ---- --max-alleles 2: multi-allelic PGEN variants skipped and counted ----
+
+
+@pytest.mark.parametrize("variant_chunk", [3, 64])
+def test_convert__pgen_max_alleles_skips_multiallelic(tmp_path, rng, variant_chunk, client):
+    dosage = random_dosage(rng, 20, 9)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    skipped = [0, 4, 5, 13, 19]
+    kept = write_pgen_with_multiallelic(tmp_path / "x", dosage, meta, skipped)
+    store = convert(
+        "pgen", tmp_path / "x", tmp_path / "x.zarr", max_alleles=2, variant_chunk=variant_chunk, sample_chunk=4,
+        client=client if variant_chunk == 3 else None,
+    )
+    np.testing.assert_array_equal(store.dosage(0, store.n_variants), kept)
+    keep = np.setdiff1d(np.arange(20), skipped)
+    np.testing.assert_array_equal(store.variant_id, meta["variant_id"][keep])
+    np.testing.assert_array_equal(store.variant_allele, np.stack([meta["ref"], meta["alt"]], axis=1)[keep])
+    source = store.attrs["source"]
+    assert source["options"] == {"max_alleles": 2} and source["skipped_variants"] == {"multiallelic": 5}
+    assert verify(store, tmp_path / "x").ok  # re-opened with the recorded max_alleles
+
+
+def test_convert__pgen_max_alleles_without_multiallelic_records_zero(tmp_path, rng):
+    dosage = random_dosage(rng, 6, 4)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    write_pgen_fileset(tmp_path / "x", dosage, meta)
+    store = convert("pgen", tmp_path / "x", tmp_path / "x.zarr", max_alleles=2)
+    np.testing.assert_array_equal(store.dosage(0, 6), dosage)
+    assert store.attrs["source"]["skipped_variants"] == {"multiallelic": 0}
+
+
+def test_convert__raise_on_pgen_all_multiallelic(tmp_path, rng):
+    dosage = random_dosage(rng, 2, 4)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    write_pgen_with_multiallelic(tmp_path / "x", dosage, meta, [0, 1])
+    with pytest.raises(InputError, match=r"x\.pvar: all 2 variants are multi-allelic"):
+        convert("pgen", tmp_path / "x", tmp_path / "x.zarr", max_alleles=2)
+    assert_no_complete_store(tmp_path / "x.zarr")
+
+
+@pytest.mark.parametrize(("fmt", "options", "message"), [
+    ("pgen", {"max_alleles": 3}, r"max_alleles must be 2 \(skip multi-allelic variants\) or unset, got 3"),
+    ("bed", {"max_alleles": 2}, r"option 'max_alleles' does not apply to format 'bed'"),
+])
+def test_convert__raise_on_bad_source_option(tmp_path, rng, fmt, options, message):
+    dosage = random_dosage(rng, 3, 4)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    write_pgen_fileset(tmp_path / "x", dosage, meta)
+    with pytest.raises(InputError, match=message):
+        convert(fmt, tmp_path / "x", tmp_path / "x.zarr", **options)
+    assert_no_complete_store(tmp_path / "x.zarr")

@@ -1,8 +1,9 @@
-"""Converters from PLINK filesets to the dreml genotype store (CLI: `dreml-convert`).
+"""Converters from PLINK filesets, VCF Zarr and BGEN to the dreml genotype store (CLI: `dreml-convert`).
 
-One module per job: `plink_text` (text companions), `bed` and `pgen` (genotype readers
-behind the `source.Source` interface), `writer` (the Zarr store), `convert` (the atomic,
-Dask-parallel driver), `verify` (re-reading a source against a store), `cli`.
+One module per job: `plink_text` (text companions, plain or compressed), `bed`, `pgen`,
+`vcz` and `bgen` (inputs behind the `source.Source` interface), `tables` (their metadata),
+`writer` (the Zarr store), `convert` (the atomic, Dask-parallel driver), `verify`
+(re-reading an input against a store), `cli`.
 """
 
 from converters.convert import DEFAULT_SAMPLE_CHUNK, DEFAULT_VARIANT_CHUNK, convert, open_source

@@ -202,7 +202,26 @@ class Store:
 
 
 def open_store(path: str | Path) -> Store:
-    """Open and validate a genotype store; raise `StoreError` with a clear message otherwise."""
+    """Open and validate a genotype store; raise `StoreError` with a clear message otherwise.
+
+    The store's arrays keep VCF Zarr / sgkit names and dimensions (`variants`, `samples`,
+    `contigs`, `alleles`), so users of those tools find (docs/store_format.md, "The store in
+    VCF Zarr / sgkit terms"):
+
+        sample_id, contig_id, variant_contig, variant_position, variant_id
+                                   the same arrays as in VCF Zarr (contigs: only those with
+                                   variants, in order of first appearance; a VCF Zarr or BGEN
+                                   variant without ID is named CHROM:POS:REF:ALT)
+        variant_allele             VCF Zarr's, REF first, always 2 alleles (REF, ALT)
+        call_dosage                sgkit's call_dosage: count of allele 1 (ALT), int8 with -1
+                                   missing (sgkit's float dosage uses NaN); as call_genotype:
+                                   0 = [0, 0], 1 = [0, 1] unphased, 2 = [1, 1], -1 = [-1, -1]
+        variant_call_count         sgkit's variant_n_called
+        variant_dosage_sum         sgkit's variant_allele_count[:, 1]
+        variant_allele_frequency   sgkit's variant_allele_frequency[:, 1] (1-D here)
+        sample_family_id, variant_dosage_sq_sum
+                                   dreml only (PLINK FID; sum of squared dosages)
+    """
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store")

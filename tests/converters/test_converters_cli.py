@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plink_fixtures import random_dosage, write_bed_fileset
+from plink_fixtures import compress_file, random_dosage, write_bed_fileset, write_pgen_with_multiallelic
 
 from converters.cli import main
 from converters.convert import partial_path
@@ -100,3 +100,22 @@ def test_cli__killed_midway_leaves_no_valid_store_and_rerun_succeeds(tmp_path, r
     assert not partial_path(out).exists()
     report = verify(open_store(out), tmp_path / "big")
     assert report.ok and report.n_genotypes == 3000 * 1000, report.mismatches
+
+
+def test_cli__pgen_max_alleles_and_compressed_pvar(tmp_path, rng, capsys):
+    dosage = random_dosage(rng, 12, 5)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    kept = write_pgen_with_multiallelic(tmp_path / "x", dosage, meta, [2, 7])
+    compress_file(tmp_path / "x.pvar", "zst")
+    out = str(tmp_path / "x.zarr")
+    assert main(["-q", "pgen", str(tmp_path / "x"), out, "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.pvar.zst: line 4: variant 'snp2' (ALT 'G,T') is multi-allelic" in err[0]
+    assert "pass --max-alleles 2" in err[0]
+    assert main(["-q", "pgen", str(tmp_path / "x"), out, "--workers", "1", "--max-alleles", "2"]) == 0
+    assert "skipped        2 multi-allelic variant(s)" in capsys.readouterr().out
+    np.testing.assert_array_equal(open_store(out).dosage(0, 10), kept)
+    assert main(["-q", "verify", out, str(tmp_path / "x")]) == 0
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses anything but 2
+        main(["pgen", str(tmp_path / "x"), out, "--max-alleles", "3"])
+    assert exit_info.value.code == 2 and "invalid choice: 3 (choose from 2)" in capsys.readouterr().err

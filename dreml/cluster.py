@@ -134,9 +134,12 @@ def connect(
     expected = wait_for_workers or (len(client.cluster.workers) if client.cluster is not None else 0)
     if expected:
         _wait_for_workers(client, expected, wait_timeout)
-    n = len(client.scheduler_info(n_workers=-1)["workers"])
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    threads = sum(w.get("nthreads", 0) for w in workers.values())
+    gpus = [w["gpu"]["name"] for w in workers.values() if w.get("gpu")]  # set where workers see NVML
     dashboard = client.dashboard_link if address is not None or dashboard_address is not None else "disabled"
-    logger.info("connected to %s with %d worker(s); dashboard: %s", client.scheduler.address, n, dashboard)
+    logger.info("connected to %s with %d worker(s), %d thread(s), GPUs: %s; dashboard: %s", client.scheduler.address,
+                len(workers), threads, ", ".join(gpus) or "none", dashboard)
     return client
 
 

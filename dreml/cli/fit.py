@@ -18,6 +18,7 @@ from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
 from dreml.errors import InputError
 from dreml.fit import fit_prepared
+from dreml.liability import LiabilityScale
 from dreml.outputs import summary_table, write_outputs
 from dreml.reml import FitConfig
 
@@ -71,6 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="write PREFIX.indi.blp: per sample the BLUP of each component and the residual (no pass)")
     post.add_argument("--blup-snp", action="store_true",
                       help="write PREFIX.snp.blp: SNP effects per allele copy for plink2 --score (computed for every fit: one pass)")
+    post.add_argument("--prevalence", type=float, metavar="K",
+                      help="case-control trait (0/1 or 1/2 coded): also report h2 on the liability scale for a "
+                           "population prevalence K (GCTA's V(G)/Vp_L rows; Lee et al. 2011)")
     post.add_argument("--reml-lrt", nargs="+", metavar="COMPONENT",
                       help="likelihood-ratio test of dropping these components (numbers from 1 or names): refits the "
                            "reduced model. Default: with one component, the LRT against the null model (no pass)")
@@ -98,12 +102,15 @@ def check_out_prefix(prefix: str) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     inputs = inputs_from_args(args)
+    liability = None if args.prevalence is None else LiabilityScale.of_phenotype(
+        args.prevalence, inputs.data.y, phenotype=inputs.data.phenotype_name)  # a bad coding fails before the cluster
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
             inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
             memory_budget=memory_budget(args), reml_lrt=tuple(args.reml_lrt or ()),
         )
+    report = dataclasses.replace(report, liability=liability)
     paths = write_outputs(report, args.out, plot=args.plot, reml_est_fix=args.reml_est_fix,
                           reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
     print(summary_table(report.to_dict()))

@@ -241,3 +241,72 @@ def test_prepare_inputs__raise_on_stores_with_other_sample_order(tmp_path):
     (tmp_path / "p").write_text("FID IID y\n" + "".join(f"{i} {i} {k}\n" for k, i in enumerate(ids)))
     with pytest.raises(InputError, match=r"differ in sample order: sample 0 is 's0' vs 's5'"):
         prepare_inputs([tmp_path / "a.zarr", tmp_path / "b.zarr"], tmp_path / "p")
+
+
+def test_dreml_fit_cli__gcta_conventions_equal_the_same_analysis_on_plain_files(cohort, client, tmp_path):
+    """GCTA/PLINK habits (headerless gzip phenotype, --mpheno, --qcovar + numeric-coded --covar,
+    --keep/--remove with FIDs, --extract/--exclude/--chr, a component file with a header,
+    --prevalence) give exactly the fit of the same samples, covariates and variants written as
+    plain headered files (exact path, 1e-8), and the liability rows equal Lee et al.'s closed form."""
+    import gzip
+
+    from scipy.stats import norm
+
+    from dreml.phenotypes import CovariateFile, is_missing
+
+    root, _ = cohort
+    fam = [line.split() for line in open(root / "c.fam")]
+    bim = [line.split() for line in open(root / "c.bim")]
+    pheno = {r[1]: r[2] for r in (line.split() for line in open(root / "c.pheno").readlines()[1:])}
+    covar = {r[1]: r[2:] for r in (line.split() for line in open(root / "c.covar").readlines()[1:])}
+    values = np.array([float(v) for v in pheno.values() if v != "NA"])
+    cut = np.median(values)
+    case = {iid: "NA" if v == "NA" else str(int(float(v) > cut)) for iid, v in pheno.items()}
+    # GCTA side: headerless gzip pheno (the binary trait second), sex as 1/2 codes, age quantitative
+    text = "".join(f"{f} {i} {pheno[i]} {case[i]}\n" for f, i, *_ in fam)
+    (tmp_path / "g.pheno.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "g.covar").write_text("".join(f"{f} {i} {1 + (covar[i][0] == 'M')}\n" for f, i, *_ in fam))
+    (tmp_path / "g.qcovar").write_text("".join(f"{f} {i} {covar[i][1]}\n" for f, i, *_ in fam))
+    (tmp_path / "g.keep").write_text("#FID IID\n" + "".join(f"{f} {i}\n" for f, i, *_ in fam[:300]))
+    (tmp_path / "g.remove").write_text("".join(f"{i}\n" for _, i, *_ in fam[:20]))
+    chrom_of = {b[1]: b[0] for b in bim}
+    extract = [b[1] for b in bim[::2]]
+    (tmp_path / "g.extract").write_text("SNP\n" + "\n".join(extract) + "\n")
+    (tmp_path / "g.exclude").write_text(extract[0] + "\n")
+    spec = [line.split() for line in open(root / "c.components.tsv") if not line.startswith("#")]
+    (tmp_path / "g.comp").write_text("SNP component\n" + "".join(f"{s} {c}\n" for s, c in spec))
+    chromosomes = sorted({b[0] for b in bim}, key=int)[:-1]  # all but the last chromosome
+    args = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(tmp_path / "g.pheno.gz"), "--mpheno", "2",
+            "--covar", str(tmp_path / "g.covar"), "--qcovar", str(tmp_path / "g.qcovar"),
+            "--keep", str(tmp_path / "g.keep"), "--remove", str(tmp_path / "g.remove"),
+            "--extract", str(tmp_path / "g.extract"), "--exclude", str(tmp_path / "g.exclude"),
+            "--chr", ",".join(chromosomes), "--component-file", str(tmp_path / "g.comp"), "--prevalence", "0.1",
+            "--exact", "--worker-dtype", "float64", "--scheduler", client.scheduler.address, "--out", str(tmp_path / "g")]
+    assert dreml_main(args) == 0
+    gcta = json.loads((tmp_path / "g.json").read_text())
+
+    # the same analysis on plain files, selected by hand
+    used = [(f, i) for f, i, *_ in fam[20:300] if case[i] != "NA" and not any(is_missing(v) for v in covar[i])]
+    (tmp_path / "p.pheno").write_text("FID IID y\n" + "".join(f"{f} {i} {case[i]}\n" for f, i in used))
+    (tmp_path / "p.covar").write_text("FID IID sex age\n" + "".join(f"{f} {i} s{covar[i][0]} {covar[i][1]}\n" for f, i in used))
+    kept = [s for s in extract[1:] if chrom_of[s] in chromosomes]
+    names = [c for c in dict.fromkeys(c for s, c in spec) if any(chrom_of[s] in chromosomes and s in kept for s, cc in spec if cc == c)]
+    (tmp_path / "p.comp").write_text("".join(f"{s}\t{c}\n" for s, c in spec if s in kept))
+    plain = fit(root / "c.zarr", tmp_path / "p.pheno", covar=CovariateFile(tmp_path / "p.covar"),
+                components=ComponentChoice(spec=tmp_path / "p.comp"), client=client,
+                config=FitConfig(method="exact", worker_dtype="float64")).to_dict()
+    assert [c["name"] for c in gcta["components"]] == names == [c["name"] for c in plain["components"]]
+    assert gcta["n_samples"] == plain["n_samples"] == len(used)
+    for a, b in zip(gcta["components"], plain["components"]):
+        assert a["m"] == b["m"] and abs(a["variance"] - b["variance"]) <= 1e-8 * abs(b["variance"]) + 1e-12
+    assert gcta["loglik"] == pytest.approx(plain["loglik"], rel=1e-10)
+    assert gcta["inputs"]["variant_selection"]["after_exclude"] == len(extract) - 1
+    assert gcta["samples"]["after_keep"] == 300 and gcta["samples"]["after_remove"] == 280
+    # liability scale, Lee et al. 2011 eq. 23, from scipy here
+    K, P = 0.1, np.mean([float(case[i]) for _, i in used])
+    z = norm.pdf(norm.ppf(1 - K))
+    factor = K**2 * (1 - K) ** 2 / (P * (1 - P) * z**2)
+    assert gcta["h2_total_liability"] == pytest.approx(factor * gcta["h2_total"], rel=1e-12)
+    hsq = [line.split("\t") for line in (tmp_path / "g.hsq").read_text().splitlines()]
+    rows = {r[0]: r[1:] for r in hsq if len(r) > 1}
+    assert float(rows["Sum of V(G)_L/Vp"][0]) == pytest.approx(factor * gcta["h2_total"], abs=1e-6)

@@ -177,6 +177,14 @@ def test_dreml_gwas_marginal_cli__files_header_and_gz_round_trip(cohort, runs, c
     assert [t["name"] for t in report["traits"]] == ["trait1", "trait2"]
     assert report["traits"][0]["variants_tested"] == expected.traits[0].n_tested
     assert report["traits"][0]["lambda_gc"] == pytest.approx(expected.traits[0].lambda_gc)
+    # --extract and --chr: the selected variants' rows of the full run, and only those
+    bim = [line.split() for line in open(root / "c.bim")]
+    (tmp_path / "x.snps").write_text("ID\n" + "".join(f"{b[1]}\n" for b in bim[::3]))
+    assert dreml_main(args + ["--out", str(tmp_path / "sel"), "--extract", str(tmp_path / "x.snps"), "--chr", bim[0][0]]) == 0
+    full = (tmp_path / "plain.trait1.glm.linear").read_text().splitlines()
+    wanted = {b[1] for b in bim[::3] if b[0] == bim[0][0]}
+    assert (tmp_path / "sel.trait1.glm.linear").read_text().splitlines() == [full[0]] + [
+        line for line in full[1:] if line.split("\t")[2] in wanted]
 
 
 def test_load_traits__raise_on_too_few_values(cohort, tmp_path):

@@ -300,3 +300,30 @@ def test_cli_eigen__raise_on_unknown_component(cohort, tmp_path, capsys):
     assert rc == 2
     assert capsys.readouterr().err.strip() == (
         "dreml: error: --component chr9: no such component (expected one of: chr1-2, chr3-4)")
+
+
+def test_cli_eigen__keep_and_chr_select_samples_and_variants(cohort, client, tmp_path):
+    """--keep and --chr: the top eigenpairs of K over the kept samples and the chromosomes' variants,
+    standardised with the store's frequencies (eigh of that matrix built here from bed-reader)."""
+    prefix, store = cohort
+    keep = np.arange(0, N, 2)
+    (tmp_path / "keep").write_text("".join(f"{store.sample_family_id[i]} {store.sample_id[i]}\n" for i in keep))
+    out = tmp_path / "sel"
+    assert dreml_main(["-q", "eigen", "--store", str(store.path), "--keep", str(tmp_path / "keep"), "--chr", "2-3",
+                       "--rank", "3", "--tol", "1e-6", "--worker-dtype", "float64", "--seed", "1", "--out", str(out),
+                       "--scheduler", client.scheduler.address]) == 0
+    with open_bed(f"{prefix}.bed", count_A1=True) as bed:
+        X = bed.read(dtype="float64")
+    p = np.nansum(X, axis=0) / (2.0 * np.sum(~np.isnan(X), axis=0))
+    Z = np.where(np.isnan(X), 0.0, (X - 2 * p) / np.sqrt(2 * p * (1 - p)))
+    chrom = np.array([line.split()[0] for line in open(f"{prefix}.bim")])
+    cols = np.isin(chrom, ["2", "3"])
+    lam, V = np.linalg.eigh(Z[np.ix_(keep, cols)] @ Z[np.ix_(keep, cols)].T / cols.sum())
+    np.testing.assert_allclose(np.loadtxt(f"{out}.eigenval"), lam[::-1][:3], rtol=1e-6)
+    rows = [line.split("\t") for line in Path(f"{out}.eigenvec").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == list(store.sample_id[keep])
+    U = np.array([[float(x) for x in r[2:]] for r in rows])
+    cosine = np.abs(np.sum(U * V[:, ::-1][:, :3], axis=0)) / np.linalg.norm(U, axis=0)
+    np.testing.assert_allclose(cosine, 1.0, atol=1e-4)
+    report = json.loads(Path(f"{out}.eigen.json").read_text())
+    assert report["sample_selection"]["after_keep"] == len(keep) and report["variant_selection"]["after_chr"] == cols.sum()

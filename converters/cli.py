@@ -41,9 +41,17 @@ logger = logging.getLogger(__name__)
 # format: (input metavar, input help, subcommand help)
 FORMATS = {
     "bed": ("PREFIX", "fileset path without extension", "convert PREFIX.bed/.bim/.fam (.bim/.fam may be .gz/.zst)"),
-    "pgen": ("PREFIX", "fileset path without extension", "convert PREFIX.pgen/.pvar/.psam (.pvar/.psam may be .gz/.zst)"),
+    "pgen": (
+        "PREFIX",
+        "fileset path without extension",
+        "convert PREFIX.pgen/.pvar/.psam (.pvar/.psam may be .gz/.zst)",
+    ),
     "vcz": ("IN.vcz", "VCF Zarr directory (bio2zarr vcf2zarr, sgkit)", "convert a VCF Zarr store"),
-    "bgen": ("F.bgen", "BGEN file (layout 1 or 2)", "convert a BGEN file to hard calls (needs: pip install 'dreml[bgen]')"),
+    "bgen": (
+        "F.bgen",
+        "BGEN file (layout 1 or 2)",
+        "convert a BGEN file to hard calls (needs: pip install 'dreml[bgen]')",
+    ),
 }
 
 

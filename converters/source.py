@@ -124,9 +124,7 @@ def find_text_companion(path: Path) -> Path | None:
     return None
 
 
-def companion_files(
-    prefix: str | Path, extensions: tuple[str, ...], *, text: tuple[str, ...] = ()
-) -> tuple[Path, ...]:
+def companion_files(prefix: str | Path, extensions: tuple[str, ...], *, text: tuple[str, ...] = ()) -> tuple[Path, ...]:
     """PREFIX.ext for each extension; raise InputError naming the first that does not exist.
 
     Extensions in `text` may also be found compressed (PREFIX.ext.zst or PREFIX.ext.gz, in
@@ -174,9 +172,11 @@ def multiallelic_message(where: str, what: str) -> str:
 
 
 def log_skipped(path: Path, skipped: dict[str, int]) -> None:
+    """One log line per reason with a non-zero count ("multiallelic" is written "multi-allelic")."""
     for reason, count in skipped.items():
         if count:
-            logger.info("%s: skipped %d %s variant(s) (--max-alleles 2)", path, count, reason.replace("multi", "multi-"))
+            what = reason.replace("multi", "multi-")
+            logger.info("%s: skipped %d %s variant(s) (--max-alleles 2)", path, count, what)
 
 
 def directory_size(path: Path) -> int:
@@ -200,7 +200,7 @@ def build_source(
     `reader_fields` are further fields of the reader (e.g. `rows`); `options` and `skipped`
     are recorded in the store (only the options that were set).
     """
-    skipped = {reason: count for reason, count in (skipped or {}).items()}
+    skipped = dict(skipped or {})
     logger.info("%s: %d samples x %d variants", files[0], len(samples), len(variants))
     log_skipped(files[0], skipped)
     return Source(

@@ -81,7 +81,9 @@ def _array(path: Path, group: zarr.Group, name: str, shape: tuple[int | None, ..
     array = group[name]
     if len(array.shape) != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = ", ".join("any" if want is None else str(want) for want in shape)
-        raise InputError(f"{path}: VCF Zarr array '{name}' has shape {tuple(array.shape)}, expected ({expected}) = {dims}")
+        raise InputError(
+            f"{path}: VCF Zarr array '{name}' has shape {tuple(array.shape)}, expected ({expected}) = {dims}"
+        )
     return array
 
 
@@ -114,7 +116,8 @@ def read_vcz_samples(path: Path, group: zarr.Group) -> SampleTable:
         seen = first.setdefault(iid, i)
         if seen != i:
             raise InputError(
-                f"{path}: sample_id[{i}] duplicates sample ID {iid!r} (first at index {seen}); sample IDs must be unique"
+                f"{path}: sample_id[{i}] duplicates sample ID {iid!r} (first at index {seen}); "
+                "sample IDs must be unique"
             )
     return SampleTable(family_id=sample_id.copy(), sample_id=sample_id)
 
@@ -129,7 +132,9 @@ def scan_vcz_variants(path: Path, group: zarr.Group, *, skip_multiallelic: bool)
     bad = np.flatnonzero((contig < 0) | (contig >= len(names)))
     if bad.size:
         j = int(bad[0])
-        raise InputError(f"{path}: variant row {j}: variant_contig {contig[j]} is not an index into contig_id (0..{len(names) - 1})")
+        raise InputError(
+            f"{path}: variant row {j}: variant_contig {contig[j]} is not an index into contig_id (0..{len(names) - 1})"
+        )
     chrom = names[contig] if m else np.array([], dtype=str)
     if "variant_id" in group:
         variant_id = _strings(_array(path, group, "variant_id", (m,), "(variants)")[:])
@@ -150,7 +155,9 @@ def scan_vcz_variants(path: Path, group: zarr.Group, *, skip_multiallelic: bool)
     unnamed = (ids == ".") | (ids == "")
     synthetic = [f"{c}:{p}:{r}:{a}" for c, p, r, a in zip(chrom[kept], position[kept], ref, alt)]
     ids = np.where(unnamed, np.array(synthetic, dtype=str) if len(kept) else ids, ids)
-    table = VariantTable.from_columns(chrom[kept].tolist(), ids.tolist(), position[kept].tolist(), ref.tolist(), alt.tolist())
+    table = VariantTable.from_columns(
+        chrom[kept].tolist(), ids.tolist(), position[kept].tolist(), ref.tolist(), alt.tolist()
+    )
     return KeptVariants(table=table, locator=kept.astype(np.int64), n_input=m)
 
 

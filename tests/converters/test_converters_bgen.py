@@ -139,7 +139,16 @@ def cohort(rng: np.random.Generator, n: int = 11, *, layout: int = 2) -> list[Va
     kind = Variant if layout == 2 else Layout1Variant
     variants = []
     for j in range(14):
-        v = kind(f"snp{j}", f"rs{j}", "1" if j < 8 else "2", 1000 + 10 * j, ["A", "G"], [], [2] * n, bits=16 if j == 11 else 8)
+        v = kind(
+            f"snp{j}",
+            f"rs{j}",
+            "1" if j < 8 else "2",
+            1000 + 10 * j,
+            ["A", "G"],
+            [],
+            [2] * n,
+            bits=16 if j == 11 else 8,
+        )
         v.values = diploid_values(rng, n, v.scale)
         v.ploidy[j % n] |= MISSING
         variants.append(v)
@@ -165,7 +174,9 @@ def expected_calls(variants: list[Variant], threshold: float) -> np.ndarray:
             if units is None:
                 row.append(-1)
                 continue
-            k = (2 * units + v.scale) // (2 * v.scale)  # nearest integer to units / scale (no ties: scale odd or T off-grid)
+            k = (2 * units + v.scale) // (
+                2 * v.scale
+            )  # nearest integer to units / scale (no ties: scale odd or T off-grid)
             row.append(k if abs(units - k * v.scale) <= threshold * v.scale else -1)
         rows.append(row)
     return np.array(rows, dtype=np.int8)
@@ -185,8 +196,13 @@ def test_convert__bgen_layout2_equals_integer_decode(tmp_path, rng, variant_chun
     write_bgen(tmp_path / "x.bgen", variants, ids)
     write_sample_file(tmp_path / "x.sample", ids)
     store = convert(
-        "bgen", tmp_path / "x.bgen", tmp_path / "x.zarr", sample=tmp_path / "x.sample", max_alleles=2,
-        variant_chunk=variant_chunk, sample_chunk=sample_chunk,
+        "bgen",
+        tmp_path / "x.bgen",
+        tmp_path / "x.zarr",
+        sample=tmp_path / "x.sample",
+        max_alleles=2,
+        variant_chunk=variant_chunk,
+        sample_chunk=sample_chunk,
     )
     kept = [v for j, v in enumerate(variants) if j != 4]
     np.testing.assert_array_equal(store.dosage(0, store.n_variants), expected_calls(kept, 0.1))
@@ -212,11 +228,15 @@ def test_convert__bgen_layout1_embedded_ids_and_threshold(tmp_path, rng):
     ids = [f"id{i}" for i in range(7)]
     write_bgen(tmp_path / "x.bgen", variants, ids, layout=1)
     for threshold in (0.1, 0.3, 0.0):
-        store = convert("bgen", tmp_path / "x.bgen", tmp_path / f"{threshold}.zarr", hard_call_threshold=threshold, variant_chunk=4)
+        store = convert(
+            "bgen", tmp_path / "x.bgen", tmp_path / f"{threshold}.zarr", hard_call_threshold=threshold, variant_chunk=4
+        )
         np.testing.assert_array_equal(store.dosage(0, 14), expected_calls(variants, threshold))
         np.testing.assert_array_equal(store.sample_id, ids)
         np.testing.assert_array_equal(store.sample_family_id, ids)
-    assert (store.dosage(0, 14) == -1).sum() > (convert("bgen", tmp_path / "x.bgen", tmp_path / "y.zarr").dosage(0, 14) == -1).sum()
+    assert (store.dosage(0, 14) == -1).sum() > (
+        convert("bgen", tmp_path / "x.bgen", tmp_path / "y.zarr").dosage(0, 14) == -1
+    ).sum()
 
 
 @needs_bgen
@@ -227,7 +247,9 @@ def test_convert__bgen_on_cluster_matches(tmp_path, rng):
     del variants[4]
     write_bgen(tmp_path / "x.bgen", variants, [f"s{i}" for i in range(11)])
     with (
-        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
         store = convert("bgen", tmp_path / "x.bgen", tmp_path / "x.zarr", client=client, variant_chunk=2)
@@ -243,7 +265,9 @@ def test_cli__bgen_sample_option_and_report(tmp_path, rng, capsys):
     args = ["-q", "bgen", str(tmp_path / "x.bgen"), "--sample", str(tmp_path / "x.sample"), out, "--workers", "1"]
     assert main([*args, "--max-alleles", "2", "--hard-call-threshold", "0.2"]) == 0
     printed = capsys.readouterr().out
-    assert "skipped        1 multi-allelic variant(s)" in printed and "option         hard-call-threshold 0.2" in printed
+    assert (
+        "skipped        1 multi-allelic variant(s)" in printed and "option         hard-call-threshold 0.2" in printed
+    )
     assert main(["-q", "verify", out, str(tmp_path / "x.bgen"), "--sample", str(tmp_path / "x.sample")]) == 0
     assert main(args[:-2] + ["--workers", "1", "--overwrite"]) == 2  # multi-allelic without --max-alleles
     assert "variant 4: variant 'rs4' at 1:1040 (alleles A,G,T) is multi-allelic" in capsys.readouterr().err
@@ -262,7 +286,10 @@ def test_read_oxford_sample__two_and_one_id_columns(tmp_path):
     ("text", "message"),
     [
         ("FID IID\n0 0\na a\n", r"line 1: expected a header starting 'ID_1 ID_2' \(or 'ID'\), found 'FID IID'"),
-        ("ID_1 ID_2 sex\na a 1\n", r"line 2: expected the column-types line \(0 0 \.\.\., 3 columns as in the header\)"),
+        (
+            "ID_1 ID_2 sex\na a 1\n",
+            r"line 2: expected the column-types line \(0 0 \.\.\., 3 columns as in the header\)",
+        ),
         ("ID_1 ID_2\n0 0\na a\nb\n", r"line 4: expected 2 columns as in the header, found 1"),
         ("ID_1 ID_2\n0 0\na a\nb a\n", r"line 4: duplicate sample ID 'a' \(first on line 3\)"),
     ],
@@ -275,7 +302,9 @@ def test_read_oxford_sample__raise_on_malformed(tmp_path, text, message):
 
 def test_open_bgen__raise_on_missing_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "bgen", None)  # `import bgen` now fails as when it is not installed
-    with pytest.raises(MissingDependencyError, match=r"^reading BGEN needs the optional package 'bgen': pip install 'dreml\[bgen\]'$"):
+    with pytest.raises(
+        MissingDependencyError, match=r"^reading BGEN needs the optional package 'bgen': pip install 'dreml\[bgen\]'$"
+    ):
         open_bgen(tmp_path / "x.bgen")
     assert main(["bgen", str(tmp_path / "x.bgen"), str(tmp_path / "x.zarr")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
@@ -291,7 +320,10 @@ def test_open_bgen__raise_on_missing_extra(tmp_path, monkeypatch, capsys):
         ("layout", r"x\.bgen: unsupported BGEN flags 0x800000(0d|1d): layout 3"),
         ("no_ids", r"x\.bgen: holds no sample identifiers; pass the \.sample file \(--sample F\.sample\)"),
         ("sample_count", r"x\.bgen: header counts 11 samples, expected 10 as in x\.sample"),
-        ("truncated", r"x\.bgen: (variant \d+: cannot read the variant block|header counts 14 variants, the file holds \d+)"),
+        (
+            "truncated",
+            r"x\.bgen: (variant \d+: cannot read the variant block|header counts 14 variants, the file holds \d+)",
+        ),
         ("threshold", r"hard_call_threshold must be a number in \[0, 0\.5\), got 0\.5"),
     ],
 )

@@ -203,7 +203,8 @@ def test_convert__raise_on_missing_companion_file(tmp_path, rng):
     write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
     (tmp_path / "x.fam").unlink()
     with pytest.raises(
-        InputError, match=r"x\.fam: no such file, nor x\.fam\.zst or x\.fam\.gz \(a fileset needs x\.bed, x\.bim, x\.fam\)"
+        InputError,
+        match=r"x\.fam: no such file, nor x\.fam\.zst or x\.fam\.gz \(a fileset needs x\.bed, x\.bim, x\.fam\)",
     ):
         convert("bed", tmp_path / "x", tmp_path / "x.zarr")
     assert_no_complete_store(tmp_path / "x.zarr")
@@ -380,7 +381,9 @@ def test_finalize_store__raise_on_lost_variants(tmp_path):
 # ---- compressed text companions (PLINK 2 allows PREFIX.pvar.zst, PREFIX.bim.gz...) ----
 
 
-@pytest.mark.parametrize(("fmt", "compressed"), [("bed", {"bim": "gz", "fam": "zst"}), ("pgen", {"pvar": "zst", "psam": "gz"})])
+@pytest.mark.parametrize(
+    ("fmt", "compressed"), [("bed", {"bim": "gz", "fam": "zst"}), ("pgen", {"pvar": "zst", "psam": "gz"})]
+)
 def test_convert__compressed_companions_equal_plain(tmp_path, rng, fmt, compressed):
     dosage = random_dosage(rng, 23, 7)
     meta = write_bed_fileset(tmp_path / "x", dosage)

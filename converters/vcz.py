@@ -90,8 +90,8 @@ def _array(path: Path, group: zarr.Group, name: str, shape: tuple[int | None, ..
 def _strings(values: np.ndarray) -> np.ndarray:
     """Zarr strings (object, NumPy StringDType or fixed width) as a NumPy unicode array."""
     values = np.asarray(values)
-    if values.dtype.kind == "T":
-        values = values.astype(object)
+    if values.dtype.kind == "T":  # NumPy needs an explicit width for this conversion
+        return values.astype(f"U{max(1, int(np.strings.str_len(values).max(initial=1)))}")
     if values.dtype.kind == "O":
         values = np.array(["" if v is None else str(v) for v in values.ravel()], dtype=str).reshape(values.shape)
     if values.dtype.kind == "S":

@@ -8,6 +8,8 @@ passes on simulated cohorts).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import secrets
 from dataclasses import dataclass, fields
 from typing import Any
@@ -23,6 +25,19 @@ def _is_int(value: Any) -> bool:
 def fresh_seed() -> int:
     """A new seed from the operating system's entropy (63 bits, so JSON and NumPy take it)."""
     return secrets.randbits(63)
+
+
+def _checked_priors(priors: Any, constrain: bool) -> tuple[float, ...]:
+    """`priors` as a tuple of floats; raises `ValueError` unless they are a valid start."""
+    values = tuple(priors) if isinstance(priors, (tuple, list)) else ()
+    if len(values) < 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                                  for v in values):
+        raise ValueError(f"priors must be at least 2 finite numbers (genetic variances, then the residual), got {priors!r}")
+    if not values[-1] > 0:
+        raise ValueError(f"priors: the residual variance (last value) must be positive, got {values[-1]!r}")
+    if constrain and min(values[:-1]) < 0:
+        raise ValueError(f"priors: genetic variances must be non-negative unless constrain=False, got {priors!r}")
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,15 @@ class FitConfig:
         tol_decrement: convergence when the Newton decrement s^T AI^-1 s falls below this
             (or below a tenth of its Monte Carlo part, `dreml.reml.optimizer`): the remaining
             step is then about sqrt(tol_decrement) standard errors.
-        max_step_halvings: step halvings tried when the scores show an overshoot.
+        max_step_halvings: step halvings tried when the scores show an overshoot or, unconstrained,
+            when the trial theta makes H indefinite.
+        constrain: project the genetic variances onto theta_g >= 0 (active set, `at_boundary`);
+            False lets them go negative as GCTA's --reml-no-constrain does: then only theta_e
+            stays positive and steps that make H indefinite are halved back (docs/math.md).
+        priors: starting theta (theta_1..theta_G, theta_e), on the phenotype's variance scale,
+            as GCTA's --reml-priors-var; None (the default) starts from Haseman-Elston.
+            The residual must be positive, the genetic values non-negative when `constrain`;
+            the length is checked against the operator by `fit_reml`.
         loglik: compute the log-likelihood at the final theta (SLQ on the randomised path).
         seed: seeds every random draw of the fit (probes, range finder); None draws a fresh
             seed, recorded in the result.
@@ -77,6 +100,8 @@ class FitConfig:
     max_iter: int = 30
     tol_decrement: float = 1e-4
     max_step_halvings: int = 6
+    constrain: bool = True
+    priors: tuple[float, ...] | None = None
     loglik: bool = True
     seed: int | None = None
     worker_dtype: str = "float32"
@@ -100,8 +125,12 @@ class FitConfig:
             raise ValueError(f"worker_dtype must be one of {_WORKER_DTYPES}, got {self.worker_dtype!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not isinstance(self.loglik, bool):
-            raise ValueError(f"loglik must be a bool, got {self.loglik!r}")
+        for name in ("loglik", "constrain"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.priors is not None:
+            # a list from JSON (`from_dict`) becomes the tuple a frozen, hashable config needs
+            object.__setattr__(self, "priors", _checked_priors(self.priors, self.constrain))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dictionary."""

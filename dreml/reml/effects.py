@@ -90,7 +90,7 @@ def effects_at(
     result = block_pcg(apply_H, np.column_stack([X, y_res]), tol=tol, max_iter=max_iter)
     HiX, Hiy = result.x[:, :p], result.x[:, p]
     beta, cov, Py = gls(X, y_res, HiX, Hiy)
-    if theta.shape[0] == 2 and theta[0] > 0:
+    if theta.shape[0] == 2 and theta[0] != 0:
         # H P y = y~ - r_y - (X - r_X) beta from the recursive residuals (no pass)
         HPy = y_res - result.r[:, p] - (X - result.r[:, :p]) @ beta
         KPy = ((HPy - theta[1] * Py) / theta[0])[None]

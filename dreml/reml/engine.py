@@ -42,6 +42,13 @@ def _check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) ->
     return y, X
 
 
+def _check_priors(priors: tuple[float, ...] | None, n_components: int) -> None:
+    """`FitConfig` checked their values; only the operator knows how many there must be."""
+    if priors is not None and len(priors) != n_components + 1:
+        raise InputError(f"priors must give {n_components + 1} values ({n_components} genetic variance(s), then the "
+                         f"residual), got {len(priors)}")
+
+
 def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, config: FitConfig = FitConfig()) -> RemlResult:
     """Fit y = X beta + sum_g u_g + e, u_g ~ N(0, theta_g K_g), e ~ N(0, theta_e I), by REML.
 
@@ -51,15 +58,19 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         X: fixed-effect covariates, shape (n, p), full column rank; None for an intercept only.
             Include the intercept yourself when you pass X.
         config: `FitConfig`; `config.method` selects the path, `config.seed` (None: a fresh
-            seed) the probes. The result's `config` holds the seed and the path actually used.
+            seed) the probes, `config.priors` (None: Haseman-Elston) the start and
+            `config.constrain` whether genetic variances stay non-negative. The result's
+            `config` holds the seed and the path actually used.
 
     Returns:
         `RemlResult`. Non-convergence is reported in `converged` / `status`, not raised.
 
     Raises:
-        InputError: shapes, non-finite values or rank-deficient covariates.
+        InputError: shapes, non-finite values or rank-deficient covariates; priors of the
+            wrong length or at which H is indefinite.
     """
     y, X = _check_inputs(operator, y, X)
+    _check_priors(config.priors, operator.n_components)
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
     t0 = time.perf_counter()
@@ -75,7 +86,8 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         probes = draw_probes(n, config.n_probes, config.slq_probes, columns, config.seed)
         evaluator = RandomisedEvaluator(operator, y, X, config, probes)
     t_setup = time.perf_counter() - t0
-    opt = run_ai(evaluator, config)
+    start = evaluator.start() if config.priors is None else np.array(config.priors)
+    opt = run_ai(evaluator, config, start)
     t_total = time.perf_counter() - t0
     theta = opt.point.theta
     passes = dict(evaluator.count.passes)
@@ -104,4 +116,5 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         history=opt.history,
         timings={"setup": t_setup, "iterations": t_total - t_setup, "total": t_total},
         effects=opt.point.data["effects"].shifted(np.linalg.lstsq(X, y, rcond=None)[0]),
+        indefinite_trials=opt.indefinite_trials,
     )

@@ -11,6 +11,8 @@ the residual's, not the mean's (float32 workers otherwise lose |mean| / sd digit
 The optimizer asks for the score at every trial theta (`score`) and for the average
 information only at accepted points (`information`); the log-likelihood is computed once, at
 the final theta (`information(..., loglik=True)`), since the iterations need only s and AI.
+Unconstrained fits (`FitConfig.constrain=False`) may try a theta at which H is not positive
+definite; the evaluators then raise `IndefiniteError` and the optimizer halves the step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from dreml.operators.protocol import GRMOperator
+
+
+class IndefiniteError(np.linalg.LinAlgError):
+    """H(theta) is not positive definite, so the likelihood is not defined there.
+
+    Raised by the evaluators: the exact path when the Cholesky factorisation of H fails, the
+    randomised one when PCG meets a direction p with p^T H p <= 0 (a proof of indefiniteness)
+    or the preconditioner built from theta is not positive definite. Only unconstrained fits
+    reach such a theta; the optimizer halves the step back towards its last (definite) point.
+    Advice, when it reaches you from a start: choose priors with a larger residual variance.
+    """
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,8 @@ class Evaluator(Protocol):
         """Starting theta (randomised or exact Haseman-Elston)."""
 
     def score(self, theta: np.ndarray) -> Point:
-        """s(theta) and the solves `information` reuses."""
+        """s(theta) and the solves `information` reuses; raises `IndefiniteError` when H(theta)
+        is not positive definite."""
 
     def information(self, point: Point, *, loglik: bool) -> Information:
         """AI(theta) at a scored point, and l(theta) when `loglik`."""

@@ -2,7 +2,8 @@
 
 K_g is obtained from any operator as the stacked product K_g I (one pass over n columns), so
 the path is the reference for every operator at small n (memory (G + 3) n^2 float64).
-Per evaluation: H = L L^T (n^3 / 3 flops) and H^-1 from the factor (LAPACK potri, n^3 / 3).
+Per evaluation: H = L L^T (n^3 / 3 flops) and H^-1 from the factor (LAPACK potri, n^3 / 3);
+a failed factorisation (an unconstrained trial theta with H indefinite) raises `IndefiniteError`.
 Formulas in `dreml.reml.evaluation`.
 """
 
@@ -13,15 +14,18 @@ from scipy.linalg import cho_factor, cho_solve, lapack
 
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.effects import Effects
-from dreml.reml.evaluation import Information, PassCounter, Point, haseman_elston, residualise
+from dreml.reml.evaluation import IndefiniteError, Information, PassCounter, Point, haseman_elston, residualise
 
 
 def _inverse_and_logdet(H: np.ndarray) -> tuple[np.ndarray, float]:
-    """H^-1 (full symmetric) and log|H| from the Cholesky factor; raises on non-PD H."""
-    c, lower = cho_factor(H, lower=True)
+    """H^-1 (full symmetric) and log|H| from the Cholesky factor; `IndefiniteError` when it fails."""
+    try:
+        c, lower = cho_factor(H, lower=True)
+    except np.linalg.LinAlgError as exc:
+        raise IndefiniteError(f"H is not positive definite (Cholesky: {exc})") from exc
     inv, info = lapack.dpotri(c, lower=True)
     if info != 0:
-        raise np.linalg.LinAlgError(f"potri failed with info={info}")
+        raise IndefiniteError(f"H is singular (potri info={info})")
     inv = np.tril(inv) + np.tril(inv, -1).T
     return inv, 2.0 * float(np.sum(np.log(np.diag(c))))
 

@@ -1,10 +1,16 @@
-"""Average-information REML iterations with step control and non-negative genetic variances.
+"""Average-information REML iterations with step control and (by default) non-negative genetic variances.
 
 Update (Gilmour, Thompson & Cullis 1995; Johnson & Thompson 1995 for step control):
     theta' = Pi(theta + AI^-1 s)
-on the free components, where Pi projects theta_g >= 0 (g genetic) and theta_e >= 1e-6 sum(theta).
+on the free components, where Pi projects theta_g >= 0 (g genetic) and theta_e >= 1e-6 sum|theta|.
 A genetic component at 0 whose score is <= 0 (the likelihood would rise only by going negative)
 is held at 0 and dropped from the Newton system (active set).
+Unconstrained (`FitConfig.constrain=False`, GCTA's --reml-no-constrain): Pi keeps only the
+residual floor and nothing is held, so genetic variances may go negative. H = sum_g theta_g K_g
++ theta_e I must stay positive definite for the likelihood to exist; a trial theta at which the
+evaluator finds it indefinite (`IndefiniteError`) is halved back towards theta, which was
+definite (the definite thetas form a convex set), sharing the `max_step_halvings` budget. When
+every trial is indefinite the fit stops at theta, not converged.
 
 Step control uses scores only: the step delta is halved, up to `max_step_halvings` times (the
 last halved step is then taken and the row says so), when the scores show that it passed the
@@ -37,8 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dreml.errors import InputError
 from dreml.reml.config import FitConfig
-from dreml.reml.evaluation import Evaluator, Information, Point
+from dreml.reml.evaluation import Evaluator, IndefiniteError, Information, Point
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ class OptimResult:
             steps and the final log-likelihood solve included) reached its tolerance.
         status: "converged" or why not.
         history: one JSON-serialisable dict per evaluated iterate (row 0 is the start).
+        indefinite_trials: trial steps at which H was indefinite and that were halved back
+            (unconstrained fits only).
     """
 
     point: Point
@@ -70,6 +79,7 @@ class OptimResult:
     converged: bool
     status: str
     history: list[dict]
+    indefinite_trials: int = 0
 
 
 def held_at_zero(theta: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -109,21 +119,76 @@ def _overshoot(old: Point, new: Point) -> bool:
     return float(new.score @ delta) < -float(old.score @ delta)
 
 
-def _project(theta: np.ndarray) -> np.ndarray:
-    out = np.maximum(theta, 0.0)
-    out[-1] = max(theta[-1], 1e-6 * float(out.sum()))
+def _project(theta: np.ndarray, constrain: bool) -> np.ndarray:
+    """Pi (module docstring): theta_g >= 0 when `constrain`, theta_e >= 1e-6 sum|theta| always."""
+    out = np.maximum(theta, 0.0) if constrain else theta.copy()
+    out[-1] = max(theta[-1], 1e-6 * float(np.abs(out).sum()))
     return out
 
 
-def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
-    """Iterate AI updates from the evaluator's start.
+def _held(point: Point, constrain: bool) -> np.ndarray:
+    """The active set: `held_at_zero` when constrained, empty otherwise."""
+    return held_at_zero(point.theta, point.score) if constrain else np.zeros(point.theta.shape, dtype=bool)
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """Outcome of the step control along one Newton step.
+
+    Fields:
+        point: the accepted trial, or None when H was indefinite at every trial.
+        halvings: halvings of the step made (for an overshoot or an indefinite H).
+        indefinite: how many of them were for an indefinite H.
+        rejected_failures: solve failures of the trials rejected for an overshoot.
+    """
+
+    point: Point | None
+    halvings: int
+    indefinite: int
+    rejected_failures: tuple[str, ...]
+
+
+def _step_control(evaluator: Evaluator, point: Point, step: np.ndarray, step_decrement: float, config: FitConfig) -> _Trial:
+    """Try theta + step, halving it on an overshoot or an indefinite H (module docstring)."""
+    indefinite, rejected = 0, []
+    for halvings in range(config.max_step_halvings + 1):
+        try:
+            new = evaluator.score(_project(point.theta + step, config.constrain))
+        except IndefiniteError:
+            indefinite += 1
+            step = step / 2
+            continue
+        if halvings == config.max_step_halvings or step_decrement < 1.0 or not _overshoot(point, new):
+            return _Trial(new, halvings, indefinite, tuple(rejected))
+        rejected.extend(new.failures)  # a rejected trial's solves still count
+        step = step / 2
+    return _Trial(None, config.max_step_halvings, indefinite, tuple(rejected))
+
+
+def _score_at_start(evaluator: Evaluator, start: np.ndarray) -> Point:
+    """s(start); an indefinite H there can only come from the caller's priors."""
+    try:
+        return evaluator.score(start)
+    except IndefiniteError as exc:
+        raise InputError(
+            f"priors [{', '.join(f'{t:g}' for t in start)}] make H = sum_g theta_g K_g + theta_e I indefinite "
+            f"({exc}): raise the residual variance or the negative genetic ones"
+        ) from exc
+
+
+def run_ai(evaluator: Evaluator, config: FitConfig, start: np.ndarray) -> OptimResult:
+    """Iterate AI updates from `start`.
 
     Arguments:
         evaluator: exact or randomised.
-        config: tol_decrement, max_iter, max_step_halvings, loglik.
+        config: tol_decrement, max_iter, max_step_halvings, constrain, loglik.
+        start: the first theta (priors or the evaluator's Haseman-Elston start), shape (G + 1,).
 
     Returns:
         `OptimResult`.
+
+    Raises:
+        InputError: H is indefinite at `start` (only possible for unconstrained priors).
     """
     t0 = time.perf_counter()
     history: list[dict] = []
@@ -146,37 +211,44 @@ def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
             row["passes"], row["wall_s"],
         )
 
-    point = evaluator.score(evaluator.start())
+    point = _score_at_start(evaluator, np.asarray(start, dtype=np.float64))
     info = evaluator.information(point, loglik=False)
     record(0, point, info, step_halvings=0)
-    converged, it = False, 0
+    converged, it, indefinite_trials, stopped = False, 0, 0, ""
     while it < config.max_iter:
+        step, step_decrement = newton(point.score, info.ai, _held(point, config.constrain))
+        trial = _step_control(evaluator, point, step, step_decrement, config)
+        failures.extend(trial.rejected_failures)
+        indefinite_trials += trial.indefinite
+        if trial.indefinite:
+            logger.info("REML iteration %d: H indefinite at %d trial step(s), halved back", it + 1, trial.indefinite)
+        if trial.point is None:
+            stopped = (f"H was indefinite at all {trial.indefinite} trial steps of iteration {it + 1} from theta "
+                       f"[{', '.join(f'{t:.4g}' for t in point.theta)}]; raise max_step_halvings or set priors")
+            break
         it += 1
-        step, step_decrement = newton(point.score, info.ai, held_at_zero(point.theta, point.score))
-        for halvings in range(config.max_step_halvings + 1):
-            new = evaluator.score(_project(point.theta + step))
-            if halvings == config.max_step_halvings or step_decrement < 1.0 or not _overshoot(point, new):
-                break
-            failures.extend(new.failures)  # a rejected trial's solves still count
-            step = step / 2
+        new = trial.point
         d_theta = float(np.max(np.abs(new.theta - point.theta)) / new.theta.sum())
         point = new
-        held = held_at_zero(point.theta, point.score)
+        held = _held(point, config.constrain)
         _, decrement = newton(point.score, info.ai, held)
         floor = MC_FRACTION * monte_carlo_decrement(point.score_cov, info.ai, held)
         converged = decrement < max(config.tol_decrement, floor)
         info = evaluator.information(point, loglik=config.loglik and converged)
-        record(it, point, info, step_halvings=halvings, d_theta=d_theta, decrement=decrement, decrement_floor=floor)
+        record(it, point, info, step_halvings=trial.halvings, indefinite_halvings=trial.indefinite, d_theta=d_theta,
+               decrement=decrement, decrement_floor=floor)
         if converged:
             break
     if config.loglik and not converged:  # the last AI solve did not carry the SLQ columns
         info = evaluator.information(point, loglik=True)
         failures.extend(info.failures)
         history[-1].update(loglik=info.loglik, loglik_se=info.loglik_se)
-    held = held_at_zero(point.theta, point.score)
+    held = _held(point, config.constrain)
     _, final_decrement = newton(point.score, info.ai, held)
     if failures:
         status = f"not converged: {len(failures)} solve(s) failed, first: {failures[0]}"
+    elif stopped:
+        status = f"not converged: {stopped}"
     elif not converged:
         status = (
             f"not converged after {it} iterations (Newton decrement {history[-1].get('decrement', float('nan')):.3g} "
@@ -187,5 +259,5 @@ def run_ai(evaluator: Evaluator, config: FitConfig) -> OptimResult:
         status = "converged"
     return OptimResult(
         point=point, info=info, held=held, iterations=it, decrement=final_decrement,
-        converged=converged and not failures, status=status, history=history,
+        converged=converged and not failures, status=status, history=history, indefinite_trials=indefinite_trials,
     )

@@ -15,6 +15,11 @@ Gardner et al. 2018, Sec. 4), which `dreml.reml.slq` turns into log-determinants
 further passes.
 Column c stops when ||r_j|| <= tol_c ||b_c|| (its own tolerance); it is then frozen
 (alpha = beta = 0). The recursive residuals r_j are returned: H x = b - r without a pass.
+Breakdown: a direction with p_j^T H p_j <= 0 proves that H is not positive definite (CG's
+coefficients are then meaningless); the solve stops before using it and says so (`indefinite`).
+By Sylvester's law of inertia on the Lanczos matrix T = L diag(1/alpha) L^T, this happens as
+soon as a Ritz value of M^-1/2 H M^-1/2 is negative, so an indefinite H is caught once Lanczos
+resolves a negative eigenvalue that the right-hand sides excite.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ class PCGResult:
         alpha, beta: CG coefficients per iteration and column, shape (iterations, k);
             zero once a column has stopped.
         rz0: r_0^T M^-1 r_0 per column, the squared norm of the Lanczos start vector.
-        status: "converged", or a message saying which columns did not converge.
+        status: "converged", or a message saying which columns did not converge or that H is
+            not positive definite.
+        indefinite: whether a direction with p^T H p <= 0 stopped the solve.
     """
 
     x: np.ndarray
@@ -54,6 +61,7 @@ class PCGResult:
     beta: np.ndarray
     rz0: np.ndarray
     status: str
+    indefinite: bool = False
 
     def stats(self) -> dict:
         """JSON-serialisable summary for a fit's history."""
@@ -129,10 +137,20 @@ def block_pcg(
     column_iterations = np.zeros(k, dtype=np.int64)
     alphas: list[np.ndarray] = []
     betas: list[np.ndarray] = []
+    breakdown = ""
     while active.any() and len(alphas) < max_iter:
         idx = np.flatnonzero(active)
         HP = np.zeros((n, k))
-        HP[:, idx] = apply_H(np.asarray(P)[:, idx])
+        P_active = np.asarray(P)[:, idx]
+        HP[:, idx] = apply_H(P_active)
+        curvature = np.einsum("nj,nj->j", P_active, HP[:, idx])
+        if (curvature <= 0).any():
+            j = int(np.argmin(curvature))
+            breakdown = (f"H is not positive definite: p^T H p = {curvature[j]:.3g} <= 0 in column {int(idx[j])} "
+                         f"at iteration {len(alphas) + 1}")
+            alphas.append(np.zeros(k))  # the pass was made: one (frozen) row keeps iterations = passes
+            betas.append(np.zeros(k))
+            break
         active_j = jnp.asarray(active)
         X, R, alpha, r_norm = _step(X, R, P, jnp.asarray(HP), rz, active_j)
         column_iterations += active
@@ -144,7 +162,10 @@ def block_pcg(
         betas.append(np.asarray(beta))
     converged = (residuals <= tol) | (b_norm == 0)
     status = "converged"
-    if not converged.all():
+    if breakdown:
+        converged[:] = False
+        status = breakdown
+    elif not converged.all():
         status = (
             f"{int((~converged).sum())} of {k} columns did not reach their relative residual tolerance in "
             f"{max_iter} iterations (largest residual {residuals.max():.3g}); raise pcg_max_iter or the "
@@ -162,4 +183,5 @@ def block_pcg(
         beta=np.stack(betas) if betas else np.zeros(shape),
         rz0=rz0,
         status=status,
+        indefinite=bool(breakdown),
     )

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreml.operators.protocol import GRMOperator
+from dreml.reml.evaluation import IndefiniteError
 
 
 @jax.jit
@@ -56,7 +57,10 @@ class CorePreconditioner:
     def __post_init__(self) -> None:
         lam, vecs = np.linalg.eigh(self.core)
         if self.d <= 0 or (lam.size and lam.min() <= 0):
-            raise ValueError("the preconditioner must be positive definite (theta_e > 0, theta_g >= 0)")
+            # M approximates H (U^T H U on span(U), H's mean residual eigenvalue elsewhere): at an
+            # unconstrained theta it fails only where H itself is (nearly) indefinite
+            raise IndefiniteError(f"the preconditioner M(theta) is not positive definite (d = {self.d:.3g}, "
+                                  f"smallest core eigenvalue {lam.min(initial=np.inf):.3g})")
         object.__setattr__(self, "_core_inv", (vecs / lam) @ vecs.T)
         object.__setattr__(self, "_core_sqrt", jnp.asarray((vecs * np.sqrt(lam)) @ vecs.T))
         object.__setattr__(self, "_logdet_core", float(np.sum(np.log(lam))))

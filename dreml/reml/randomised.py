@@ -24,6 +24,10 @@ K x = (b - r - theta_e x) / theta_1 and H' x = theta_1' K x + theta_e' x; H' x =
 theta_1' = 0); for G > 1 it costs one weighted pass per solve (score and AI: two per
 iteration). The SLQ columns always start at 0 (Lanczos needs it).
 
+Indefinite H (unconstrained fits only): a preconditioner M(theta) that is not positive definite,
+or a PCG direction with p^T H p <= 0 (`dreml.reml.pcg`), raises `IndefiniteError`; the passes
+spent are counted, and nothing of the failed solve is kept for warm starts.
+
 The operator may offer `traces()` -> tr(K_g), shape (G,) (an optional extension of the
 protocol). Then the Hutchinson estimates use control variates and SLQ's control variate is
 unbiased. Without `traces()`, tr(K_g) is estimated from W and the trace control variates are
@@ -40,7 +44,7 @@ from scipy.linalg import cho_factor, cho_solve
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
 from dreml.reml.effects import Effects
-from dreml.reml.evaluation import Information, PassCounter, Point, haseman_elston, residualise
+from dreml.reml.evaluation import IndefiniteError, Information, PassCounter, Point, haseman_elston, residualise
 from dreml.reml.hutchinson import hutchinson
 from dreml.reml.pcg import PCGResult, block_pcg
 from dreml.reml.preconditioner import CorePreconditioner, build_projected_core, range_basis
@@ -120,7 +124,7 @@ class RandomisedEvaluator:
             return None
         if last.Hx is not None and theta[0] == 0:
             return last.x, theta[1] * last.x
-        if last.Hx is not None and last.theta[0] > 0:
+        if last.Hx is not None and last.theta[0] != 0:
             Kx = (last.Hx - last.theta[1] * last.x) / last.theta[0]
             return last.x, theta[0] * Kx + theta[1] * last.x
         with self.count("warm_start"):
@@ -138,6 +142,8 @@ class RandomisedEvaluator:
         with self.count(label or kind):
             result = block_pcg(lambda V: self._apply_H(theta, V), rhs, solve_M=M.solve, tol=tol,
                                max_iter=self.config.pcg_max_iter, x0=x0, Hx0=Hx0)
+        if result.indefinite:  # nothing of this solve is kept for warm starts
+            raise IndefiniteError(result.status)
         k = rhs.shape[1] - cold_columns
         Hx = rhs[:, :k] - result.r[:, :k] if theta.shape[0] == 2 else None
         self._last[kind] = _Solved(theta, result.x[:, :k], Hx)
@@ -157,7 +163,7 @@ class RandomisedEvaluator:
         c = cho_solve(A, HiX.T @ self.y)
         Py = result.x[:, p] - HiX @ c
         PW = project(result.x[:, p + 1 :], self.probes.W)
-        if theta.shape[0] == 2 and theta[0] > 0:
+        if theta.shape[0] == 2 and theta[0] != 0:
             # H P y = y~ - r_y - (X - r_X) c from the recursive residuals r (no pass)
             HPy = self.y - result.r[:, p] - (self.X - result.r[:, :p]) @ c
             KPy = ((HPy - theta[1] * Py) / theta[0])[None]

@@ -5,7 +5,9 @@ A genetic component on the boundary (theta_g = 0 and score <= 0, held by the act
 treated as fixed: its rows and columns of `covariance` are 0 and the other SEs come from the
 reduced AI. Its own `se` (and `h2_se`) are read, as GCTA reports them, from the inverse of the
 full AI: a number that says how far from 0 the data could tell it, never "0 +- 0" (the Wald
-interval is not valid on the boundary; use the LRT there).
+interval is not valid on the boundary; use the LRT there). An unconstrained fit
+(`FitConfig.constrain=False`) holds nothing: every SE comes from the full AI, negative
+estimates included.
 Heritabilities, with Vp = sum_i theta_i (residual included), by the delta method:
     h2_g = theta_g / Vp,        d h2_g / d theta_j = (delta_gj Vp - theta_g) / Vp^2
     h2   = sum_g theta_g / Vp,  d h2 / d theta_j   = (1[j genetic] Vp - sum_g theta_g) / Vp^2
@@ -37,7 +39,9 @@ class RemlResult:
         theta: variance estimates, shape (G + 1,).
         se: standard errors (on the boundary: from the full AI, module docstring), shape (G + 1,).
         covariance: sampling covariance of theta (inverse AI), shape (G + 1, G + 1).
-        at_boundary: genetic components held at 0, shape (G + 1,) (the residual never is).
+        at_boundary: genetic components held at 0, shape (G + 1,) (the residual never is; nor
+            is any component of an unconstrained fit, `config.constrain=False`, whose genetic
+            estimates may be negative).
         h2, h2_se: theta_g / Vp per genetic component and delta-method SEs, shape (G,).
         h2_total, h2_total_se: sum_g theta_g / Vp and its SE.
         mc_se, h2_mc_se, h2_total_mc_se: Monte Carlo standard errors of theta, h2 and h2_total
@@ -63,12 +67,15 @@ class RemlResult:
         seed: the fit's seed (also in config).
         config: the `FitConfig` used.
         history: one dict per iterate: iteration, theta, score_norm, decrement, passes,
-            wall_s, step_halvings, d_theta, decrement_floor, loglik and loglik_se (the last row
+            wall_s, step_halvings, indefinite_halvings (those of step_halvings made because H was
+            indefinite), d_theta, decrement_floor, loglik and loglik_se (the last row
             on the randomised path, every row on the exact one) and, on the randomised path, `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations,
             status) and `trace_se`.
         timings: seconds spent in "setup", "iterations", "total".
         effects: fixed effects (GLS), P y and K_g P y at theta (`dreml.reml.effects`), from the
             last score evaluation: no extra pass. Per-sample arrays: not in `to_dict()`.
+        indefinite_trials: trial steps at which H was indefinite, halved back (unconstrained
+            fits only; `dreml.reml.optimizer`); the rows of `history` say which iterations.
     """
 
     names: tuple[str, ...]
@@ -104,6 +111,7 @@ class RemlResult:
     history: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     effects: Effects | None = None
+    indefinite_trials: int = 0
 
     @property
     def residual_variance(self) -> float:

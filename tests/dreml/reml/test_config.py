@@ -7,9 +7,17 @@ import pytest
 from dreml.reml import FitConfig
 
 
-def test_fit_config__json_round_trip():
-    config = FitConfig(n_probes=17, seed=3, method="exact", worker_dtype="float32", loglik=False)
+@pytest.mark.parametrize("priors", [None, (0.2, -0.1, 0.7)])
+def test_fit_config__json_round_trip(priors):
+    config = FitConfig(n_probes=17, seed=3, method="exact", worker_dtype="float32", loglik=False, constrain=False,
+                       priors=priors)
     assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_fit_config__priors_stored_as_a_tuple_of_floats():
+    config = FitConfig(priors=[1, 0.5])
+    assert config.priors == (1.0, 0.5) and all(type(v) is float for v in config.priors)
+    hash(config)  # frozen and hashable, as with the default None
 
 
 @pytest.mark.parametrize(
@@ -27,6 +35,14 @@ def test_fit_config__json_round_trip():
         ({"worker_dtype": "float16"}, "worker_dtype must be one of"),
         ({"method": "dense"}, "method must be one of"),
         ({"loglik": 1}, "loglik must be a bool"),
+        ({"constrain": "no"}, "constrain must be a bool"),
+        ({"priors": (0.5,)}, "priors must be at least 2 finite numbers"),
+        ({"priors": "0.5 0.5"}, "priors must be at least 2 finite numbers"),
+        ({"priors": (0.5, float("nan"))}, "priors must be at least 2 finite numbers"),
+        ({"priors": (0.5, True)}, "priors must be at least 2 finite numbers"),
+        ({"priors": (0.5, 0.0)}, r"priors: the residual variance \(last value\) must be positive"),
+        ({"priors": (0.2, -0.1), "constrain": False}, r"priors: the residual variance"),
+        ({"priors": (0.3, -0.1, 0.5)}, "priors: genetic variances must be non-negative unless constrain=False"),
     ],
 )
 def test_fit_config__raise_on_invalid_setting(settings, match):

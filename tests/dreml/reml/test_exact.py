@@ -1,9 +1,12 @@
 """The exact dense path against independent dense code (np.linalg, scipy.optimize)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from dreml.errors import InputError
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.exact import ExactEvaluator
 
@@ -21,9 +24,13 @@ def data():
     return dense_operator(Z), phenotype(Z, (0.4, 0.2), 0.4, X, rng), X
 
 
+def dense_H(K, theta):
+    return sum(t * k for t, k in zip(theta[:-1], K)) + theta[-1] * np.eye(K.shape[1])
+
+
 def dense_parts(K, y, X, theta):
     """Independent dense evaluation: loglik, P (REML, constant omitted)."""
-    H = sum(t * k for t, k in zip(theta[:-1], K)) + theta[-1] * np.eye(len(y))
+    H = dense_H(K, theta)
     Hi = np.linalg.inv(H)
     A = X.T @ Hi @ X
     P = Hi - Hi @ X @ np.linalg.inv(A) @ X.T @ Hi
@@ -86,3 +93,98 @@ def test_exact__non_convergence_is_reported(data):
     assert result.status.startswith("not converged after 1 iterations")
     assert np.isfinite(result.loglik)  # the final log-likelihood is still computed
     assert len(result.history) == 2 and result.history[1]["iteration"] == 1
+
+
+def negative_reml(theta, K, y, X):
+    """-l(theta) and -s(theta) from `dense_parts` (s_i = -1/2 tr(P K_i) + 1/2 y^T P K_i P y);
+    1e6, above any -l here, where H is not positive definite, so that BFGS's line search backs off."""
+    try:
+        np.linalg.cholesky(dense_H(K, theta))
+    except np.linalg.LinAlgError:
+        return 1e6, np.zeros_like(theta)
+    loglik, P = dense_parts(K, y, X, theta)
+    Py = P @ y
+    score = [-0.5 * np.sum(P * Ki) + 0.5 * Py @ Ki @ Py for Ki in (*K, np.eye(len(y)))]
+    return -loglik, -np.array(score)
+
+
+def unbounded_optimum(K, y, X):
+    """The REML maximum without bounds by SciPy's BFGS on the dense formulas, from a start of our own."""
+    ref = minimize(negative_reml, x0=np.array([0.3, 0.0, 0.5]), args=(K, y, X), jac=True, method="BFGS",
+                   options={"gtol": 1e-10})
+    # at the maximum: "precision loss" stops BFGS short of gtol, but its remaining Newton step is
+    # below 1e-7 SE (the decrement with BFGS's inverse Hessian, about cov(theta))
+    assert ref.jac @ ref.hess_inv @ ref.jac < 1e-14
+    return ref
+
+
+@pytest.fixture(scope="module")
+def negative_cases():
+    """Two phenotypes of Z_1 alone. "noise": K_2 from 1600 unrelated SNPs, its REML estimate
+    about -1 SE. "few": K_2 from 10 SNPs (eigenvalues up to 100), its estimate pinned near the
+    edge of the definite region, where full AI steps make H indefinite."""
+    Z = genotype_blocks(N, 1600, 2, 11)
+    X = covariates(N, np.random.default_rng(5))
+    noise = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(4))  # as the boundary test
+    few = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(0))
+    return {"noise": (dense_operator(Z), noise, X), "few": (dense_operator((Z[0], Z[1][:, :10])), few, X)}
+
+
+UNCONSTRAINED = FitConfig(method="exact", tol_decrement=1e-16, max_iter=50, constrain=False)
+
+
+@pytest.mark.parametrize("case", ["noise", "few"])
+def test_exact__unconstrained_negative_component_matches_scipy(negative_cases, case):
+    op, y, X = negative_cases[case]
+    result = fit_reml(op, y, X, UNCONSTRAINED)
+    ref = unbounded_optimum(op.K, y, X)
+    assert result.converged and result.theta[1] < 0 and not result.at_boundary.any()
+    np.testing.assert_allclose(result.theta, ref.x, rtol=1e-6)
+    assert abs(result.loglik + ref.fun) < 1e-8 * abs(ref.fun)
+    np.testing.assert_allclose(result.se, np.sqrt(np.diag(np.linalg.inv(result.ai))), rtol=1e-12)  # the full AI
+    assert result.to_dict()["config"]["constrain"] is False
+    halvings = sum(row.get("indefinite_halvings", 0) for row in result.history)
+    assert result.indefinite_trials == halvings and (halvings > 0) == (case == "few")
+
+
+def test_exact__unconstrained_stops_when_every_trial_is_indefinite(negative_cases):
+    """"few": the first full AI step from the start makes H indefinite; with no halvings allowed
+    the fit stays at the start and says why."""
+    op, y, X = negative_cases["few"]
+    result = fit_reml(op, y, X, dataclasses.replace(UNCONSTRAINED, max_step_halvings=0))
+    assert not result.converged and result.iterations == 0 and result.indefinite_trials == 1
+    assert "H was indefinite at all 1 trial steps of iteration 1" in result.status
+    assert result.theta.tolist() == result.history[0]["theta"] and np.isfinite(result.loglik)
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_exact__priors_are_the_start_and_reach_the_same_optimum(data, constrain):
+    op, y, X = data
+    config = dataclasses.replace(TIGHT, constrain=constrain)
+    default = fit_reml(op, y, X, config)
+    for priors in ((0.05, 0.9, 0.1), (1.0, 0.02, 0.5)):
+        result = fit_reml(op, y, X, dataclasses.replace(config, priors=priors))
+        assert result.history[0]["theta"] == list(priors) and result.history[0]["iteration"] == 0
+        assert result.converged and result.config.priors == priors
+        np.testing.assert_allclose(result.theta, default.theta, rtol=1e-6)
+
+
+def test_exact__max_iter_reached_is_not_converged(data):
+    """One AI iteration from priors far from the optimum cannot pass the default convergence test."""
+    op, y, X = data
+    result = fit_reml(op, y, X, FitConfig(method="exact", max_iter=1, priors=(0.05, 0.9, 0.1)))
+    assert not result.converged and result.iterations == 1 and result.status.startswith("not converged after 1 iterations")
+    assert result.to_dict()["config"]["max_iter"] == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (FitConfig(method="exact", priors=(0.3, 0.5)), r"priors must give 3 values \(2 genetic variance\(s\), then the residual\), got 2"),
+        (FitConfig(method="exact", priors=(0.3, -5.0, 0.5), constrain=False), r"priors \[0.3, -5, 0.5\] make H .* indefinite"),
+    ],
+)
+def test_fit_reml__raise_on_invalid_priors(data, config, match):
+    op, y, X = data
+    with pytest.raises(InputError, match=match):
+        fit_reml(op, y, X, config)

@@ -36,6 +36,7 @@ from dreml.operators import GenotypeOperator, SelectedComponents
 from dreml.operators.streaming import GenotypeOperatorBase
 from dreml.phenotypes import AnalysisData, covariate_files, describe_sample_inputs, load_analysis_data
 from dreml.reml import FitConfig, RemlResult, fit_reml
+from dreml.reml.traits import fit_reml_traits
 from dreml.selection import Selection, select_variants
 from dreml.store import Store, open_stores
 
@@ -272,6 +273,90 @@ def fit_prepared(
         by_kind = {**out.passes_by_kind, "lrt": lrt_passes, "snp_effects": operator.passes - before - lrt_passes}
     timings = {**out.timings, "shard_load": t_load, "post_reml": time.perf_counter() - t_fit, "end_to_end": time.perf_counter() - t0}
     return dataclasses.replace(out, passes=sum(by_kind.values()), passes_by_kind=by_kind, timings=timings)
+
+
+@dataclass(frozen=True)
+class TraitsOutcome:
+    """The fits of `fit_traits_prepared`: per trait a `FitResult`, or the error its fit raised.
+
+    Attributes:
+        names: the traits. results: one per trait. passes: passes for all traits together
+        (shard loading excluded). method: the path of every fit. seed: the master seed.
+        samples_union: samples of the operator (the union of the traits' samples).
+        timings: shard_load, fits, post_reml, end_to_end (seconds).
+    """
+
+    names: tuple[str, ...]
+    results: tuple[FitResult | Exception, ...]
+    passes: int
+    method: str
+    seed: int
+    samples_union: int
+    timings: dict
+
+
+def fit_traits_prepared(
+    inputs: Sequence[FitInputs],
+    *,
+    client: Client | None = None,
+    config: FitConfig = FitConfig(),
+    min_maf: float = 0.0,
+    max_missing: float = 1.0,
+    memory_budget: int | str | None = None,
+    frequencies: str = "store",
+) -> TraitsOutcome:
+    """Fit several traits (one `FitInputs` each, same stores and components) in shared passes.
+
+    The shards are loaded once for the union of the traits' samples; the fits run through
+    `dreml.reml.traits.fit_reml_traits`; the SNP effects of every trait come from one pass
+    (Z_g^T [P_1 y_1 | ... | P_T y_T], each P_t y_t padded to the union); with one genetic
+    component each trait gets the closed-form LRT against the null model (no pass).
+    Arguments as in `fit_prepared`; `config.seed` is the master seed of the traits' seeds.
+    """
+    t0 = time.perf_counter()
+    first = inputs[0]
+    union = np.unique(np.concatenate([i.data.sample_index for i in inputs]))
+    rows = [None if np.array_equal(i.data.sample_index, union) else np.searchsorted(union, i.data.sample_index)
+            for i in inputs]
+    with GenotypeOperator(
+        first.stores, first.spec, union, client=client, dtype=np.dtype(config.worker_dtype),
+        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+    ) as operator:
+        t_load = time.perf_counter() - t0
+        dashboard = getattr(operator.client, "dashboard_link", None)
+        logger.info("fitting %d traits on %d samples in shared passes; dashboard: %s", len(inputs), len(union), dashboard)
+        fits = fit_reml_traits(operator, [i.data.y for i in inputs], [i.data.X for i in inputs], rows, config)
+        t_fits = time.perf_counter()
+        done = [t for t, r in enumerate(fits.results) if isinstance(r, RemlResult)]
+        effects = {}
+        if done:
+            U = np.zeros((len(union), len(done)))
+            for j, t in enumerate(done):
+                U[slice(None) if rows[t] is None else rows[t], j] = fits.results[t].effects.Py
+            blocks = operator.zt_matmat(U)
+            effects = {t: np.concatenate([fits.results[t].theta[g] * b[:, j] / operator.m[g] for g, b in enumerate(blocks)])
+                       for j, t in enumerate(done)}
+        description = {"min_maf": min_maf, "max_missing": max_missing, "freq_from": frequencies, "dashboard": dashboard,
+                       "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]), "traits_in_pass": len(inputs)}
+        out: list[FitResult | Exception] = []
+        for t, (result, trait) in enumerate(zip(fits.results, inputs)):
+            if not isinstance(result, RemlResult):
+                out.append(result)
+                continue
+            lrt = None
+            if operator.n_components == 1:
+                lrt = LikelihoodRatioTest.compare(result.loglik, result.loglik_se, null_loglik(trait.data.y, trait.data.X), 0.0,
+                                                  tuple(operator.component_names))
+            report = build_result(result, operator, trait.data, {**trait.description, **description}, lrt, effects[t])
+            out.append(dataclasses.replace(report, passes_by_kind={**report.passes_by_kind, "snp_effects": 1},
+                                           passes=report.passes + 1))
+        passes = fits.passes + (1 if done else 0)
+    end = time.perf_counter()
+    return TraitsOutcome(
+        names=tuple(i.data.phenotype_name for i in inputs), results=tuple(out), passes=passes, method=fits.method,
+        seed=fits.seed, samples_union=int(len(union)),
+        timings={"shard_load": t_load, "fits": t_fits - t0 - t_load, "post_reml": end - t_fits, "end_to_end": end - t0},
+    )
 
 
 def fit(

@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 
 from dreml.cli.common import add_cluster_options, cluster_client
-from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
 from dreml.errors import InputError
-from dreml.fit import fit_prepared
+from dreml.fit import FitInputs, TraitsOutcome, fit_prepared, fit_traits_prepared
+from dreml.fit_result import FitResult
 from dreml.liability import LiabilityScale
-from dreml.outputs import summary_table, write_outputs
+from dreml.outputs import atomic_write_text, summary_table, write_json, write_outputs
+from dreml.phenotypes import read_sample_table
 from dreml.reml import FitConfig
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit variance components by REML")
     add_input_options(p)
+    p.add_argument("--all-pheno", action="store_true",
+                   help="fit every phenotype column (or give --pheno-name a,b,c): the traits share the passes; "
+                        "PREFIX.<trait>.* per trait and PREFIX.traits.tsv")
     p.add_argument("--out", required=True, help="output prefix")
     add_method_options(p, "the fit")
     p.add_argument("--seed", type=int, default=FitConfig.seed,
@@ -99,11 +104,25 @@ def check_out_prefix(prefix: str) -> None:
         raise InputError(f"{prefix}: cannot write the outputs, {existing} is not a writable directory")
 
 
+def _liability(args: argparse.Namespace, inputs: FitInputs) -> LiabilityScale | None:
+    """--prevalence for this trait; a bad coding fails before the cluster starts."""
+    if args.prevalence is None:
+        return None
+    return LiabilityScale.of_phenotype(args.prevalence, inputs.data.y, phenotype=inputs.data.phenotype_name)
+
+
+def _write(report: FitResult, prefix: str, args: argparse.Namespace) -> list[Path]:
+    return write_outputs(report, prefix, plot=args.plot, reml_est_fix=args.reml_est_fix,
+                         reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    names = trait_names(args)
+    if args.all_pheno or (names is not None and len(names) > 1):
+        return run_traits(args, config, names)
     inputs = inputs_from_args(args)
-    liability = None if args.prevalence is None else LiabilityScale.of_phenotype(
-        args.prevalence, inputs.data.y, phenotype=inputs.data.phenotype_name)  # a bad coding fails before the cluster
+    liability = _liability(args, inputs)
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
@@ -111,10 +130,55 @@ def run(args: argparse.Namespace) -> int:
             memory_budget=memory_budget(args), reml_lrt=tuple(args.reml_lrt or ()),
         )
     report = dataclasses.replace(report, liability=liability)
-    paths = write_outputs(report, args.out, plot=args.plot, reml_est_fix=args.reml_est_fix,
-                          reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
+    paths = _write(report, args.out, args)
     print(summary_table(report.to_dict()))
     if not report.converged:
         logger.warning("not converged: %s", report.status)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def traits_tsv_text(outcome: TraitsOutcome) -> str:
+    """PREFIX.traits.tsv: one row per trait (a failed fit: NA and its error as the status)."""
+    lines = ["trait\tn\th2\tSE\tconverged\tpasses\tseed\tstatus"]
+    for name, r in zip(outcome.names, outcome.results):
+        if isinstance(r, FitResult):
+            lines.append(f"{name}\t{r.n_samples}\t{r.h2_total:.6f}\t{r.h2_total_se:.6f}\t{r.converged}\t{r.passes}\t"
+                         f"{r.seed}\t{r.status}")
+        else:
+            lines.append(f"{name}\tNA\tNA\tNA\tFalse\tNA\tNA\terror: {r}")
+    return "\n".join(lines) + "\n"
+
+
+def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | None) -> int:
+    """Several traits in shared passes: PREFIX.<trait>.* per trait, PREFIX.traits.tsv/.json."""
+    if args.reml_lrt:
+        raise InputError("--reml-lrt refits reduced models one trait at a time: give one --pheno-name with it")
+    if names is None:
+        names = list(read_sample_table(args.pheno).columns)
+    if len(set(names)) != len(names):
+        raise InputError(f"--pheno-name lists a trait twice: {', '.join(names)}")
+    inputs = [inputs_from_args(args, pheno_name=name) for name in names]
+    liability = [_liability(args, i) for i in inputs]
+    check_out_prefix(args.out)
+    with cluster_client(args) as client:
+        outcome = fit_traits_prepared(
+            inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
+            memory_budget=memory_budget(args), frequencies=args.freq_from,
+        )
+    paths = []
+    for name, result, scale in zip(outcome.names, outcome.results, liability):
+        if isinstance(result, FitResult):
+            paths += _write(dataclasses.replace(result, liability=scale), f"{args.out}.{name}", args)
+        else:
+            logger.error("trait %s: %s", name, result)
+    paths += [Path(args.out + ".traits.tsv"), Path(args.out + ".traits.json")]
+    atomic_write_text(paths[-2], traits_tsv_text(outcome))
+    write_json({"traits": list(outcome.names), "passes": outcome.passes, "method": outcome.method, "seed": outcome.seed,
+                "samples_union": outcome.samples_union, "timings": outcome.timings,
+                "failed": {n: str(r) for n, r in zip(outcome.names, outcome.results) if not isinstance(r, FitResult)}},
+               paths[-1])
+    print(traits_tsv_text(outcome), end="")
+    print(f"{len(names)} traits, {outcome.passes} passes in all, {outcome.timings['end_to_end']:.1f} s")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0 if all(isinstance(r, FitResult) for r in outcome.results) else 1

@@ -59,7 +59,7 @@ def add_sample_options(p: argparse.ArgumentParser, *, required: bool = True, man
                    help="phenotype file: 'FID IID value...' with a header (FID IID, #FID IID or #IID) or without (GCTA)")
     which = g.add_mutually_exclusive_group()
     which.add_argument("--pheno-name", metavar="NAME" + (",NAME..." if many_traits else ""),
-                       help="traits, comma-separated (default: every column)" if many_traits else "phenotype column (default: the first)")
+                       help="traits, comma-separated (default: every column)" if many_traits else "phenotype column (default: the first; `dreml fit` takes several, comma-separated, fitted in shared passes)")
     which.add_argument("--mpheno", type=positive_int, metavar="N", help="the N-th phenotype column (1-based, GCTA)")
     g.add_argument("--covar", action="append", metavar="F", help="categorical covariates (GCTA --covar: every column, numeric codes too)")
     g.add_argument("--qcovar", action="append", metavar="F", help="quantitative covariates (GCTA --qcovar)")
@@ -135,11 +135,12 @@ def phenotype_options(args: argparse.Namespace) -> dict:
             "samples": sample_selection(args)}
 
 
-def inputs_from_args(args: argparse.Namespace) -> FitInputs:
-    """Every input checked (no cluster yet): bad input fails in a second."""
+def inputs_from_args(args: argparse.Namespace, pheno_name: str | None = None) -> FitInputs:
+    """Every input checked (no cluster yet): bad input fails in a second. `pheno_name`
+    overrides --pheno-name (one trait of several)."""
     options = phenotype_options(args)
     return prepare_inputs(
-        args.store, args.pheno, pheno_name=args.pheno_name, mpheno=args.mpheno, covar=options["covar"],
+        args.store, args.pheno, pheno_name=pheno_name or args.pheno_name, mpheno=args.mpheno, covar=options["covar"],
         covar_names=options["covar_names"], covar_cat=options["covar_cat"], components=component_choice(args),
         selection=Selection(samples=options["samples"], variants=variant_selection(args)),
     )

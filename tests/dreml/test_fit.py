@@ -310,3 +310,38 @@ def test_dreml_fit_cli__gcta_conventions_equal_the_same_analysis_on_plain_files(
     hsq = [line.split("\t") for line in (tmp_path / "g.hsq").read_text().splitlines()]
     rows = {r[0]: r[1:] for r in hsq if len(r) > 1}
     assert float(rows["Sum of V(G)_L/Vp"][0]) == pytest.approx(factor * gcta["h2_total"], abs=1e-6)
+
+
+def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(cohort, client, tmp_path):
+    """--pheno-name a,b,c: each trait's report equals the fit of that trait alone with its
+    spawned seed (float64 workers, 1e-8), a trait with its own missing values included, and the
+    traits together take the passes of the longest fit (+1 for all SNP effects)."""
+    from dreml.reml.traits import trait_seeds
+
+    root, _ = cohort
+    rows = [line.split() for line in open(root / "c.pheno").readlines()[1:]]
+    rng = np.random.default_rng(4)
+    observed = [i for i, r in enumerate(rows) if r[2] != "NA"]
+    shuffled = [r[2] for r in rows]
+    for i, j in zip(observed, rng.permutation(observed)):
+        shuffled[i] = rows[j][2]
+    holes = [r[2] if k % 7 else "NA" for k, r in enumerate(rows)]
+    (tmp_path / "m.pheno").write_text("FID IID a b c\n" + "".join(
+        f"{r[0]} {r[1]} {r[2]} {s} {h}\n" for r, s, h in zip(rows, shuffled, holes)))
+    base = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(tmp_path / "m.pheno"), "--covar-auto", str(root / "c.covar"),
+            "--method", "randomised", "--worker-dtype", "float64", "--scheduler", client.scheduler.address]
+    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--out", str(tmp_path / "m")]) == 0
+    summary = json.loads((tmp_path / "m.traits.json").read_text())
+    table = [line.split("\t") for line in (tmp_path / "m.traits.tsv").read_text().splitlines()]
+    assert table[0] == ["trait", "n", "h2", "SE", "converged", "passes", "seed", "status"] and [r[0] for r in table[1:]] == list("abc")
+    alone_passes = []
+    for name, seed in zip("abc", trait_seeds(5, 3)):
+        together = json.loads((tmp_path / f"m.{name}.json").read_text())
+        assert dreml_main(base + ["--pheno-name", name, "--seed", str(seed), "--out", str(tmp_path / f"alone_{name}")]) == 0
+        alone = json.loads((tmp_path / f"alone_{name}.json").read_text())
+        assert together["seed"] == seed and together["n_samples"] == alone["n_samples"]
+        for a, b in zip(together["components"], alone["components"]):
+            assert a["variance"] == pytest.approx(b["variance"], rel=1e-8)
+        assert together["loglik"] == pytest.approx(alone["loglik"], rel=1e-8)
+        alone_passes.append(alone["passes"] - alone["passes_by_kind"]["snp_effects"])
+    assert summary["passes"] == max(alone_passes) + 1

@@ -14,18 +14,28 @@ byte with no per-sample arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from converters.plink_text import read_bim, read_fam
-from converters.source import Source, build_source, check_not_empty, check_range, companion_files
+from converters.source import (
+    Source,
+    VariantRows,
+    build_source,
+    check_not_empty,
+    check_range,
+    companion_files,
+    row_runs,
+)
 from dreml.errors import InputError
 
 BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
 # Raw bytes decoded per step of `BedReader.read`: bounds the read buffer whatever the range.
 READ_BLOCK_BYTES = 16 << 20
+# Between two selected variants, a gap shorter than this is read through rather than seeked over.
+SKIP_READ_BYTES = 1 << 18
 # ALT dosage of each 2-bit code, indexed by the code's value.
 _DOSAGE_OF_CODE = np.array([2, -1, 1, 0], dtype=np.int8)
 
@@ -57,14 +67,20 @@ def decode_bed_records(raw: np.ndarray, out: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class BedReader:
-    """Reads ALT dosages from a .bed whose magic and size were checked by `open_bed`."""
+    """Reads ALT dosages from a .bed whose magic and size were checked by `open_bed`.
+
+    Attributes:
+        rows: the .bed variant row of each variant read (a subset, `converters.subset`);
+            None when variant j is row j.
+    """
 
     path: Path
     n_samples: int
     n_variants: int
+    rows: VariantRows | None = None
 
     def for_chunk(self, start: int, stop: int) -> BedReader:
-        return self  # nothing per variant to slice
+        return self if self.rows is None else replace(self, rows=self.rows.window(start, stop))
 
     @property
     def bytes_per_variant(self) -> int:
@@ -74,21 +90,25 @@ class BedReader:
         """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing.
 
         The block is a view into a buffer padded to a multiple of 4 samples (C-contiguous
-        exactly when n_samples % 4 == 0). Raw bytes are read `READ_BLOCK_BYTES` at a time.
+        exactly when n_samples % 4 == 0). Raw bytes are read at most `READ_BLOCK_BYTES` at a
+        time, one read per run of rows (`row_runs`: a subset's gaps under `SKIP_READ_BYTES`
+        are read through, longer ones seeked over).
         """
         check_range(self, start, stop)
         width = self.bytes_per_variant
+        rows = np.arange(start, stop, dtype=np.int64) if self.rows is None else self.rows.take(start, stop)
         padded = np.empty((stop - start, 4 * width), dtype=np.int8)
-        rows_per_step = max(1, READ_BLOCK_BYTES // max(width, 1))
-        raw = np.empty((min(rows_per_step, stop - start), width), dtype=np.uint8)
+        runs = row_runs(rows, max_rows=max(1, READ_BLOCK_BYTES // width), max_gap=max(1, SKIP_READ_BYTES // width))
+        raw = np.empty((max((int(rows[j - 1] - rows[i]) + 1 for i, j in runs), default=0), width), dtype=np.uint8)
         with open(self.path, "rb") as f:
-            f.seek(len(BED_MAGIC) + start * width)
-            for row in range(0, stop - start, rows_per_step):
-                rows = min(rows_per_step, stop - start - row)
-                chunk = raw[:rows]
+            for i, j in runs:
+                first = int(rows[i])
+                chunk = raw[: int(rows[j - 1]) - first + 1]
+                f.seek(len(BED_MAGIC) + first * width)
                 if f.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
-                    raise InputError(f"{self.path}: file ended early (truncated while reading variant {start + row})")
-                decode_bed_records(chunk, padded[row : row + rows])
+                    raise InputError(f"{self.path}: file ended early (truncated while reading variant {first})")
+                # a run with gaps keeps only its selected rows
+                decode_bed_records(chunk if len(chunk) == j - i else chunk[rows[i:j] - first], padded[i:j])
         return padded[:, : self.n_samples]
 
 

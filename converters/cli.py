@@ -2,15 +2,18 @@
 
     dreml-convert bed PREFIX OUT.zarr  [--scheduler ADDRESS | --workers N] [--variant-chunk V]
                                        [--sample-chunk S] [--overwrite]
+                                       [--keep F] [--remove F] [--extract F] [--exclude F] [--chr SPEC]
     dreml-convert pgen PREFIX OUT.zarr [--max-alleles 2] ...
     dreml-convert vcz IN.vcz OUT.zarr [--max-alleles 2] ...
     dreml-convert bgen F.bgen [--sample F.sample] OUT.zarr [--hard-call-threshold T] [--max-alleles 2] ...
     dreml-convert info STORE
     dreml-convert verify STORE INPUT [--sample F.sample]
 
+The selection options are `dreml fit`'s (`dreml.cli.inputs`, `converters.subset`). A
+conversion writes its run log to OUT.log (`dreml.runlog`; OUT without a trailing slash).
 dreml's own errors and operating-system errors (an unwritable output directory, a file
-that cannot be read) become one line `dreml-convert: error: ...` on stderr and exit
-status 2; `verify` exits 1 when the store differs from the source.
+that cannot be read) become one line `dreml-convert: error: ...` on stderr (and in the log)
+and exit status 2; `verify` exits 1 when the store differs from the source.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from converters.bgen import DEFAULT_HARD_CALL_THRESHOLD
@@ -30,10 +34,14 @@ from converters.convert import (
     open_source,
     write_store,
 )
+from converters.subset import describe, select
 from converters.verify import verify
 from dreml._version import __version__
+from dreml.cli.inputs import add_sample_selection, add_variant_selection, sample_selection, variant_selection
 from dreml.cluster import session
 from dreml.errors import DremlError
+from dreml.runlog import configure_stderr, run_command
+from dreml.selection import Selection
 from dreml.store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -95,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sample-chunk", type=int, default=DEFAULT_SAMPLE_CHUNK, help="samples per chunk")
         p.add_argument("--overwrite", action="store_true", help="replace an existing store")
         _add_format_options(p, fmt)
+        add_sample_selection(p.add_argument_group("sample selection (PLINK 2 / GCTA names; as dreml fit)"))
+        add_variant_selection(p)
         p.set_defaults(run=_run_convert, fmt=fmt)
     p = sub.add_parser("info", help="print a store's summary")
     p.add_argument("store")
@@ -108,21 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(store: Store) -> str:
-    """`Store.summary()` plus the conversion's options and skipped variants, when recorded."""
+    """`Store.summary()` plus the conversion's options, skipped variants and selection, when recorded."""
     recorded = store.attrs["source"]
     lines = [store.summary()]
     for name, value in recorded.get("options", {}).items():
         lines.append(f"option         {name.replace('_', '-')} {value}")
     for reason, count in recorded.get("skipped_variants", {}).items():
         lines.append(f"skipped        {count} {reason.replace('multi', 'multi-')} variant(s)")
+    lines.extend(describe(recorded.get("selection", {})))
     return "\n".join(lines)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    # check the output and every input file before paying for a cluster
+    # check the output and every input file (the selection's too) before paying for a cluster
     check_chunk_sizes(args.variant_chunk, args.sample_chunk)
     check_output(Path(args.out), args.overwrite)
     source = open_source(args.fmt, args.prefix, **{name: getattr(args, name, None) for name in SOURCE_OPTIONS})
+    source = select(source, Selection(samples=sample_selection(args), variants=variant_selection(args)))
     with session(args.scheduler, n_workers=args.workers) as client:
         store = write_store(
             source,
@@ -150,14 +162,18 @@ def _run_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        return int(args.run(args))
-    except (DremlError, OSError) as exc:  # OSError's message names the path
-        print(f"dreml-convert: error: {exc}", file=sys.stderr)
-        return 2
+    configure_stderr(quiet=args.quiet)
+    out = getattr(args, "out", None)  # the conversions; info and verify write no log
+    return run_command(
+        "dreml-convert",
+        argv,
+        lambda: args.run(args),
+        log=None if out is None else f"{str(out).rstrip('/')}.log",
+        errors=(DremlError, OSError),  # OSError's message names the path
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ from converters.bed import open_bed
 from converters.bgen import open_bgen
 from converters.pgen import open_pgen
 from converters.source import Source
+from converters.subset import select
 from converters.vcz import open_vcz
 from converters.writer import ChunkStats, convert_variant_chunk, create_store, finalize_store
 from dreml.errors import InputError
+from dreml.selection import Selection
 from dreml.store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -154,7 +156,9 @@ def _run_chunks(
     return results
 
 
-def convert(fmt: str, prefix: str | Path, out: str | Path, **options: Any) -> Store:
+def convert(
+    fmt: str, prefix: str | Path, out: str | Path, *, selection: Selection | None = None, **options: Any
+) -> Store:
     """Convert the input `prefix` of format `fmt` into a genotype store at `out` and open it.
 
     Arguments:
@@ -162,6 +166,8 @@ def convert(fmt: str, prefix: str | Path, out: str | Path, **options: Any) -> St
             Zarr directory) or "bgen" (a .bgen file).
         prefix: the fileset's path without extension, or the .vcz / .bgen path.
         out: the store to create (a directory, conventionally named *.zarr).
+        selection: the samples (`--keep/--remove`) and variants (`--extract/--exclude/--chr`)
+            to store (`converters.subset`); None stores them all.
         options: the input's options (`max_alleles`, `sample`, `hard_call_threshold`; see
             `open_source`) and `client`, `variant_chunk`, `sample_chunk`, `overwrite`,
             `progress` of `write_store`.
@@ -170,8 +176,8 @@ def convert(fmt: str, prefix: str | Path, out: str | Path, **options: Any) -> St
         The new store, opened and validated.
     """
     source_options = {name: options.pop(name) for name in SOURCE_OPTIONS if name in options}
-    # every input check happens in open_source, before anything is written
-    return write_store(open_source(fmt, prefix, **source_options), out, **options)
+    # every input check (the selection's too) happens before anything is written
+    return write_store(select(open_source(fmt, prefix, **source_options), selection), out, **options)
 
 
 def write_store(

@@ -11,6 +11,10 @@ under `max_alleles=2`) has no index. Where the two numberings differ, a reader c
 `VariantRows` (the input locator of each kept variant) and hands each Dask task only the
 slice of it that the task's range needs (`GenotypeReader.for_chunk`).
 
+A subset (`--keep/--remove/--extract/--exclude/--chr`, `converters.subset`) is a `Source`
+too: its reader's locators are those of the selected variants, and its samples are dropped
+from each block after decoding.
+
 Genotype blocks are `int8`, shape (stop - start, n_samples) (variants x samples), holding
 the count of the ALT allele (0, 1, 2) and `MISSING_DOSAGE` (-1) for a missing call.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,6 +86,34 @@ class VariantRows:
         return VariantRows(first=start, locator=self.take(start, stop).copy())
 
 
+def row_runs(rows: np.ndarray, *, max_rows: int, max_gap: int = 1) -> list[tuple[int, int]]:
+    """Split ascending input rows into runs `rows[i:j]`, each read with one contiguous read.
+
+    Within a run consecutive rows are at most `max_gap` apart (a shorter gap is read through,
+    a longer one skipped), and a run spans at most `max_rows` input rows (the read buffer).
+    Contiguous rows (no selection) give runs of `max_rows` rows.
+    """
+    runs = []
+    breaks = (np.flatnonzero(np.diff(rows) > max_gap) + 1).tolist()
+    for first, last in zip([0, *breaks], [*breaks, len(rows)]):
+        i = first
+        while i < last:  # rows[j - 1] - rows[i] < max_rows
+            j = min(last, int(np.searchsorted(rows, rows[i] + max_rows, side="left")))
+            runs.append((i, j))
+            i = j
+    return runs
+
+
+def select_rows(reader: GenotypeReader, index: np.ndarray) -> GenotypeReader:
+    """A reader of the variants `index` (ascending, into `reader`'s variants) of an unwindowed
+    reader with a `rows` field: the locators compose (a subset of a subset reads the input)."""
+    rows = getattr(reader, "rows")
+    if rows is not None and (rows.first != 0 or len(rows.locator) != reader.n_variants):
+        raise ValueError("select_rows needs a whole reader, not one task's window")
+    base = np.arange(reader.n_variants, dtype=np.int64) if rows is None else rows.locator
+    return replace(reader, n_variants=len(index), rows=VariantRows(first=0, locator=base[index]))
+
+
 @dataclass(frozen=True, eq=False)
 class Source:
     """An opened input: metadata plus a genotype reader.
@@ -94,6 +126,8 @@ class Source:
         options: the conversion options that shaped the store (e.g. `max_alleles`), recorded
             in the store so that `verify` can open the input the same way.
         skipped: number of input variants left out, by reason (e.g. {"multiallelic": 3}).
+        selection: empty, or the sample and variant selection that made a subset
+            (`converters.subset`), recorded in the store; `verify` re-applies it.
     """
 
     format: str
@@ -103,6 +137,7 @@ class Source:
     genotypes: GenotypeReader
     options: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:

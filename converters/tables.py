@@ -26,6 +26,10 @@ class SampleTable:
     def __len__(self) -> int:
         return len(self.sample_id)
 
+    def take(self, index: np.ndarray) -> SampleTable:
+        """The samples `index` (int array, in that order)."""
+        return SampleTable(family_id=self.family_id[index], sample_id=self.sample_id[index])
+
 
 @dataclass(frozen=True, eq=False)
 class VariantTable:
@@ -47,6 +51,21 @@ class VariantTable:
 
     def __len__(self) -> int:
         return len(self.variant_id)
+
+    def take(self, index: np.ndarray) -> VariantTable:
+        """The variants `index` (int array, ascending); contigs renumbered in order of first
+        appearance among them (a contig left without variants is dropped)."""
+        used, contig = np.unique(self.contig[index], return_inverse=True)  # sorted old numbers
+        order = np.argsort(np.unique(contig, return_index=True)[1], kind="stable")  # by first appearance
+        rank = np.empty(len(used), dtype=np.int32)
+        rank[order] = np.arange(len(used), dtype=np.int32)
+        return VariantTable(
+            contig_id=self.contig_id[used[order]],
+            contig=rank[contig].astype(np.int32),
+            position=self.position[index],
+            variant_id=self.variant_id[index],
+            allele=np.ascontiguousarray(self.allele[index]),
+        )
 
     @classmethod
     def from_columns(

@@ -28,9 +28,10 @@ A missing variant ID ('.', '' or no `variant_id` array) becomes CHROM:POS:REF:AL
 `plink2 --set-missing-var-ids @:#:$r:$a` would name it, so that every variant can be named
 in a component file. The family ID of every sample is its sample ID.
 
-Reading: each Dask task reads the VCF Zarr rows of its variant range, `READ_BLOCK_SAMPLES`
-samples (rounded to whole `call_genotype` sample chunks) at a time, so its buffer stays
-bounded whatever the cohort size. A task decodes every VCF Zarr chunk its rows touch: when
+Reading: each Dask task reads the VCF Zarr rows of its variant range (of a subset: in runs
+of nearby rows, `source.row_runs`), `READ_BLOCK_SAMPLES` samples (rounded to whole
+`call_genotype` sample chunks) at a time, so its buffer stays bounded whatever the cohort
+size. A task decodes every VCF Zarr chunk its rows touch: when
 `--variant-chunk` is smaller than the VCF Zarr variant chunk, neighbouring tasks decode the
 same chunks again (correct, but slower; see docs/store_format.md).
 """
@@ -51,6 +52,7 @@ from converters.source import (
     check_max_alleles,
     check_range,
     multiallelic_message,
+    row_runs,
 )
 from converters.tables import KeptVariants, SampleTable, VariantTable
 from dreml.errors import InputError
@@ -211,13 +213,19 @@ class VczReader:
             return out
         rows = np.arange(start, stop) if self.rows is None else self.rows.take(start, stop)
         genotype = zarr.open_array(str(self.path), path="call_genotype", mode="r")
-        first, last = int(rows[0]), int(rows[-1]) + 1
         sample_chunk = int(genotype.chunks[1])
         step = sample_chunk * max(1, -(-READ_BLOCK_SAMPLES // sample_chunk))
+        # one slice per run of rows spanning at most twice the rows kept (a subset's gaps
+        # within a VCF Zarr chunk are read through: the chunk is decoded anyway)
+        runs = row_runs(rows, max_rows=2 * len(rows), max_gap=int(genotype.chunks[0]))
         for s in range(0, self.n_samples, step):
-            block = np.asarray(genotype[first:last, s : s + step, :])[rows - first]
-            _check_calls(self.path, block, rows, s)
-            out[:, s : s + step] = genotype_dosage(block)
+            for i, j in runs:
+                first, last = int(rows[i]), int(rows[j - 1]) + 1
+                block = np.asarray(genotype[first:last, s : s + step, :])
+                if last - first != j - i:
+                    block = block[rows[i:j] - first]
+                _check_calls(self.path, block, rows[i:j], s)
+                out[i:j, s : s + step] = genotype_dosage(block)
         return out
 
 

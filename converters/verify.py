@@ -1,4 +1,9 @@
-"""Re-read a source fileset and compare it with a store: every genotype and all metadata."""
+"""Re-read a source fileset and compare it with a store: every genotype and all metadata.
+
+A subset store (`converters.subset`) is compared with the same subset of its input: the
+selection files recorded in its `source` attribute are applied to the input again, and a
+selection whose files or counts changed is reported.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import numpy as np
 
 from converters.convert import OPENERS, open_source
 from converters.source import Source
+from converters.subset import recorded_selection, select
 from converters.writer import metadata_arrays, source_attribute
 from dreml.errors import InputError
 from dreml.store import Store
@@ -43,7 +49,10 @@ def _compare_metadata(store: Store, source: Source, report: VerifyReport) -> Non
         stored = getattr(store, name)
         if stored.shape != values.shape or not np.array_equal(stored, values):
             report.mismatches.append(f"{store.path}: array '{name}' differs from the source")
-    if store.attrs["source"] != source_attribute(source):
+    recorded, current = dict(store.attrs["source"]), source_attribute(source)
+    if recorded.pop("selection", None) != current.pop("selection", None):
+        report.mismatches.append(f"{store.path}: the selection recorded in attribute 'source' differs (its files changed)")
+    if recorded != current:
         report.mismatches.append(f"{store.path}: attribute 'source' differs (files or sizes changed)")
 
 
@@ -75,15 +84,24 @@ def verify(
         sample: a BGEN's .sample file (by default the recorded one, beside the .bgen).
 
     The input is opened with the options the store records (e.g. `max_alleles`), so a store
-    converted with skipped variants compares with the same kept variants.
+    converted with skipped variants compares with the same kept variants; of a subset store,
+    only the samples and variants of its recorded selection are compared (the selection's
+    files must still exist at their recorded paths).
     """
     fmt = fmt or store.attrs["source"].get("format") or detect_format(prefix)
+    selection = recorded_selection(store.attrs["source"].get("selection", {}), store.path)
     source = open_source(fmt, prefix, **_source_options(store, prefix, fmt, sample))
     report = VerifyReport()
+    try:
+        source = select(source, selection)
+    except InputError as exc:  # e.g. nothing left: a selection file was emptied
+        report.mismatches.append(f"{store.path}: the recorded selection no longer applies to the input: {exc}")
+        return report
     if (source.n_variants, source.n_samples) != (store.n_variants, store.n_samples):
         report.mismatches.append(
             f"{store.path}: {store.n_variants} variants x {store.n_samples} samples, "
-            f"source has {source.n_variants} x {source.n_samples}"
+            f"source{' (its recorded selection)' if source.selection else ''} has "
+            f"{source.n_variants} x {source.n_samples}"
         )
         return report
     _compare_metadata(store, source, report)

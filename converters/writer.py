@@ -92,7 +92,8 @@ def _size(path: Path) -> int:
 
 def source_attribute(source: Source) -> dict:
     """The store's `source` attribute: the input format, its files' names and sizes, and, when
-    set, the options of the conversion and the number of input variants skipped by reason.
+    set, the options of the conversion, the number of input variants skipped by reason and
+    the selection of a subset store (`converters.subset`).
 
     A directory input (VCF Zarr) is recorded with the total size of the files under it.
     """
@@ -104,6 +105,8 @@ def source_attribute(source: Source) -> dict:
         attribute["options"] = dict(source.options)
     if source.skipped:
         attribute["skipped_variants"] = dict(source.skipped)
+    if source.selection:
+        attribute["selection"] = dict(source.selection)
     return attribute
 
 

@@ -94,8 +94,11 @@ class SampleSelection:
     keep: Path | None = None
     remove: Path | None = None
 
-    def mask(self, store_fid: np.ndarray, store_iid: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Store samples kept (bool, store order) and the counts at each step."""
+    def mask(self, store_fid: np.ndarray, store_iid: np.ndarray, *, where: str = "store") -> tuple[np.ndarray, dict]:
+        """Store samples kept (bool, store order) and the counts at each step.
+
+        Plain arrays: `dreml-convert` passes its input's samples, named `where="input"` in
+        the messages."""
         kept = np.ones(len(store_iid), dtype=bool)
         report: dict = {}
         for option, path, keep in (("keep", self.keep, True), ("remove", self.remove, False)):
@@ -108,10 +111,10 @@ class SampleSelection:
             kept &= hit if keep else ~hit
             report[f"{option}_file_samples"] = int(len(listed.iid))
             report[f"after_{option}"] = int(kept.sum())
-            logger.info("--%s %s: %d listed, %d matched in the store (on %s), %d samples left",
-                        option, path, len(listed.iid), int(hit.sum()), rule, int(kept.sum()))
+            logger.info("--%s %s: %d listed, %d matched in the %s (on %s), %d samples left",
+                        option, path, len(listed.iid), int(hit.sum()), where, rule, int(kept.sum()))
         if not kept.any():
-            raise InputError(f"{self.keep or self.remove}: no store sample left after --keep/--remove")
+            raise InputError(f"{self.keep or self.remove}: no {where} sample left after --keep/--remove")
         return kept, report
 
 
@@ -162,7 +165,20 @@ class VariantSelection:
 
     def masks(self, stores: Sequence[Store]) -> tuple[list[np.ndarray], dict]:
         """Per store, the variants kept (bool, store order), and the counts at each step."""
-        ids = [np.asarray(s.variant_id, dtype=str) for s in stores]
+        return self.masks_of([s.variant_id for s in stores], [s.contig_id for s in stores],
+                             [s.variant_contig for s in stores])
+
+    def masks_of(self, variant_ids: Sequence[np.ndarray], contig_ids: Sequence[np.ndarray],
+                 variant_contigs: Sequence[np.ndarray], *, where: str = "store(s)") -> tuple[list[np.ndarray], dict]:
+        """`masks` on plain arrays, one entry per variant set (a store; `dreml-convert`'s input,
+        named `where="input"` in the messages).
+
+        Arguments:
+            variant_ids: the variant IDs, shape (m,) each.
+            contig_ids: the contig names, shape (contigs,) each.
+            variant_contigs: each variant's index into its `contig_ids`, shape (m,) each.
+        """
+        ids = [np.asarray(i, dtype=str) for i in variant_ids]
         kept = [np.ones(len(i), dtype=bool) for i in ids]
         report: dict = {"store_variants": int(sum(len(i) for i in ids))}
         for option, path, keep in (("extract", self.extract, True), ("exclude", self.exclude, False)):
@@ -175,18 +191,18 @@ class VariantSelection:
             report[f"{option}_file_variants"] = int(len(listed))
             report[f"{option}_not_in_store"] = int((~found).sum())
             report[f"after_{option}"] = int(sum(k.sum() for k in kept))
-            logger.info("--%s %s: %d listed, %d not in the store(s), %d variants left",
-                        option, path, len(listed), int((~found).sum()), report[f"after_{option}"])
+            logger.info("--%s %s: %d listed, %d not in the %s, %d variants left",
+                        option, path, len(listed), int((~found).sum()), where, report[f"after_{option}"])
         if self.chromosomes is not None:
             wanted = set(self.chromosomes)
             present = set()
-            for s, k in zip(stores, kept):
-                names = np.array([_bare_contig(str(c)) for c in s.contig_id])
+            for contig_id, contig, k in zip(contig_ids, variant_contigs, kept):
+                names = np.array([_bare_contig(str(c)) for c in contig_id])
                 present |= set(names)
-                k &= np.isin(names[s.variant_contig], list(wanted))
+                k &= np.isin(names[np.asarray(contig)], list(wanted))
             missing = sorted(wanted - present)
             if missing:
-                logger.warning("--chr: no variant on %s in the store(s)", ", ".join(missing))
+                logger.warning("--chr: no variant on %s in the %s", ", ".join(missing), where)
             report["after_chr"] = int(sum(k.sum() for k in kept))
             logger.info("--chr %s: %d variants left", ",".join(self.chromosomes), report["after_chr"])
         if self.active and not any(k.any() for k in kept):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from plink_fixtures import compress_file, random_dosage, write_bed_fileset, writ
 from converters.cli import main
 from converters.convert import partial_path
 from converters.verify import verify
+from dreml._version import __version__
 from dreml.store import StoreError, open_store
 
 SCRIPT = str(Path(sys.executable).with_name("dreml-convert"))
@@ -119,3 +121,36 @@ def test_cli__pgen_max_alleles_and_compressed_pvar(tmp_path, rng, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses anything but 2
         main(["pgen", str(tmp_path / "x"), out, "--max-alleles", "3"])
     assert exit_info.value.code == 2 and "invalid choice: 3 (choose from 2)" in capsys.readouterr().err
+
+
+def test_main__subset_writes_run_log_beside_store(tmp_path, rng, capsys):
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 30, 11))  # contigs chr1, 2, chr3: 10 variants each
+    (tmp_path / "keep").write_text("#IID\nind1\nind4\nind7\n")
+    out = f"{tmp_path / 'x.zarr'}/"  # the log is OUT.log without the trailing slash
+    argv = ["-q", "bed", str(tmp_path / "x"), out, "--workers", "1", "--variant-chunk", "4",
+            "--keep", str(tmp_path / "keep"), "--chr", "1-2"]
+    assert main(argv) == 0
+    log = (tmp_path / "x.zarr.log").read_text().splitlines()
+    assert log[:2] == [f"dreml {__version__}", f"Command: {shlex.join(['dreml-convert', *argv])}"]
+    assert "selected 3 of 11 samples and 20 of 30 variants" in log  # INFO records, even with -q
+    assert log[-2].startswith("Finished: ") and log[-1] == "Exit status: 0"
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    printed = capsys.readouterr().out
+    assert f"selected       3 of 11 input samples (--keep {tmp_path / 'keep'})" in printed
+    assert "selected       20 of 30 input variants (--chr 1,2)" in printed
+    assert main(["-q", "verify", out, str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK: compared 60 genotypes")
+    assert not (tmp_path / "x.zarr.log.log").exists() and len(list(tmp_path.glob("*.log"))) == 1
+
+
+def test_cli__raise_on_empty_selection_one_line_and_log(tmp_path, rng):
+    write_bed_fileset(tmp_path / "x", random_dosage(rng, 5, 4))
+    (tmp_path / "e").write_text("SNP\nrs_absent\n")
+    result = run_cli("bed", str(tmp_path / "x"), str(tmp_path / "x.zarr"), "--extract", str(tmp_path / "e"))
+    assert result.returncode == 2
+    error = "dreml-convert: error: no variant left after --extract/--exclude/--chr"
+    assert result.stderr.strip().splitlines()[-1] == error and result.stderr.count("error") == 1
+    assert not (tmp_path / "x.zarr").exists() and not partial_path(tmp_path / "x.zarr").exists()
+    log = (tmp_path / "x.zarr.log").read_text().splitlines()
+    assert log[-3:-1] == [error, log[-2]] and log[-2].startswith("Finished: ") and log[-1] == "Exit status: 2"

@@ -15,6 +15,8 @@ from plink_fixtures import (
     write_pgen_fileset,
     write_pgen_with_multiallelic,
 )
+from test_converters_bgen import cohort as bgen_cohort
+from test_converters_bgen import needs_bgen, write_bgen, write_sample_file
 from test_converters_vcz import cohort, write_vcz
 
 import converters.bed as bed_module
@@ -143,6 +145,23 @@ def test_convert__subset_of_vcz_sparse_rows(tmp_path, rng, variant_chunk):
                   selection=selection(keep=tmp_path / "k", extract=tmp_path / "e"))
     assert_subset_of(sub, full, np.array([1, 2, 6]), rows)
     assert verify(sub, tmp_path / "in.vcz").ok
+
+
+@needs_bgen
+def test_convert__subset_of_bgen(tmp_path, rng):
+    """BGEN variant indices compose with the selection's; FID+IID from the .sample file."""
+    ids = [f"s{i}" for i in range(11)]
+    write_bgen(tmp_path / "x.bgen", bgen_cohort(rng), ids)  # a multi-allelic row 4, rows 8.. on contig 2
+    write_sample_file(tmp_path / "x.sample", ids)
+    options = {"sample": tmp_path / "x.sample", "max_alleles": 2, "variant_chunk": 2}
+    full = convert("bgen", tmp_path / "x.bgen", tmp_path / "full.zarr", **options)
+    (tmp_path / "k").write_text("FID IID\nFs1 s1\nFs3 s3\nF9 s9\nFs10 s10\n")  # s9: another family
+    (tmp_path / "x").write_text("rs3\nrs9\nrs10\n")
+    sub = convert("bgen", tmp_path / "x.bgen", tmp_path / "sub.zarr", selection=selection(
+        keep=tmp_path / "k", exclude=tmp_path / "x", chromosomes="1-2"), **options)
+    variants = np.flatnonzero(~np.isin(full.variant_id, ["rs3", "rs9", "rs10"]))
+    assert_subset_of(sub, full, np.array([1, 3, 10]), variants)
+    assert verify(sub, tmp_path / "x.bgen").ok
 
 
 @pytest.mark.parametrize(("read_block", "skip"), [(1 << 20, 1 << 18), (12, 4), (2, 2)])

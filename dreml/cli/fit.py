@@ -27,7 +27,7 @@ from dreml.reml import FitConfig
 logger = logging.getLogger(__name__)
 
 # set by their own flags below, not generated
-_EXPLICIT = {"seed", "method", "worker_dtype", "loglik"}
+_EXPLICIT = {"seed", "method", "worker_dtype", "loglik", "constrain", "priors"}
 
 
 def _field_help(doc: str) -> dict[str, str]:
@@ -55,6 +55,14 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         text = helps.get(f.name, "").replace("%", "%%")
         group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                            help=f"{text} (default {f.default})")
+    gcta = p.add_argument_group("GCTA's names for REML settings")
+    gcta.add_argument("--reml-maxit", dest="max_iter", type=int, default=argparse.SUPPRESS, metavar="N",
+                      help="same as --max-iter")
+    gcta.add_argument("--reml-no-constrain", dest="constrain", action="store_false",
+                      help="let variance components go negative (only the residual stays positive; steps that make "
+                           "V indefinite are halved back)")
+    gcta.add_argument("--reml-priors-var", dest="priors", type=float, nargs="+", metavar="V",
+                      help="starting values v1 .. vG ve (G genetic components, then the residual), phenotype scale")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -116,12 +124,21 @@ def _write(report: FitResult, prefix: str, args: argparse.Namespace) -> list[Pat
                          reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
 
 
+def check_priors(config: FitConfig, inputs: FitInputs) -> None:
+    """--reml-priors-var needs one value per component and one for the residual (before any cluster)."""
+    expected = inputs.spec.n_components + 1
+    if config.priors is not None and len(config.priors) != expected:
+        raise InputError(f"--reml-priors-var: {len(config.priors)} value(s) for {inputs.spec.n_components} component(s) "
+                         f"({', '.join(inputs.spec.names)}) and the residual: expected {expected}")
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     names = trait_names(args)
     if args.all_pheno or (names is not None and len(names) > 1):
         return run_traits(args, config, names)
     inputs = inputs_from_args(args)
+    check_priors(config, inputs)
     liability = _liability(args, inputs)
     check_out_prefix(args.out)
     with cluster_client(args) as client:
@@ -159,6 +176,7 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
     if len(set(names)) != len(names):
         raise InputError(f"--pheno-name lists a trait twice: {', '.join(names)}")
     inputs = [inputs_from_args(args, pheno_name=name) for name in names]
+    check_priors(config, inputs[0])
     liability = [_liability(args, i) for i in inputs]
     check_out_prefix(args.out)
     with cluster_client(args) as client:

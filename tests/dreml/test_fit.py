@@ -345,3 +345,19 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
         assert together["loglik"] == pytest.approx(alone["loglik"], rel=1e-8)
         alone_passes.append(alone["passes"] - alone["passes_by_kind"]["snp_effects"])
     assert summary["passes"] == max(alone_passes) + 1
+
+
+def test_dreml_fit_cli__gcta_reml_flags(cohort, client, tmp_path, capsys):
+    """--reml-no-constrain, --reml-priors-var and --reml-maxit reach the engine (recorded in
+    the report); maxit 1 is reported as not converged; a wrong prior count fails before a cluster."""
+    root, _ = cohort
+    base = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "c.pheno"), "--exact",
+            "--scheduler", client.scheduler.address]
+    assert dreml_main(base + ["--reml-no-constrain", "--reml-priors-var", "0.3", "0.6", "--reml-maxit", "1",
+                              "--out", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["config"]["constrain"] is False and report["config"]["priors"] == [0.3, 0.6]
+    assert report["config"]["max_iter"] == 1 and report["converged"] is False and report["iterations"] == 1
+    capsys.readouterr()
+    assert dreml_main(base + ["--reml-priors-var", "0.3", "0.2", "0.6", "--out", str(tmp_path / "b")]) == 2
+    assert "--reml-priors-var: 3 value(s) for 1 component(s) (all) and the residual: expected 2" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The `dreml-convert` command line, a thin layer over `converters.convert` and `verify`.
 
     dreml-convert bed PREFIX OUT.zarr  [--scheduler ADDRESS | --workers N] [--variant-chunk V]
-                                       [--sample-chunk S] [--overwrite]
+                                       [--sample-chunk S] [--sparse-below MAF] [--overwrite]
                                        [--keep F] [--remove F] [--extract F] [--exclude F] [--chr SPEC]
     dreml-convert pgen PREFIX OUT.zarr [--max-alleles 2] ...
     dreml-convert vcz IN.vcz OUT.zarr [--max-alleles 2] ...
@@ -31,6 +31,7 @@ from converters.convert import (
     SOURCE_OPTIONS,
     check_chunk_sizes,
     check_output,
+    check_sparse_below,
     open_source,
     write_store,
 )
@@ -101,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
         p.add_argument("--variant-chunk", type=int, default=DEFAULT_VARIANT_CHUNK, help="variants per chunk")
         p.add_argument("--sample-chunk", type=int, default=DEFAULT_SAMPLE_CHUNK, help="samples per chunk")
+        p.add_argument(
+            "--sparse-below",
+            type=float,
+            metavar="MAF",
+            help="also store the variants whose MAF is below MAF (e.g. 0.01) as sparse rows of their carriers "
+            "and missing calls (store format 1.1; the genotype operators hold them as sparse shards)",
+        )
         p.add_argument("--overwrite", action="store_true", help="replace an existing store")
         _add_format_options(p, fmt)
         add_sample_selection(p.add_argument_group("sample selection (PLINK 2 / GCTA names; as dreml fit)"))
@@ -132,6 +140,7 @@ def summary(store: Store) -> str:
 def _run_convert(args: argparse.Namespace) -> int:
     # check the output and every input file (the selection's too) before paying for a cluster
     check_chunk_sizes(args.variant_chunk, args.sample_chunk)
+    check_sparse_below(args.sparse_below)
     check_output(Path(args.out), args.overwrite)
     source = open_source(args.fmt, args.prefix, **{name: getattr(args, name, None) for name in SOURCE_OPTIONS})
     source = select(source, Selection(samples=sample_selection(args), variants=variant_selection(args)))
@@ -142,6 +151,7 @@ def _run_convert(args: argparse.Namespace) -> int:
             client=client,
             variant_chunk=args.variant_chunk,
             sample_chunk=args.sample_chunk,
+            sparse_below=args.sparse_below,
             overwrite=args.overwrite,
             progress=not args.quiet,
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import dask
 import distributed
+import numpy as np
 from dask.callbacks import Callback
 from tqdm import tqdm
 
@@ -29,7 +30,19 @@ from converters.pgen import open_pgen
 from converters.source import Source
 from converters.subset import select
 from converters.vcz import open_vcz
-from converters.writer import ChunkStats, convert_variant_chunk, create_store, finalize_store
+from converters.writer import (
+    ChunkStats,
+    SparsePlan,
+    convert_variant_chunk,
+    create_sparse_arrays,
+    create_store,
+    finalize_store,
+    mark_complete,
+    plan_sparse,
+    sparse_variant_chunk,
+    write_sparse_piece,
+    write_statistics,
+)
 from dreml.errors import InputError
 from dreml.selection import Selection
 from dreml.store import Store, open_store
@@ -109,6 +122,14 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out}: exists and is not a Zarr store; refusing to delete it even with overwrite")
 
 
+def check_sparse_below(sparse_below: float | None) -> None:
+    """The sparse threshold is a MAF in (0, 0.5], or None (no sparse representation)."""
+    if sparse_below is None:
+        return
+    if isinstance(sparse_below, bool) or not isinstance(sparse_below, numbers.Real) or not 0 < sparse_below <= 0.5:
+        raise InputError(f"sparse_below must be a minor allele frequency in (0, 0.5], got {sparse_below!r}")
+
+
 def check_chunk_sizes(variant_chunk: int, sample_chunk: int) -> None:
     """Chunk sizes are integers >= 1 (a float such as 4.0 would reach Zarr and range())."""
     for name, value in (("variant_chunk", variant_chunk), ("sample_chunk", sample_chunk)):
@@ -156,6 +177,36 @@ def _run_chunks(
     return results
 
 
+def _run_sparse(
+    group, store_path: Path, plan: SparsePlan, variant_chunk: int, client: distributed.Client | None, bar: tqdm
+) -> None:
+    """Step 3b (converters.writer): one `sparse_variant_chunk` task per variant chunk with
+    sparse variants; the pieces they return are written here as they arrive."""
+    m = len(plan.allele)
+    bounds = [(a, min(a + variant_chunk, m)) for a in range(0, m, variant_chunk)]
+    args = [
+        (str(store_path), a, b, plan.allele[a:b], plan.indptr[a:b + 1])
+        for a, b in bounds
+        if plan.indptr[b] > plan.indptr[a]
+    ]
+    bar.reset(total=len(args))
+    if client is None:
+        tasks = [dask.delayed(sparse_variant_chunk, pure=False)(*a) for a in args]
+        with _ProgressCallback(bar):
+            for pieces in dask.compute(*tasks, scheduler="threads"):
+                for piece in pieces:
+                    write_sparse_piece(group, piece)
+        return
+    futures = [client.submit(sparse_variant_chunk, *a, pure=False) for a in args]
+    try:
+        for future in distributed.as_completed(futures):
+            for piece in future.result():
+                write_sparse_piece(group, piece)
+            bar.update(1)
+    finally:
+        client.cancel(futures)
+
+
 def convert(
     fmt: str, prefix: str | Path, out: str | Path, *, selection: Selection | None = None, **options: Any
 ) -> Store:
@@ -169,8 +220,8 @@ def convert(
         selection: the samples (`--keep/--remove`) and variants (`--extract/--exclude/--chr`)
             to store (`converters.subset`); None stores them all.
         options: the input's options (`max_alleles`, `sample`, `hard_call_threshold`; see
-            `open_source`) and `client`, `variant_chunk`, `sample_chunk`, `overwrite`,
-            `progress` of `write_store`.
+            `open_source`) and `client`, `variant_chunk`, `sample_chunk`, `sparse_below`,
+            `overwrite`, `progress` of `write_store`.
 
     Returns:
         The new store, opened and validated.
@@ -187,6 +238,7 @@ def write_store(
     client: distributed.Client | None = None,
     variant_chunk: int = DEFAULT_VARIANT_CHUNK,
     sample_chunk: int = DEFAULT_SAMPLE_CHUNK,
+    sparse_below: float | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Store:
@@ -201,6 +253,8 @@ def write_store(
             process on Dask's threaded scheduler.
         variant_chunk, sample_chunk: chunk shape of `call_dosage` (variants x samples);
             one task converts one variant chunk.
+        sparse_below: a MAF threshold in (0, 0.5]: the variants below it are also stored
+            sparse (format version 1.1, docs/store_format.md); None (default): version 1.
         overwrite: replace an existing store at `out` (never a non-Zarr path).
         progress: show a progress bar over chunks.
 
@@ -208,18 +262,32 @@ def write_store(
         The new store, opened and validated.
     """
     check_chunk_sizes(variant_chunk, sample_chunk)
+    check_sparse_below(sparse_below)
     out = Path(out)
     check_output(out, overwrite)
     partial = partial_path(out)
     if partial.exists() or partial.is_symlink():
         logger.info("removing %s left by an earlier conversion", partial)
     _remove(partial)
-    group = create_store(partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk)
+    group = create_store(
+        partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk, sparse_below=sparse_below
+    )
     m = source.n_variants
     bounds = [(start, min(start + variant_chunk, m)) for start in range(0, m, variant_chunk)]
     logger.info("converting %d variants x %d samples in %d chunks into %s", m, source.n_samples, len(bounds), out)
     with tqdm(total=len(bounds), unit="chunk", disable=not progress, desc="convert") as bar:
         stats = _run_chunks(source, partial, bounds, client, bar)
-    finalize_store(group, stats)
+    if sparse_below is None:
+        finalize_store(group, stats)
+    else:
+        plan = plan_sparse(write_statistics(group, stats), source.n_samples, sparse_below)
+        create_sparse_arrays(group, plan)
+        logger.info(
+            "%d of %d variants below MAF %g stored sparse too: %d calls",
+            int(np.sum(plan.allele >= 0)), m, sparse_below, plan.n_calls,
+        )
+        with tqdm(total=0, unit="chunk", disable=not progress, desc="sparse") as bar:
+            _run_sparse(group, partial, plan, variant_chunk, client, bar)
+        mark_complete(group)
     _move_into_place(partial, out)
     return open_store(out)

@@ -3,6 +3,11 @@
 A subset store (`converters.subset`) is compared with the same subset of its input: the
 selection files recorded in its `source` attribute are applied to the input again, and a
 selection whose files or counts changed is reported.
+
+A store with a sparse representation (format 1.1) is also checked against itself: its
+sparse variants and offsets must be those its statistics and `sparse_below` give
+(`converters.writer.plan_sparse`), and every sparse row must hold exactly the calls of its
+`call_dosage` row.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from converters.convert import OPENERS, open_source
 from converters.source import Source
 from converters.subset import recorded_selection, select
-from converters.writer import metadata_arrays, source_attribute
+from converters.writer import metadata_arrays, plan_sparse, source_attribute
 from dreml.errors import InputError
 from dreml.store import Store
 
@@ -54,6 +59,34 @@ def _compare_metadata(store: Store, source: Source, report: VerifyReport) -> Non
         report.mismatches.append(f"{store.path}: the selection recorded in attribute 'source' differs (its files changed)")
     if recorded != current:
         report.mismatches.append(f"{store.path}: attribute 'source' differs (files or sizes changed)")
+
+
+def _compare_sparse_plan(store: Store, report: VerifyReport) -> None:
+    """The sparse variants and offsets against those the statistics give."""
+    columns = {
+        "call_count": store.variant_call_count,
+        "dosage_sum": store.variant_dosage_sum,
+        "dosage_sq_sum": store.variant_dosage_sq_sum,
+    }
+    plan = plan_sparse(columns, store.n_samples, store.sparse_below)
+    if not np.array_equal(plan.allele, store.variant_sparse_allele):
+        report.mismatches.append(
+            f"{store.path}: variant_sparse_allele differs from the sparse variants below MAF {store.sparse_below:g}"
+        )
+    elif not np.array_equal(np.diff(plan.indptr), store.variant_sparse_calls):
+        report.mismatches.append(f"{store.path}: call_sparse_indptr differs from the calls the statistics count")
+
+
+def _compare_sparse_rows(store: Store, start: int, stop: int, dosage: np.ndarray, report: VerifyReport) -> None:
+    """The sparse rows of [start, stop) against their `call_dosage` rows."""
+    calls = store.sparse_calls(start, stop)
+    rows = np.flatnonzero(calls.allele >= 0)
+    differs = np.flatnonzero((calls.take(rows).dense(store.n_samples) != dosage[rows]).any(axis=1))
+    if differs.size:
+        report.mismatches.append(
+            f"{store.path}: the sparse calls differ from call_dosage at {differs.size} variant(s) "
+            f"of [{start}, {stop}), first {str(store.variant_id[start + rows[differs[0]]])!r}"
+        )
 
 
 def _source_options(store: Store, prefix: str | Path, fmt: str, sample: str | Path | None) -> dict:
@@ -105,15 +138,20 @@ def verify(
         )
         return report
     _compare_metadata(store, source, report)
+    if store.has_sparse:
+        _compare_sparse_plan(store, report)
     step = store.chunks[0]
     for start in range(0, store.n_variants, step):
         stop = min(start + step, store.n_variants)
-        differs = np.flatnonzero((store.dosage(start, stop) != source.read(start, stop)).any(axis=1))
+        dosage = store.dosage(start, stop)
+        differs = np.flatnonzero((dosage != source.read(start, stop)).any(axis=1))
         report.n_genotypes += (stop - start) * store.n_samples
         if differs.size:
             report.mismatches.append(
                 f"{store.path}: call_dosage differs from the source at {differs.size} variant(s) "
                 f"of [{start}, {stop}), first {str(store.variant_id[start + differs[0]])!r}"
             )
+        if store.has_sparse:
+            _compare_sparse_rows(store, start, stop, dosage, report)
     logger.info("compared %d genotypes: %d mismatch(es)", report.n_genotypes, len(report.mismatches))
     return report

@@ -9,6 +9,21 @@ Three steps, so that a store is never marked complete before all of it is writte
        per-variant statistics of the block (`ChunkStats`).
     3. `finalize_store`, on the driver: the statistics arrays and the allele frequency,
        then the attributes with `complete: true`, last.
+
+A store with a sparse representation (`sparse_below`, format version 1.1) runs step 3 in
+two parts, `write_statistics` and `mark_complete`, with the sparse arrays between them:
+    3a. `write_statistics`; `plan_sparse` decides from the statistics which variants are
+        sparse (MAF below the threshold, and a sparse row smaller than the int8 row) and
+        which allele they count, and gives every variant's offset into the sparse calls
+        (its number of calls follows from the code counts: carriers plus missing calls);
+        `create_sparse_arrays` writes `variant_sparse_allele` and `call_sparse_indptr`.
+    3b. `sparse_variant_chunk`, one Dask task per variant chunk with sparse variants:
+        reads its rows back from `call_dosage` and writes its calls
+        [indptr[start], indptr[stop]) into `call_sparse_sample` / `call_sparse_dosage`.
+        A task writes only the Zarr chunks that lie wholly inside its range (no other task
+        touches them) and returns the partial chunks at its two ends (`SparsePiece`,
+        fewer than 2 x SPARSE_CHUNK calls), which the driver writes as they arrive.
+    3c. `mark_complete`.
 """
 
 from __future__ import annotations
@@ -23,7 +38,16 @@ from zarr.codecs import BloscCodec
 
 from converters.source import GenotypeReader, Source, directory_size
 from dreml._version import __version__
-from dreml.store_schema import ARRAYS, COUNTED_ALLELE, FORMAT_NAME, FORMAT_VERSION, MISSING_DOSAGE
+from dreml.store_schema import (
+    ARRAYS,
+    COUNTED_ALLELE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MISSING_DOSAGE,
+    NOT_SPARSE,
+    SPARSE_ARRAYS,
+    SPARSE_FORMAT_VERSION,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +59,16 @@ logger = logging.getLogger(__name__)
 DOSAGE_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1, blocksize=1 << 20)
 # Chunk length of the 1-D per-variant arrays (metadata and statistics).
 VARIANT_ARRAY_CHUNK = 1 << 18
+# Chunk length of the sparse call arrays (1 MiB of int32 sample indices); a sparse task
+# hands back at most two partial chunks, so this also bounds what reaches the driver
+SPARSE_CHUNK = 1 << 18
+# Sorted int32 sample indices: byte shuffle puts their (slowly changing) high bytes
+# together; the int8 dosages (1, 2, -1) compress like call_dosage.
+SPARSE_SAMPLE_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=4, blocksize=1 << 20)
+# A sparse call costs 5 bytes (int32 sample index, int8 dosage) against 1 byte per genotype
+# in call_dosage: a variant is stored sparse only when its row holds fewer calls than this
+# fraction of the samples, whatever its MAF (a rare variant with many missing calls stays dense)
+SPARSE_MAX_CALL_FRACTION = 1 / 5
 
 
 @dataclass(frozen=True)
@@ -123,19 +157,27 @@ def metadata_arrays(source: Source) -> dict[str, np.ndarray]:
     }
 
 
-def create_store(path: Path, source: Source, *, variant_chunk: int, sample_chunk: int) -> zarr.Group:
-    """Create the group at `path` (which must not exist) with all arrays and metadata, incomplete."""
+def create_store(
+    path: Path, source: Source, *, variant_chunk: int, sample_chunk: int, sparse_below: float | None = None
+) -> zarr.Group:
+    """Create the group at `path` (which must not exist) with all arrays and metadata, incomplete.
+
+    With `sparse_below` the store is format version 1.1 and records the threshold; its
+    sparse arrays are created later (`create_sparse_arrays`), once their sizes are known.
+    """
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    sparse = {} if sparse_below is None else {"sparse_below": float(sparse_below)}
     group.attrs.update(
         {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if sparse_below is None else SPARSE_FORMAT_VERSION,
             "counted_allele": COUNTED_ALLELE,
             "missing_dosage": MISSING_DOSAGE,
             "n_samples": source.n_samples,
             "n_variants": source.n_variants,
             "source": source_attribute(source),
             "dreml_version": __version__,
+            **sparse,
             "complete": False,
         }
     )
@@ -166,8 +208,9 @@ def convert_variant_chunk(reader: GenotypeReader, store_path: str, start: int, s
     return dosage_statistics(block, start)
 
 
-def finalize_store(group: zarr.Group, stats: list[ChunkStats]) -> None:
-    """Write the statistics arrays and the allele frequency, then mark the store complete."""
+def write_statistics(group: zarr.Group, stats: list[ChunkStats]) -> dict[str, np.ndarray]:
+    """Write the statistics arrays and the allele frequency; return the int64 columns
+    (`call_count`, `dosage_sum`, `dosage_sq_sum`)."""
     m = int(group.attrs["n_variants"])
     columns = {name: np.zeros(m, dtype=np.int64) for name in ("call_count", "dosage_sum", "dosage_sq_sum")}
     covered = np.zeros(m, dtype=bool)
@@ -183,4 +226,149 @@ def finalize_store(group: zarr.Group, stats: list[ChunkStats]) -> None:
     count = columns["call_count"]
     frequency = np.divide(columns["dosage_sum"], 2.0 * count, out=np.full(m, np.nan), where=count > 0)
     group["variant_allele_frequency"][...] = frequency
-    group.attrs.update({"complete": True})  # last write: the store is valid from here on
+    return columns
+
+
+def mark_complete(group: zarr.Group) -> None:
+    """The last write to a store: from here on it opens."""
+    group.attrs.update({"complete": True})
+
+
+def finalize_store(group: zarr.Group, stats: list[ChunkStats]) -> None:
+    """Write the statistics arrays and the allele frequency, then mark the store complete."""
+    write_statistics(group, stats)
+    mark_complete(group)
+
+
+# ----------------------------------------------------------------------------- sparse representation
+
+@dataclass(frozen=True)
+class SparsePlan:
+    """Which variants a store holds sparse, and where their calls go.
+
+    Attributes:
+        allele: per variant, the allele its sparse row counts (0 REF, 1 ALT) or -1 (int8).
+        indptr: per variant, the offset of its calls (m + 1 entries, int64).
+    """
+
+    allele: np.ndarray  # shape: (m,)
+    indptr: np.ndarray  # shape: (m + 1,)
+
+    @property
+    def n_calls(self) -> int:
+        return int(self.indptr[-1])
+
+
+def plan_sparse(columns: dict[str, np.ndarray], n_samples: int, sparse_below: float) -> SparsePlan:
+    """The sparse variants of a store from its statistics (`write_statistics`).
+
+    With c_k the calls of code k (c2 = (sq_sum - sum) / 2, c1 = sum - 2 c2,
+    c0 = count - c1 - c2) and p = sum / (2 count): a variant is sparse when
+    min(p, 1 - p) < `sparse_below` and its row holds fewer than
+    SPARSE_MAX_CALL_FRACTION x n calls. The row counts the minor allele: ALT when
+    p <= 1/2 (calls: c1 + c2 carriers and the missing calls), else REF (c0 + c1 carriers,
+    dosage 2 - x, and the missing calls). A variant without calls is never sparse.
+    """
+    count, total, squares = columns["call_count"], columns["dosage_sum"], columns["dosage_sq_sum"]
+    c2 = (squares - total) // 2
+    c1 = total - 2 * c2
+    c0 = count - c1 - c2
+    missing = n_samples - count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = total / (2.0 * count)
+    counts_ref = p > 0.5
+    calls = missing + np.where(counts_ref, c0 + c1, c1 + c2)
+    sparse = (count > 0) & (np.minimum(p, 1.0 - p) < sparse_below) & (calls < SPARSE_MAX_CALL_FRACTION * n_samples)
+    allele = np.where(sparse, np.where(counts_ref, 0, 1), NOT_SPARSE).astype(np.int8)
+    indptr = np.concatenate([[0], np.cumsum(np.where(sparse, calls, 0))]).astype(np.int64)
+    return SparsePlan(allele, indptr)
+
+
+def create_sparse_arrays(group: zarr.Group, plan: SparsePlan) -> None:
+    """Create the sparse arrays of `SPARSE_ARRAYS` and write the per-variant ones."""
+    m = len(plan.allele)
+    sizes = {"variants": m, "variant_offsets": m + 1, "sparse_calls": plan.n_calls}
+    compressors = {"call_sparse_sample": SPARSE_SAMPLE_COMPRESSOR, "call_sparse_dosage": DOSAGE_COMPRESSOR}
+    for name, spec in SPARSE_ARRAYS.items():
+        shape = tuple(sizes[d] for d in spec.dims)
+        entries = spec.dims == ("sparse_calls",)
+        group.create_array(
+            name,
+            shape=shape,
+            dtype=spec.dtype,
+            chunks=(max(1, min(SPARSE_CHUNK if entries else VARIANT_ARRAY_CHUNK, shape[0])),),
+            compressors=compressors.get(name, "auto"),
+            fill_value=0,
+            dimension_names=spec.dims,
+        )
+    group["variant_sparse_allele"][...] = plan.allele
+    group["call_sparse_indptr"][...] = plan.indptr
+
+
+@dataclass(frozen=True)
+class SparsePiece:
+    """Sparse calls [offset, offset + len(sample)) that a task leaves to the driver."""
+
+    offset: int
+    sample: np.ndarray  # shape: (e,), int32
+    dosage: np.ndarray  # shape: (e,), int8
+
+
+def sparse_rows(block: np.ndarray, allele: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sparse calls of the rows of an int8 ALT-dosage block (variants x samples).
+
+    Arguments:
+        block: the rows, shape (r, n).
+        allele: per row, 1 (count ALT: the calls x != 0) or 0 (count REF: dosage 2 - x,
+            the calls x != 2); missing calls (-1) are kept as -1 either way.
+
+    Returns:
+        (lengths (r,) int64, sample (E,) int32, dosage (E,) int8), rows in order and
+        samples ascending within a row.
+    """
+    counted = block.copy()
+    ref = allele == 0
+    counted[ref] = np.where(block[ref] >= 0, 2 - block[ref], MISSING_DOSAGE)
+    row, sample = np.nonzero(counted)  # row-major: rows in order, samples ascending
+    return np.bincount(row, minlength=len(block)).astype(np.int64), sample.astype(np.int32), counted[row, sample]
+
+
+def sparse_variant_chunk(
+    store_path: str, start: int, stop: int, allele: np.ndarray, indptr: np.ndarray
+) -> list[SparsePiece]:
+    """The Dask task of step 3b: the sparse calls of variants [start, stop).
+
+    Arguments:
+        store_path: the (incomplete) store, whose `call_dosage` rows are written.
+        start, stop: the variant range.
+        allele: `variant_sparse_allele` of the range, shape (stop - start,).
+        indptr: `call_sparse_indptr[start:stop + 1]`.
+
+    Returns:
+        The calls outside the Zarr chunks that lie wholly in the task's range, for the
+        driver to write.
+    """
+    group = zarr.open_group(store_path, mode="r+")
+    rows = np.flatnonzero(allele != NOT_SPARSE)
+    lengths, sample, dosage = sparse_rows(group["call_dosage"][start:stop, :][rows], allele[rows])
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    if not np.array_equal(lengths, np.diff(indptr)[rows]):
+        raise RuntimeError(f"variants [{start}, {stop}): the sparse calls found differ from the statistics' counts")
+    chunk = group["call_sparse_sample"].chunks[0]
+    first, last = -(-lo // chunk) * chunk, hi // chunk * chunk  # the whole chunks inside [lo, hi)
+    if first >= last:
+        return [SparsePiece(lo, sample, dosage)] if hi > lo else []
+    group["call_sparse_sample"][first:last] = sample[first - lo:last - lo]
+    group["call_sparse_dosage"][first:last] = dosage[first - lo:last - lo]
+    return [
+        SparsePiece(offset, sample[a - lo:b - lo], dosage[a - lo:b - lo])
+        for offset, a, b in ((lo, lo, first), (last, last, hi))
+        if b > a
+    ]
+
+
+def write_sparse_piece(group: zarr.Group, piece: SparsePiece) -> None:
+    """Write a task's partial chunks (on the driver, one piece at a time)."""
+    end = piece.offset + len(piece.sample)
+    group["call_sparse_sample"][piece.offset:end] = piece.sample
+    group["call_sparse_dosage"][piece.offset:end] = piece.dosage

@@ -2,7 +2,9 @@
 
 `open_store(path)` validates the group (format, version, `complete` flag, every array's
 dtype and shape) and returns a `Store`: counts, metadata, per-variant statistics and
-`dosage(start, stop, samples)` blocks. Reading never modifies the store.
+`dosage(start, stop, samples)` blocks. A version 1.1 store also answers
+`sparse_calls(start, stop, samples)`: the sparse representation of its rare variants
+(`SparseCalls`). Reading never modifies the store.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ import numpy as np
 import zarr
 
 from dreml.errors import DremlError, InputError
-from dreml.store_schema import ARRAYS, FORMAT_NAME, FORMAT_VERSION, REQUIRED_ATTRS
+from dreml.store_schema import (
+    ARRAYS,
+    FORMAT_NAME,
+    FORMAT_VERSIONS,
+    NOT_SPARSE,
+    REQUIRED_ATTRS,
+    SPARSE_ARRAYS,
+    SPARSE_ATTRS,
+    SPARSE_FORMAT_VERSION,
+    ArraySpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,33 +52,23 @@ def _as_str(values: np.ndarray) -> np.ndarray:
 
 def _dim_sizes(group: zarr.Group, attrs: dict) -> dict[str, int]:
     n_contigs = group["contig_id"].shape[0] if "contig_id" in group else 0
+    n_calls = group["call_sparse_sample"].shape[0] if "call_sparse_sample" in group else 0
     return {
         "variants": int(attrs["n_variants"]),
         "samples": int(attrs["n_samples"]),
         "contigs": int(n_contigs),
         "alleles": 2,
+        "variant_offsets": int(attrs["n_variants"]) + 1,
+        "sparse_calls": int(n_calls),
     }
 
 
-def _validate(path: Path, group: zarr.Group) -> None:
-    attrs = group.attrs.asdict()
-    if attrs.get("format") != FORMAT_NAME:
-        raise StoreError(f"{path}: not a dreml genotype store (attribute 'format' is {attrs.get('format')!r})")
-    if attrs.get("format_version") != FORMAT_VERSION:
-        raise StoreError(
-            f"{path}: store format version {attrs.get('format_version')!r} is not supported "
-            f"(this dreml reads version {FORMAT_VERSION})"
-        )
-    if attrs.get("complete") is not True:
-        raise StoreError(
-            f"{path}: store is incomplete (conversion was interrupted or is still running); "
-            "rerun dreml-convert with --overwrite"
-        )
-    missing_attrs = [a for a in REQUIRED_ATTRS if a not in attrs]
-    if missing_attrs:
-        raise StoreError(f"{path}: missing group attribute(s) {', '.join(missing_attrs)}")
-    sizes = _dim_sizes(group, attrs)
-    for name, spec in ARRAYS.items():
+def _supported(version) -> bool:
+    return not isinstance(version, bool) and any(version == v and type(version) is type(v) for v in FORMAT_VERSIONS)
+
+
+def _check_arrays(path: Path, group: zarr.Group, arrays: dict[str, ArraySpec], sizes: dict[str, int]) -> None:
+    for name, spec in arrays.items():
         if name not in group:
             raise StoreError(f"{path}: array '{name}' is missing")
         array = group[name]
@@ -81,6 +83,80 @@ def _validate(path: Path, group: zarr.Group) -> None:
         )
         if not kind_ok:
             raise StoreError(f"{path}: array '{name}' has dtype {array.dtype}, expected {spec.dtype}")
+
+
+def _validate(path: Path, group: zarr.Group) -> None:
+    attrs = group.attrs.asdict()
+    if attrs.get("format") != FORMAT_NAME:
+        raise StoreError(f"{path}: not a dreml genotype store (attribute 'format' is {attrs.get('format')!r})")
+    if not _supported(attrs.get("format_version")):
+        raise StoreError(
+            f"{path}: store format version {attrs.get('format_version')!r} is not supported "
+            f"(this dreml reads versions {' and '.join(map(str, FORMAT_VERSIONS))})"
+        )
+    if attrs.get("complete") is not True:
+        raise StoreError(
+            f"{path}: store is incomplete (conversion was interrupted or is still running); "
+            "rerun dreml-convert with --overwrite"
+        )
+    missing_attrs = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing_attrs:
+        raise StoreError(f"{path}: missing group attribute(s) {', '.join(missing_attrs)}")
+    sizes = _dim_sizes(group, attrs)
+    _check_arrays(path, group, ARRAYS, sizes)
+    if attrs["format_version"] != SPARSE_FORMAT_VERSION:
+        return
+    missing_attrs = [a for a in SPARSE_ATTRS if a not in attrs]
+    if missing_attrs:
+        raise StoreError(f"{path}: missing group attribute(s) {', '.join(missing_attrs)} (format version 1.1)")
+    _check_arrays(path, group, SPARSE_ARRAYS, sizes)
+    last = int(group["call_sparse_indptr"][sizes["variants"]])
+    if last != sizes["sparse_calls"]:
+        raise StoreError(
+            f"{path}: array 'call_sparse_indptr' ends at {last} but the store holds {sizes['sparse_calls']} sparse calls"
+        )
+
+
+@dataclass(frozen=True)
+class SparseCalls:
+    """The sparse calls of a variant range, one row per variant (compressed sparse rows).
+
+    Row j (variant start + j) holds the calls that are not 0 when counting the allele
+    `allele[j]` (0 REF, 1 ALT; -1: the variant is not sparse and its row is empty): sample
+    positions `sample[indptr[j]:indptr[j + 1]]`, ascending, with dosage 1 or 2 of that
+    allele, or -1 for a missing call. Every other sample carries 0 copies of it.
+    """
+
+    indptr: np.ndarray  # shape: (rows + 1,), int64, indptr[0] == 0
+    sample: np.ndarray  # shape: (E,), int32
+    dosage: np.ndarray  # shape: (E,), int8
+    allele: np.ndarray  # shape: (rows,), int8
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.allele)
+
+    def take(self, rows: np.ndarray) -> "SparseCalls":
+        """The rows `rows` (indices into this block's rows, in that order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = np.diff(self.indptr)[rows]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # entry e of the result comes from entry starts[row] + (e - indptr[row]) of this block
+        entries = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+        return SparseCalls(indptr, self.sample[entries], self.dosage[entries], self.allele[rows])
+
+    def dense(self, n_samples: int) -> np.ndarray:  # shape: (rows, n_samples), int8
+        """The ALT dosages of the rows (int8, -1 missing), as `call_dosage` holds them.
+
+        Rows that are not sparse read as all 0 (they are empty here: take them from
+        `call_dosage`).
+        """
+        out = np.zeros((self.n_rows, n_samples), dtype=np.int8)
+        out[self.allele == 0] = 2  # counting REF: a sample with no REF call is ALT/ALT
+        row = np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
+        ref = self.allele[row] == 0
+        out[row, self.sample] = np.where((self.dosage >= 0) & ref, 2 - self.dosage, self.dosage)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +182,74 @@ class Store:
     @property
     def n_variants(self) -> int:
         return int(self.attrs["n_variants"])
+
+    @property
+    def format_version(self) -> int | str:
+        """1, or "1.1" for a store with the sparse representation of its rare variants."""
+        return self.attrs["format_version"]
+
+    @property
+    def has_sparse(self) -> bool:
+        """True for a version 1.1 store (`sparse_calls` available)."""
+        return self.format_version == SPARSE_FORMAT_VERSION
+
+    @property
+    def sparse_below(self) -> float | None:
+        """The MAF threshold of the sparse variants (None for a version 1 store)."""
+        return float(self.attrs["sparse_below"]) if self.has_sparse else None
+
+    @functools.cached_property
+    def variant_sparse_allele(self) -> np.ndarray:
+        """Per variant: the allele its sparse calls count (0 REF, 1 ALT), or -1 (int8; all -1
+        in a version 1 store)."""
+        if not self.has_sparse:
+            return np.full(self.n_variants, NOT_SPARSE, dtype=np.int8)
+        return self.group["variant_sparse_allele"][:]
+
+    @functools.cached_property
+    def variant_sparse_calls(self) -> np.ndarray:
+        """Per variant: the number of calls its sparse row stores (0 for a variant that is not
+        sparse), int64."""
+        if not self.has_sparse:
+            return np.zeros(self.n_variants, dtype=np.int64)
+        return np.diff(self.group["call_sparse_indptr"][:])
+
+    def sparse_calls(self, start: int, stop: int, samples: np.ndarray | None = None) -> SparseCalls:
+        """The sparse rows of variants [start, stop) (`SparseCalls`; empty rows for the
+        variants that are not sparse).
+
+        Arguments:
+            start, stop: variant range, 0 <= start <= stop <= n_variants.
+            samples: optional integer indices of the samples to keep, in the order wanted:
+                the sample positions are then positions in `samples`, ascending within a row.
+        """
+        if not self.has_sparse:
+            raise StoreError(f"{self.path}: format version {self.format_version!r} has no sparse representation")
+        if not 0 <= start <= stop <= self.n_variants:
+            raise IndexError(f"variant range [{start}, {stop}) outside [0, {self.n_variants})")
+        indptr = self.group["call_sparse_indptr"][start:stop + 1]
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        sample = self.group["call_sparse_sample"][lo:hi]
+        dosage = self.group["call_sparse_dosage"][lo:hi]
+        allele = self.group["variant_sparse_allele"][start:stop]
+        indptr = indptr - lo
+        if samples is None:
+            return SparseCalls(indptr, sample, dosage, allele)
+        samples = np.asarray(samples, dtype=np.int64)
+        position = np.full(self.n_samples, -1, dtype=np.int64)
+        position[samples] = np.arange(len(samples))
+        row = np.repeat(np.arange(stop - start), np.diff(indptr))
+        new = position[sample]
+        kept = new >= 0
+        row, new, dosage = row[kept], new[kept], dosage[kept]
+        order = np.lexsort((new, row))  # ascending positions within each row
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=stop - start))]).astype(np.int64)
+        return SparseCalls(indptr, new[order].astype(np.int32), dosage[order], allele)
+
+    def array_bytes(self, name: str) -> int:
+        """Bytes on disk of the array `name` (its chunk files and metadata)."""
+        root = self.path / name
+        return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
 
     @property
     def chunks(self) -> tuple[int, int]:
@@ -196,6 +340,14 @@ class Store:
             f"missing rate   {float(np.mean(self.variant_missing_rate)) if self.n_variants else 0.0:.4f}",
             f"monomorphic    {int(np.sum(~(maf > 0))) if self.n_variants else 0}",
         ]
+        if self.has_sparse:
+            sparse = int(np.sum(self.variant_sparse_allele != NOT_SPARSE))
+            stored = sum(self.array_bytes(name) for name in SPARSE_ARRAYS)
+            lines.append(
+                f"sparse         {sparse} variants below MAF {self.sparse_below:g}: "
+                f"{self.group['call_sparse_sample'].shape[0]} calls, {stored} bytes on disk "
+                f"(call_dosage {self.array_bytes('call_dosage')} bytes holds every variant)"
+            )
         for src in attrs["source"].get("files", []):
             lines.append(f"source         {src['name']} ({src['size']} bytes)")
         return "\n".join(lines)

@@ -13,7 +13,7 @@ import zarr
 from converters import convert
 from dreml.plink_write import write_plink1
 from dreml.store import StoreError, open_store
-from dreml.store_schema import ARRAYS, REQUIRED_ATTRS
+from dreml.store_schema import ARRAYS, REQUIRED_ATTRS, SPARSE_ARRAYS, SPARSE_ATTRS
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_open_store__raise_on_not_a_group(tmp_path):
     ("attrs", "message"),
     [
         ({"complete": False}, r"x\.zarr: store is incomplete \(conversion was interrupted"),
-        ({"format_version": 99}, r"store format version 99 is not supported \(this dreml reads version 1\)"),
+        ({"format_version": 99}, r"store format version 99 is not supported \(this dreml reads versions 1 and 1.1\)"),
         ({"format": "vcf-zarr"}, r"not a dreml genotype store \(attribute 'format' is 'vcf-zarr'\)"),
         ({"n_samples": 10}, r"array 'sample_id' has shape \(9,\), expected \(10,\) \(samples\)"),
     ],
@@ -107,6 +107,92 @@ def test_open_store__raise_on_wrong_dtype(store_path):
         open_store(path)
 
 
+@pytest.fixture
+def sparse_store_path(tmp_path) -> tuple[Path, np.ndarray]:
+    """A version 1.1 store: variants with MAF below 0.2 also sparse."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 0.4, size=(31, 1))
+    p[::2] = 1 - p[::2]
+    dosage = rng.binomial(2, p, size=(31, 60)).astype(np.int8)
+    dosage[rng.random(dosage.shape) < 0.03] = -1
+    write_plink1(tmp_path / "r", dosage)
+    convert("bed", tmp_path / "r", tmp_path / "r.zarr", variant_chunk=6, sample_chunk=25, sparse_below=0.2)
+    return tmp_path / "r.zarr", dosage
+
+
+def test_store__version_1_store_has_no_sparse_representation(store_path):
+    path, _ = store_path
+    store = open_store(path)
+    assert store.format_version == 1 and not store.has_sparse and store.sparse_below is None
+    assert (store.variant_sparse_allele == -1).all() and not store.variant_sparse_calls.any()
+    assert "sparse" not in store.summary()
+    with pytest.raises(StoreError, match=r"format version 1 has no sparse representation"):
+        store.sparse_calls(0, 3)
+
+
+def test_store__sparse_calls_of_a_version_1_1_store(sparse_store_path):
+    path, dosage = sparse_store_path
+    store = open_store(path)
+    assert store.format_version == "1.1" and store.has_sparse and store.sparse_below == 0.2
+    np.testing.assert_array_equal(store.dosage(0, 31), dosage)  # call_dosage holds every variant
+    sparse = np.flatnonzero(store.variant_sparse_allele >= 0)
+    assert 0 < len(sparse) < 31 and set(store.variant_sparse_allele[sparse]) == {0, 1}
+    samples = np.array([59, 3, 17, 0, 40])  # unsorted: positions follow this order
+    calls = store.sparse_calls(4, 29, samples)
+    rows = np.flatnonzero(calls.allele >= 0)
+    np.testing.assert_array_equal(4 + rows, sparse[(sparse >= 4) & (sparse < 29)])
+    np.testing.assert_array_equal(calls.take(rows).dense(len(samples)), dosage[4 + rows][:, samples])
+    for j in rows:  # ascending positions within a row
+        assert np.all(np.diff(calls.sample[calls.indptr[j]:calls.indptr[j + 1]]) > 0)
+    assert np.all(np.diff(calls.indptr)[calls.allele < 0] == 0)
+    assert f"sparse         {len(sparse)} variants below MAF 0.2: {store.variant_sparse_calls.sum()} calls" in store.summary()
+    with pytest.raises(IndexError, match=r"variant range \[30, 32\) outside \[0, 31\)"):
+        store.sparse_calls(30, 32)
+
+
+@pytest.mark.parametrize("version", [1.1, "1.2", 2, "1"])
+def test_open_store__raise_on_unknown_minor_version(sparse_store_path, version):
+    path, _ = sparse_store_path
+    set_attr(path, format_version=version)
+    with pytest.raises(StoreError, match=rf"store format version {version!r} is not supported \(this dreml reads versions 1 and 1.1\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_version_1_1_without_sparse_array(sparse_store_path):
+    path, _ = sparse_store_path
+    shutil.rmtree(path / "call_sparse_dosage")
+    with pytest.raises(StoreError, match=r"array 'call_sparse_dosage' is missing"):
+        open_store(path)
+
+
+def test_open_store__raise_on_version_1_1_without_threshold(sparse_store_path):
+    path, _ = sparse_store_path
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = group.attrs.asdict()
+    del attrs["sparse_below"]
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    with pytest.raises(StoreError, match=r"missing group attribute\(s\) sparse_below \(format version 1.1\)"):
+        open_store(path)
+
+
+def test_open_store__raise_on_sparse_offsets_disagreeing_with_calls(sparse_store_path):
+    path, _ = sparse_store_path
+    group = zarr.open_group(str(path), mode="r+")
+    n_calls = group["call_sparse_sample"].shape[0]
+    group["call_sparse_indptr"][31] = n_calls - 1
+    with pytest.raises(StoreError, match=rf"array 'call_sparse_indptr' ends at {n_calls - 1} but the store holds {n_calls} sparse calls"):
+        open_store(path)
+
+
+def test_open_store__raise_on_sparse_arrays_of_different_lengths(sparse_store_path):
+    path, _ = sparse_store_path
+    group = zarr.open_group(str(path), mode="r+")
+    group["call_sparse_dosage"].resize((3,))
+    with pytest.raises(StoreError, match=r"array 'call_sparse_dosage' has shape \(3,\), expected \(\d+,\) \(sparse_calls\)"):
+        open_store(path)
+
+
 def test_store_format_doc__lists_every_array_and_attribute():
     """docs/store_format.md has a table row per array (its dtype and dims) and per required attribute."""
     doc = (Path(__file__).parents[2] / "docs" / "store_format.md").read_text()
@@ -115,7 +201,7 @@ def test_store_format_doc__lists_every_array_and_attribute():
         cells = [cell.strip().strip("`") for cell in line.split("|")[1:-1]]
         if len(cells) >= 2:
             rows[cells[0]] = cells[1:]
-    for name, spec in ARRAYS.items():
+    for name, spec in {**ARRAYS, **SPARSE_ARRAYS}.items():
         dtype, dims = rows[name][:2]
         assert (dtype, dims) == ("string" if spec.dtype == "str" else spec.dtype, " x ".join(spec.dims)), name
-    assert set(REQUIRED_ATTRS) <= set(rows)
+    assert set(REQUIRED_ATTRS) | set(SPARSE_ATTRS) <= set(rows)

@@ -110,6 +110,7 @@ class SampleSelection:
             hit[index[index >= 0]] = True
             kept &= hit if keep else ~hit
             report[f"{option}_file_samples"] = int(len(listed.iid))
+            report[f"{option}_not_in_{where}"] = int((index < 0).sum())  # counted, not fatal (as PLINK)
             report[f"after_{option}"] = int(kept.sum())
             logger.info("--%s %s: %d listed, %d matched in the %s (on %s), %d samples left",
                         option, path, len(listed.iid), int(hit.sum()), where, rule, int(kept.sum()))

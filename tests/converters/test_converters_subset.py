@@ -101,9 +101,10 @@ def test_convert__subset_equals_full_conversion_indexed(tmp_path, rng, fmt, vari
     keep_lines = (tmp_path / "keep.txt").read_text().splitlines()[1:]
     remove_lines = (tmp_path / "remove.txt").read_text().splitlines()
     assert recorded["samples"] == {
-        "input": 23, "keep_file_samples": len(keep_lines),
+        "input": 23, "keep_file_samples": len(keep_lines), "keep_not_in_input": 2,
         "after_keep": len(keep_lines) - 2,  # neither the wrong family nor the unknown sample
-        "remove_file_samples": len(remove_lines), "after_remove": len(samples), "kept": len(samples),
+        "remove_file_samples": len(remove_lines), "remove_not_in_input": 1, "after_remove": len(samples),  # "absent"
+        "kept": len(samples),
     }
     extract_lines = (tmp_path / "extract.txt").read_text().splitlines()[1:]
     assert recorded["variants"] == {

@@ -71,7 +71,8 @@ def test_SampleSelection__keep_then_remove(tmp_path):
     remove = write(tmp_path / "remove", "#IID\nb\n")
     mask, report = SampleSelection(keep, remove).mask(store_fid, store_iid)
     assert list(mask) == [True, False, True, False]
-    assert report == {"keep_file_samples": 4, "after_keep": 3, "remove_file_samples": 1, "after_remove": 2}
+    assert report == {"keep_file_samples": 4, "keep_not_in_store": 1, "after_keep": 3,  # f9 d: not the store's d
+                      "remove_file_samples": 1, "remove_not_in_store": 0, "after_remove": 2}
     with pytest.raises(InputError, match="no store sample left"):
         SampleSelection(remove=write(tmp_path / "all", "a\nb\nc\nd\n")).mask(store_fid, store_iid)
 
@@ -123,3 +124,12 @@ def test_restrict_components__drops_emptied_components(store):
     overlap = Components(("a", "b"), (np.array([0, 2, 4]), np.array([3])))
     with pytest.raises(InputError, match="no component has a variant left"):
         restrict_components(overlap, [np.zeros(8, dtype=bool)])
+
+
+def test_read_sample_list__raise_on_corrupt_gzip(tmp_path):
+    import gzip
+
+    packed = gzip.compress(b"a\nb\n" * 1000)
+    (tmp_path / "k.gz").write_bytes(packed[: len(packed) // 2])  # truncated
+    with pytest.raises(InputError, match=r"k.gz: line \d+: cannot decompress"):
+        read_sample_list(tmp_path / "k.gz")

@@ -172,7 +172,7 @@ def _score_at_start(evaluator: Evaluator, start: np.ndarray) -> Point:
     except IndefiniteError as exc:
         raise InputError(
             f"priors [{', '.join(f'{t:g}' for t in start)}] make H = sum_g theta_g K_g + theta_e I indefinite "
-            f"({exc}): raise the residual variance or the negative genetic ones"
+            f"({exc}): choose a larger residual or less negative genetic variances"
         ) from exc
 
 

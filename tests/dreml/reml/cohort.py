@@ -56,3 +56,15 @@ def covariates(n: int, rng: np.random.Generator) -> np.ndarray:
 def dense_operator(Z: tuple[np.ndarray, ...]) -> DenseOperator:
     """K_g = Z_g Z_g^T / m_g as a `DenseOperator`."""
     return DenseOperator.from_genotypes(Z)
+
+
+def negative_variance_cases() -> dict[str, tuple[DenseOperator, np.ndarray, np.ndarray]]:
+    """(operator, y, X) at n = 400 where the unconstrained REML estimate of K_2 is negative; y
+    is drawn from Z_1 alone. "noise": K_2 from 1600 unrelated SNPs, its estimate about -1 SE.
+    "few": K_2 from 10 SNPs (eigenvalues up to 100), its estimate pinned near the edge of the
+    region where H is positive definite, so that full AI steps make H indefinite."""
+    Z = genotype_blocks(400, 1600, 2, 11)
+    X = covariates(400, np.random.default_rng(5))
+    noise = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(4))
+    few = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(0))
+    return {"noise": (dense_operator(Z), noise, X), "few": (dense_operator((Z[0], Z[1][:, :10])), few, X)}

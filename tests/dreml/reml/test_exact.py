@@ -10,7 +10,7 @@ from dreml.errors import InputError
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.exact import ExactEvaluator
 
-from cohort import covariates, dense_operator, genotype_blocks, phenotype
+from cohort import covariates, dense_operator, genotype_blocks, negative_variance_cases, phenotype
 
 N = 400
 TIGHT = FitConfig(method="exact", tol_decrement=1e-16, max_iter=50)
@@ -110,7 +110,7 @@ def negative_reml(theta, K, y, X):
 
 def unbounded_optimum(K, y, X):
     """The REML maximum without bounds by SciPy's BFGS on the dense formulas, from a start of our own."""
-    ref = minimize(negative_reml, x0=np.array([0.3, 0.0, 0.5]), args=(K, y, X), jac=True, method="BFGS",
+    ref = minimize(negative_reml, x0=np.array([0.5, 0.0, 0.5]), args=(K, y, X), jac=True, method="BFGS",
                    options={"gtol": 1e-10})
     # at the maximum: "precision loss" stops BFGS short of gtol, but its remaining Newton step is
     # below 1e-7 SE (the decrement with BFGS's inverse Hessian, about cov(theta))
@@ -120,14 +120,7 @@ def unbounded_optimum(K, y, X):
 
 @pytest.fixture(scope="module")
 def negative_cases():
-    """Two phenotypes of Z_1 alone. "noise": K_2 from 1600 unrelated SNPs, its REML estimate
-    about -1 SE. "few": K_2 from 10 SNPs (eigenvalues up to 100), its estimate pinned near the
-    edge of the definite region, where full AI steps make H indefinite."""
-    Z = genotype_blocks(N, 1600, 2, 11)
-    X = covariates(N, np.random.default_rng(5))
-    noise = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(4))  # as the boundary test
-    few = phenotype(Z[:1], (0.5,), 0.5, X, np.random.default_rng(0))
-    return {"noise": (dense_operator(Z), noise, X), "few": (dense_operator((Z[0], Z[1][:, :10])), few, X)}
+    return negative_variance_cases()
 
 
 UNCONSTRAINED = FitConfig(method="exact", tol_decrement=1e-16, max_iter=50, constrain=False)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from dreml.reml.evaluation import Point
-from dreml.reml.optimizer import _overshoot, held_at_zero, monte_carlo_decrement, newton
+from dreml.reml.optimizer import _overshoot, _project, held_at_zero, monte_carlo_decrement, newton
 
 
 def _point(theta, score):
@@ -35,3 +35,10 @@ def test_monte_carlo_decrement__trace_formula():
     ai = np.diag([4.0, 2.0])
     cov = np.array([[1.0, 0.2], [0.2, 0.5]])
     assert monte_carlo_decrement(cov, ai, np.zeros(2, bool)) == 1.0 / 4 + 0.5 / 2
+
+
+def test_project__constrained_clips_unconstrained_keeps_negative_variances():
+    theta = np.array([0.4, -0.1, -0.2])
+    np.testing.assert_allclose(_project(theta, constrain=True), [0.4, 0.0, 0.4e-6])
+    np.testing.assert_allclose(_project(theta, constrain=False), [0.4, -0.1, 0.7e-6])  # only the residual floor
+    assert _project(np.array([0.4, -0.1, 0.5]), constrain=False).tolist() == [0.4, -0.1, 0.5]

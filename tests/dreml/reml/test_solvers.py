@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import dreml.reml  # noqa: F401  (x64 on)
+from dreml.reml.evaluation import IndefiniteError
 from dreml.reml.pcg import block_pcg
 from dreml.reml.preconditioner import build_projected_core, range_basis
 from dreml.reml.probes import rademacher
@@ -110,3 +111,21 @@ def test_block_pcg__raise_on_x0_without_product(op):
     B = np.ones((N, 1))
     with pytest.raises(ValueError, match="x0 and Hx0 must both be given"):
         block_pcg(apply_H(op, THETA), B, tol=1e-6, max_iter=5, x0=np.zeros((N, 1)))
+
+
+def test_block_pcg__stops_on_negative_curvature(op):
+    """theta_2 < 0 large enough that H has negative eigenvalues: some CG direction has p^T H p <= 0."""
+    theta = np.array([0.3, -0.5, 0.2])
+    lam = np.linalg.eigvalsh(dense_H(op, theta))
+    assert lam[0] < 0 < lam[-1]
+    B = np.random.default_rng(6).standard_normal((N, 4))
+    result = block_pcg(apply_H(op, theta), B, tol=1e-10, max_iter=500)
+    assert result.indefinite and not result.converged.any()
+    assert result.status.startswith("H is not positive definite: p^T H p = -")
+    assert result.iterations == result.alpha.shape[0] < 500  # stopped early, the breaking pass counted
+    assert not block_pcg(apply_H(op, THETA), B, tol=1e-10, max_iter=500).indefinite
+
+
+def test_preconditioner__raise_on_indefinite_theta(op):
+    with pytest.raises(IndefiniteError, match="preconditioner M\\(theta\\) is not positive definite"):
+        core_for(op, 24).at(np.array([0.3, -5.0, 0.2]))

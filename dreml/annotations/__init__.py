@@ -1,0 +1,30 @@
+"""Annotation-driven per-variant variances learned by full-likelihood REML (issue 12).
+
+    Var(y) = Z diag(sigma2) Z^T + theta_e I,   sigma2_j = f(a_j; phi)
+
+`fit_annotated(variants, y, X, annotations=..., variance_model="ldak" | "linear" | "mlp")`
+on explicit Z or a genotype operator; `fit_store` from a fit's prepared inputs and an
+annotation file (the CLI's `--annot`). Mathematics: docs/math.md, "Annotation-driven
+per-variant variances".
+"""
+
+from dreml.jax_setup import configure_jax
+
+configure_jax()
+
+from dreml.annotations.fit import AnnotatedResult, AnnotConfig, Enrichment, fit_annotated  # noqa: E402
+from dreml.annotations.maps import LdakMap, LinearMap, MlpMap, make_map  # noqa: E402
+from dreml.annotations.variants import DenseVariants, GenotypeVariants  # noqa: E402
+
+__all__ = [
+    "AnnotConfig",
+    "AnnotatedResult",
+    "DenseVariants",
+    "Enrichment",
+    "GenotypeVariants",
+    "LdakMap",
+    "LinearMap",
+    "MlpMap",
+    "fit_annotated",
+    "make_map",
+]

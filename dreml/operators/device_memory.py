@@ -9,7 +9,8 @@ A Dask-CUDA worker keeps task results in dask-cuda's `DeviceHostFile`
   to host memory beyond it (least recently used first);
 - every other value is weighed against the host `memory_limit` and spilled to disk beyond it.
 
-A `Shard` holds its array as an attribute, so by default a shard resident on a GPU is taken
+A `Shard` (or a `SparseShard`, `dreml.operators.sparse`) holds its arrays as attributes,
+so by default a shard resident on a GPU is taken
 for a host object: its device bytes count against host memory and it is spilled to disk
 (through host memory) by host accounting, whatever `device_memory_limit` says. Registering
 `Shard` makes dask-cuda count it as device memory, weighed by `sizeof(shard)` (the shard's
@@ -27,9 +28,10 @@ from dask.utils import Dispatch
 
 from dreml.backend import cuda_available
 from dreml.operators.shard import Shard
+from dreml.operators.sparse import SparseShard
 
 
-def holds_device_memory(shard: Shard) -> bool:
+def holds_device_memory(shard: Shard | SparseShard) -> bool:
     """True when one of the shard's arrays lives in device memory.
 
     Device arrays are recognised as dask-cuda recognises them: they expose
@@ -39,8 +41,9 @@ def holds_device_memory(shard: Shard) -> bool:
 
 
 def register_shard(is_device_object: Dispatch) -> None:
-    """Register `Shard` with dask-cuda's `is_device_object` dispatch (or one like it)."""
+    """Register `Shard` and `SparseShard` with dask-cuda's `is_device_object` dispatch (or one like it)."""
     is_device_object.register(Shard, holds_device_memory)
+    is_device_object.register(SparseShard, holds_device_memory)
 
 
 def _register_with_dask_cuda() -> None:

@@ -40,6 +40,7 @@ from dreml.operators.shard import (
     load_shard,
     resident_row_bytes,
     scratch_bytes,
+    sparse_scratch_bytes,
 )
 from dreml.operators.streaming import Frequencies, GenotypeOperatorBase, build_layout
 from dreml.store import Store
@@ -93,14 +94,18 @@ class GenotypeOperator(GenotypeOperatorBase):
         min_maf, max_missing: variant filters; monomorphic variants are always excluded.
         frequencies: "store" (p_j over all samples, default) or "samples" (over `samples`);
             see `dreml.operators.streaming`.
-        shard_variants: rows per shard, overriding the size derived from the budget.
+        sparse: hold the sparse variants of format 1.1 stores as sparse shards (default),
+            counted in the budget by their resident bytes; False: every variant dense.
+        shard_variants: rows per shard, overriding the size derived from the budget (a
+            sparse shard holds at most the bytes of a dense shard of that many rows).
         backend: worker backend, "auto" (CuPy where a worker has a GPU), "numpy" or "cupy".
 
     Attributes:
         passes, pass_times: count and wall-clock seconds of every pass.
         shard_specs: the planned shards; `shards` their futures; `shard_workers` the worker
             each is pinned to (changed when a worker leaves and its shards are re-planned);
-            `shard_bytes` their resident bytes as the budget counts them.
+            `shard_bytes` their resident bytes as the budget counts them (a sparse shard's
+            calls over all the store's samples: at most its bytes).
         scratch_bytes: the decode blocks of the pass tasks a worker runs at once, counted in
             the budget beside its shards.
         report: per-component filter report (m_spec, m_g, exclusions).
@@ -118,6 +123,7 @@ class GenotypeOperator(GenotypeOperatorBase):
         min_maf: float = 0.0,
         max_missing: float = 1.0,
         frequencies: Frequencies = "store",
+        sparse: bool = True,
         shard_variants: int | None = None,
         backend: Backend = "auto",
     ) -> None:
@@ -130,7 +136,7 @@ class GenotypeOperator(GenotypeOperatorBase):
         self.client = client
         layout = build_layout(
             stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
-            count_map=lambda args: client.gather([client.submit(call_counts, *a, pure=False) for a in args]),
+            sparse=sparse, count_map=lambda args: client.gather([client.submit(call_counts, *a, pure=False) for a in args]),
         )
         super().__init__(layout, dtype)
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
@@ -142,23 +148,32 @@ class GenotypeOperator(GenotypeOperatorBase):
             raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
         capacity = min(client.run(worker_capacity, backend).values())
         self.memory_budget = int(parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION)
-        # resident: the int8 genotype codes (1 byte each) and small per-row arrays; working
-        # space: one decode block of the worker dtype per pass task a worker runs at once
+        # resident: the int8 genotype codes (1 byte each) of dense shards, the calls (5 bytes
+        # each) of sparse shards, and small per-row arrays; working space: one decode block
+        # of the worker dtype per pass task a worker runs at once
         row_bytes = resident_row_bytes(layout.n)
         max_rows = shard_variants or max(1, int(self.memory_budget * SHARD_FRACTION_OF_BUDGET) // row_bytes)
-        self.scratch_bytes = max(client.nthreads().values()) * scratch_bytes(layout.n, self.dtype, max_rows)
-        total_rows = int(self.m.sum())
-        per_worker = -(-total_rows // len(workers)) * row_bytes + self.scratch_bytes
+        self._specs = layout.plan(max_rows, multiple_of=len(workers))
+        self.shard_bytes = [spec.resident_bytes(layout.n) for spec in self._specs]
+        self.shard_workers = [workers[i % len(workers)] for i in range(len(self._specs))]
+        dense_rows = max((spec.n_rows for spec in self._specs if not spec.sparse), default=0)
+        sparse_calls = max((spec.n_calls for spec in self._specs if spec.sparse), default=0)
+        self.scratch_bytes = max(client.nthreads().values()) * max(
+            scratch_bytes(layout.n, self.dtype, dense_rows) if dense_rows else 0,
+            sparse_scratch_bytes(self.dtype, sparse_calls),
+        )
+        held = dict.fromkeys(workers, 0)
+        for size, w in zip(self.shard_bytes, self.shard_workers):
+            held[w] += size
+        per_worker = max(held.values()) + self.scratch_bytes
         if per_worker > self.memory_budget:
             raise InputError(
                 f"the shards need {format_bytes(per_worker)} per worker but memory_budget is "
-                f"{format_bytes(self.memory_budget)} (genotypes resident as int8, 1 byte each, plus "
-                f"{format_bytes(self.scratch_bytes)} of decode blocks): add workers or raise the budget"
+                f"{format_bytes(self.memory_budget)} (genotypes resident as int8, 1 byte each, or as sparse "
+                f"calls, 5 bytes each, plus {format_bytes(self.scratch_bytes)} of decode blocks): add workers "
+                "or raise the budget"
             )
-        self._specs = layout.plan(max_rows, multiple_of=len(workers))
         self._load_args = (layout.samples, self.dtype.name, backend)
-        self.shard_bytes = [spec.n_rows * row_bytes for spec in self.shard_specs]
-        self.shard_workers = [workers[i % len(workers)] for i in range(len(self.shard_specs))]
         self.shards: list[Future] = [self._submit_load(spec, w) for spec, w in zip(self.shard_specs, self.shard_workers)]
         self._ensure_resident()
         logger.info(

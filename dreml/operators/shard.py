@@ -3,7 +3,14 @@
 Notation (as in `dreml.operators.protocol`): n samples, k columns of the block V, G components.
 A shard s covers the variants [start, stop) of one store. Its `rows` list, component by
 component, the variants of each component g that fall in the range (a variant in several
-components appears once per component), so each component's rows are contiguous:
+components appears once per component), so each component's rows are contiguous
+(planning: `dreml.operators.plan`).
+
+Two kinds of shard behind the same functions (`load_shard`, `shard_matmat`, `shard_zt`,
+`shard_z`, `shard_diagonal`, `shard_traces`): the dense `Shard` below (int8 codes) and the
+`dreml.operators.sparse.SparseShard` of a store's sparse rare variants (carriers and
+missing calls); each function dispatches on the kind, and both give the same products to
+rounding. The rest of this docstring is the dense kind:
 
     X_s   shape (c, n): the store's int8 codes of the shard rows (ALT dosage 0/1/2, -1 missing),
           variant-major as stored: the only genotype data a loaded shard keeps (1 byte each)
@@ -45,13 +52,23 @@ NumPy or CuPy workers alike: a CuPy shard keeps its codes on the device and deco
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from dask.sizeof import sizeof
 
 from dreml.backend import Backend, array_module, array_module_of, to_numpy
+from dreml.operators.plan import ShardSpec, plan_shards, resident_row_bytes, sparse_row_bytes  # noqa: F401 (re-exported)
+from dreml.operators.sparse import (
+    SparseShard,
+    load_sparse_shard,
+    sparse_diagonal,
+    sparse_matmat,
+    sparse_scratch_bytes,  # noqa: F401 (re-exported)
+    sparse_z,
+    sparse_zt,
+)
+from dreml.operators.standardise import row_standardisation, standardisation_table  # noqa: F401 (re-exported)
 from dreml.store import open_store
 
 logger = logging.getLogger(__name__)
@@ -64,39 +81,9 @@ _COUNT_BYTES = 32 * 2**20
 # core): blocks of 200-420 rows (16-32 MiB) best, 104 rows 15% and 838 rows 20% slower
 _SCRATCH_BYTES = 32 * 2**20
 _MIN_BLOCK_ROWS = 256
-# per-row arrays of a loaded shard: its frequency (float64) and its four code counts (int64)
-_ROW_ARRAY_BYTES = np.dtype(np.float64).itemsize + 4 * np.dtype(np.int64).itemsize
 
 Partial = dict[int, np.ndarray] | np.ndarray
 """A shard's contribution: {g: K_g V part, shape (n, k)} (stacked) or one (n, k) array (weighted)."""
-
-
-@dataclass(frozen=True, eq=False)
-class ShardSpec:
-    """What a worker needs to load one shard (small: sent inside the task).
-
-    Attributes:
-        store_path: the store the shard is read from (workers open it themselves).
-        start, stop: the shard's variant range in the store.
-        rows: shard rows as variant offsets from `start`, grouped by component.
-        frequencies: p of each row's variant, used to standardise.
-        components: global index g of each group of rows.
-        bounds: row offsets of the groups: group i is rows[bounds[i]:bounds[i + 1]].
-        inv_m: 1 / m_g for each group.
-    """
-
-    store_path: str
-    start: int
-    stop: int
-    rows: np.ndarray  # shape: (c,)
-    frequencies: np.ndarray  # shape: (c,)
-    components: tuple[int, ...]
-    bounds: tuple[int, ...]
-    inv_m: np.ndarray  # shape: (len(components),)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.rows)
 
 
 @dataclass(eq=False)
@@ -144,11 +131,6 @@ def _sizeof_shard(shard: Shard) -> int:
     return shard.nbytes
 
 
-def resident_row_bytes(n: int) -> int:
-    """Resident bytes of one shard row over n samples: n int8 codes plus its per-row arrays."""
-    return n * np.dtype(np.int8).itemsize + _ROW_ARRAY_BYTES
-
-
 def _block_rows(n: int, dtype: np.dtype) -> int:
     return max(_MIN_BLOCK_ROWS, _SCRATCH_BYTES // max(1, n * dtype.itemsize))
 
@@ -179,82 +161,6 @@ class _Scratch:
         return cls(xp.empty((r, n), dtype=shard.dtype), xp.empty((r, n), dtype=bool), xp.empty((n, k), dtype=shard.dtype))
 
 
-def plan_shards(
-    store_paths: Sequence[str],
-    variant_indices: Sequence[np.ndarray],
-    component_stores: Sequence[int],
-    m: np.ndarray,  # shape: (G,)
-    frequencies: Sequence[np.ndarray],
-    max_rows: int,
-    multiple_of: int = 1,
-) -> list[ShardSpec]:
-    """Split each store's component variants into shards of at most `max_rows` rows.
-
-    Arguments:
-        store_paths: one path per store.
-        variant_indices, component_stores: per component g (after filters), its sorted
-            variant indices and its store.
-        m: m_g per component (the length of its variant indices).
-        frequencies: per store, p of every variant.
-        max_rows: bound on rows (variants, counting duplicates) per shard.
-        multiple_of: the shard count of each store is rounded up to a multiple of this
-            (the worker count), so shards spread evenly; sizes within a store are balanced.
-    """
-    specs: list[ShardSpec] = []
-    for s, path in enumerate(store_paths):
-        gs = [g for g, st in enumerate(component_stores) if st == s]
-        if not gs:
-            continue
-        n_var = len(frequencies[s])
-        per_variant = np.zeros(n_var, dtype=np.int64)  # rows each variant contributes (overlaps)
-        for g in gs:
-            per_variant[variant_indices[g]] += 1
-        cum = np.cumsum(per_variant)
-        total = int(cum[-1])
-        n_shards = -(-total // max(1, max_rows))
-        n_shards = min(-(-n_shards // multiple_of) * multiple_of, total)
-        # cut where the cumulative row count passes equal fractions of the total
-        cuts = np.searchsorted(cum, np.linspace(0, total, n_shards + 1)[1:-1], side="left") + 1
-        edges = np.unique(np.concatenate([[int(np.argmax(per_variant > 0))], cuts, [int(np.flatnonzero(per_variant)[-1]) + 1]]))
-        for start, stop in zip(edges[:-1], edges[1:]):
-            groups = []
-            for g in gs:
-                idx = variant_indices[g]
-                local = idx[np.searchsorted(idx, start):np.searchsorted(idx, stop)] - start
-                if local.size:
-                    groups.append((g, local))
-            if not groups:
-                continue
-            rows = np.concatenate([local for _, local in groups])
-            specs.append(
-                ShardSpec(
-                    store_path=str(path),
-                    start=int(start),
-                    stop=int(stop),
-                    rows=rows,
-                    frequencies=frequencies[s][start + rows],
-                    components=tuple(g for g, _ in groups),
-                    bounds=tuple(np.concatenate([[0], np.cumsum([len(loc) for _, loc in groups])]).tolist()),
-                    inv_m=np.array([1.0 / m[g] for g, _ in groups]),
-                )
-            )
-    return specs
-
-
-def row_standardisation(frequencies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # shape: (c,) -> 2 x (c,)
-    """(t, s) of each row in float64: centre t_j = 2 p_j and scale s_j = 1 / sqrt(2 p_j (1 - p_j))."""
-    p = np.asarray(frequencies, dtype=np.float64)
-    return 2.0 * p, 1.0 / np.sqrt(2.0 * p * (1.0 - p))
-
-
-def standardisation_table(frequencies: np.ndarray) -> np.ndarray:  # shape: (c,) -> (c, 4)
-    """z for code (missing, 0, 1, 2) of each row, float64: column x + 1 holds s (x - t); missing -> 0."""
-    centre, scale = row_standardisation(frequencies)
-    table = (np.arange(-1, 3, dtype=np.float64)[None, :] - centre[:, None]) * scale[:, None]
-    table[:, 0] = 0.0
-    return table
-
-
 def code_counts(codes: np.ndarray) -> np.ndarray:  # shape: (c, n) int8 -> (c, 4) int64
     """Calls of code -1 (missing), 0, 1 and 2 in each row."""
     counts = np.empty((len(codes), 4), dtype=np.int64)
@@ -272,11 +178,14 @@ def load_shard(
     samples: np.ndarray | None,  # shape: (n,) indices into the store's samples
     dtype: str = "float32",
     backend: Backend = "auto",
-) -> Shard:
+) -> Shard | SparseShard:
     """Read a shard's int8 codes from its store, in component order, and keep them in the backend.
 
     A CuPy worker copies the codes to its device once, here; the counts stay on the host.
+    A sparse spec loads a `SparseShard` (its calls, `dreml.operators.sparse`).
     """
+    if spec.sparse:
+        return load_sparse_shard(spec, samples, dtype, backend)
     xp = array_module(backend)
     dosage = open_store(spec.store_path).dosage(spec.start, spec.stop, samples)  # shape: (stop - start, n)
     # a shard of one component reads its rows in order: keep the block read, without a copy
@@ -288,7 +197,7 @@ def load_shard(
     )
 
 
-def decode_rows(shard: Shard, a: int, b: int) -> np.ndarray:  # shape: (b - a, n)
+def decode_rows(shard: Shard | SparseShard, a: int, b: int) -> np.ndarray:  # shape: (b - a, n)
     """Rows [a, b) of Z_s as float64 host rows (dense references and tests; not used by passes)."""
     table = standardisation_table(shard.frequencies[a:b])  # shape: (b - a, 4)
     codes = to_numpy(shard.codes[a:b]).astype(np.intp) + 1
@@ -379,7 +288,7 @@ class _Transposed:
 
 
 def shard_matmat(
-    shard: Shard,
+    shard: Shard | SparseShard,
     V: np.ndarray,  # shape: (n, k), already of the worker dtype
     weights: np.ndarray | None = None,  # shape: (G,) theta
 ) -> Partial:
@@ -390,6 +299,8 @@ def shard_matmat(
     or theta_g / m_g (weighted, every component summed into one output; a component of
     weight 0 is skipped, so a model without it costs only its own components' work).
     """
+    if isinstance(shard, SparseShard):
+        return sparse_matmat(shard, V, weights)
     xp = array_module_of(shard.codes)
     dtype = shard.dtype
     V = xp.asarray(V, dtype=dtype)
@@ -407,13 +318,15 @@ def shard_matmat(
 
 
 def shard_zt(
-    shard: Shard,
+    shard: Shard | SparseShard,
     U: np.ndarray,  # shape: (n, k), already of the worker dtype
 ) -> np.ndarray:  # shape: (c, k)
     """Z_s U: the per-variant products z_j^T U of the shard rows, in row order, float64.
 
     Per row block: Z_b U = diag(s_b) (C_b U - l_b (1^T U)); the scale is applied in float64.
     """
+    if isinstance(shard, SparseShard):
+        return sparse_zt(shard, U)
     xp = array_module_of(shard.codes)
     U = xp.asarray(U, dtype=shard.dtype)
     rows = _Centring.of(shard, xp)
@@ -428,13 +341,15 @@ def shard_zt(
 
 
 def shard_z(
-    shard: Shard,
+    shard: Shard | SparseShard,
     B: np.ndarray,  # shape: (c, k): one row per shard row, in row order
 ) -> Partial:
     """The shard's part of Z_g B_g for each of its components: {g: (n, k)}.
 
     Per row block: Z_b^T B_b = C_b^T (s_b B_b) - 1 (l_b^T (s_b B_b)).
     """
+    if isinstance(shard, SparseShard):
+        return sparse_z(shard, B)
     xp = array_module_of(shard.codes)
     rows = _Centring.of(shard, xp)
     scaled = xp.asarray((np.asarray(B, dtype=np.float64) * rows.scale[:, None]).astype(shard.dtype))
@@ -445,12 +360,14 @@ def shard_z(
     return acc.result()
 
 
-def shard_diagonal(shard: Shard) -> dict[int, np.ndarray]:  # {g: (n,)}
+def shard_diagonal(shard: Shard | SparseShard) -> dict[int, np.ndarray]:  # {g: (n,)}
     """The shard's part of diag(K_g) = sum_j z_ij^2 / m_g per component, exact in float64.
 
     From the codes: z_ij^2 = table_j[x_ij]^2 summed code by code, in row blocks of the
-    scratch size (the indicator blocks are float64).
+    scratch size (the indicator blocks are float64). A sparse shard sums over its calls.
     """
+    if isinstance(shard, SparseShard):
+        return sparse_diagonal(shard)
     xp = array_module_of(shard.codes)
     squares = standardisation_table(shard.frequencies) ** 2  # shape: (c, 4)
     step = _block_rows(shard.n_samples, np.dtype(np.float64))
@@ -466,7 +383,7 @@ def shard_diagonal(shard: Shard) -> dict[int, np.ndarray]:  # {g: (n,)}
     return out
 
 
-def shard_traces(shard: Shard) -> np.ndarray:  # shape: (G_s,)
+def shard_traces(shard: Shard | SparseShard) -> np.ndarray:  # shape: (G_s,)
     """The shard's part of tr(K_g) = sum_j ||z_j||^2 / m_g, one value per group, in float64.
 
     Exact from the code counts, without decoding a row: ||z_j||^2 = sum_x N_jx z_j(x)^2 over

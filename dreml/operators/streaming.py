@@ -12,6 +12,12 @@ samples, which matches GCTA run on the whole file, keeps K_g identical whichever
 rates and the monomorphic test over the analysed samples (one extra pass at build time),
 which centres Z_g exactly on the subset. Explicit arrays (one per store) standardise with
 frequencies from elsewhere: prediction on new samples uses the training frequencies.
+
+Sparse shards: the sparse variants of a format 1.1 store (docs/store_format.md) are held as
+sparse shards (`dreml.operators.sparse`) unless `sparse=False`; the others as dense int8
+shards. A component may hold variants of both kinds: a pass visits both kinds of shard and
+sums their partials, with the same results to rounding. The kind does not depend on the
+frequencies or the sample subset (it is the store's), only the standardisation does.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dreml.operators.shard import (
     decode_rows,
     load_shard,
     plan_shards,
+    resident_row_bytes,
     shard_diagonal,
     shard_matmat,
     shard_traces,
@@ -63,6 +70,8 @@ class Layout:
         components: components after filters; `components.m` is m_g.
         report: what the filters removed, per component.
         frequencies: per store, the p_j used to standardise.
+        sparse_calls: per store, None (every variant in dense shards) or per variant its
+            number of sparse calls, -1 for a variant that is not sparse (`plan_shards`).
     """
 
     stores: tuple[Store, ...]
@@ -70,13 +79,15 @@ class Layout:
     components: Components
     report: FilterReport
     frequencies: tuple[np.ndarray, ...]
+    sparse_calls: tuple[np.ndarray | None, ...] = ()
 
     @property
     def n(self) -> int:
         return self.stores[0].n_samples if self.samples is None else len(self.samples)
 
     def plan(self, max_rows: int, multiple_of: int = 1) -> list[ShardSpec]:
-        """Shards of at most `max_rows` rows (see `plan_shards`)."""
+        """Shards of at most `max_rows` rows; a sparse shard also of at most the bytes of a
+        dense shard of `max_rows` rows (see `plan_shards`)."""
         return plan_shards(
             [str(s.path) for s in self.stores],
             self.components.variant_indices,
@@ -85,6 +96,8 @@ class Layout:
             self.frequencies,
             max_rows,
             multiple_of,
+            sparse_calls=self.sparse_calls or None,
+            max_bytes=max_rows * resident_row_bytes(self.n),
         )
 
 
@@ -113,6 +126,7 @@ def build_layout(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     frequencies: Frequencies = "store",
+    sparse: bool = True,
     count_map: CountMap = _local_map,
 ) -> Layout:
     """Validate the inputs of a genotype operator and apply the variant filters.
@@ -124,6 +138,8 @@ def build_layout(
         min_maf, max_missing: variant filters (monomorphic variants are always excluded).
         frequencies: "store" (p_j over all samples, the default), "samples" (p_j over
             `samples`), or one array of p_j per store; see the module docstring.
+        sparse: hold the sparse variants of format 1.1 stores as sparse shards (default);
+            False: every variant in dense int8 shards.
         count_map: how the "samples" statistics pass runs (in-process, or on a cluster).
     """
     opened = open_stores(stores)
@@ -148,7 +164,11 @@ def build_layout(
         raise ValueError(f"frequencies must be 'store' or 'samples', got {frequencies!r}")
     kept, report = filter_components(components, stats, min_maf=min_maf, max_missing=max_missing)
     logger.info("components after filters:\n%s", report.table())
-    return Layout(opened, idx, kept, report, tuple(st.allele_frequency for st in stats))
+    sparse_calls = tuple(
+        np.where(s.variant_sparse_allele >= 0, s.variant_sparse_calls, -1) if sparse and s.has_sparse else None
+        for s in opened
+    )
+    return Layout(opened, idx, kept, report, tuple(st.allele_frequency for st in stats), sparse_calls)
 
 
 class GenotypeOperatorBase:
@@ -299,10 +319,11 @@ class StreamingOperator(GenotypeOperatorBase):
     """Genotype operator computed in this process, reading the stores shard by shard each pass.
 
     Arguments:
-        stores, components, samples, min_maf, max_missing, frequencies: see `build_layout`.
+        stores, components, samples, min_maf, max_missing, frequencies, sparse: see `build_layout`.
         dtype: arithmetic precision (float32 default, float64 option); results are float64.
         shard_variants: rows per shard (default: the store's variant chunk), the bound on
-            the memory one pass holds at a time.
+            the memory one pass holds at a time (a sparse shard: at most the bytes of a dense
+            one).
         backend: "auto" (CuPy with a GPU, else NumPy), "numpy" or "cupy".
     """
 
@@ -316,10 +337,13 @@ class StreamingOperator(GenotypeOperatorBase):
         min_maf: float = 0.0,
         max_missing: float = 1.0,
         frequencies: Frequencies = "store",
+        sparse: bool = True,
         shard_variants: int | None = None,
         backend: Backend = "auto",
     ) -> None:
-        layout = build_layout(stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies)
+        layout = build_layout(
+            stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies, sparse=sparse
+        )
         super().__init__(layout, dtype)
         self.backend = backend
         self._specs = layout.plan(shard_variants or layout.stores[0].chunks[0])

@@ -1,5 +1,6 @@
-"""Fixtures of the genotype-operator tests: a small simulated cohort converted to stores and
-real local Dask clusters (helpers and sizes in genotype_reference.py)."""
+"""Fixtures of the genotype-operator tests: a small simulated cohort converted to stores, a
+rare-variant cohort converted with and without sparse rows, and real local Dask clusters
+(helpers and sizes in genotype_reference.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-from genotype_reference import M, N, Cohort, read_bed
+from genotype_reference import M, N, Cohort, RareCohort, read_bed
 
 from converters import convert
 from dreml.plink_write import write_plink1
@@ -29,6 +30,24 @@ def cohort(tmp_path_factory) -> Cohort:
     assert genotypes.shape == (N, M)
     store = convert("bed", prefix, root / "sim.zarr", variant_chunk=50, sample_chunk=40)
     return Cohort(prefix, store, genotypes)
+
+
+@pytest.fixture(scope="session")
+def rare_cohort(tmp_path_factory) -> RareCohort:
+    """A cohort whose MAF spectrum reaches 0.003 (about half its variants below 0.05, the
+    ALT allele the minor one for half of them), 3% missing calls, converted twice: a version
+    1 store and a 1.1 store with the variants below MAF 0.05 also sparse."""
+    root = tmp_path_factory.mktemp("rare")
+    prefix = root / "rare"
+    simulate_cohort(
+        SimulationConfig(n_samples=N, n_variants=M, n_chromosomes=3, group_variances=(0.2, 0.1, 0.1),
+                         maf_min=0.003, missing_rate=0.03, seed=11),
+        prefix,
+    )
+    chunks = {"variant_chunk": 50, "sample_chunk": 40}
+    dense = convert("bed", prefix, root / "dense.zarr", **chunks)
+    sparse = convert("bed", prefix, root / "sparse.zarr", sparse_below=0.05, **chunks)
+    return RareCohort(prefix, dense, sparse, read_bed(prefix))
 
 
 @pytest.fixture(scope="session")

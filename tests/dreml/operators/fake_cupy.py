@@ -16,6 +16,11 @@ here does not silently depend on host arrays:
   `get_default_memory_pool().used_bytes()` (CuPy's own call, so tests read the same number
   on a real device, up to CuPy's 512-byte rounding) and `cuda.Device().mem_info` (free,
   total) report it; `cuda.runtime.getDeviceCount()` is 1.
+- Sparse matrices: `install` also makes `import cupyx.scipy.sparse` return `sparse`, whose
+  `csr_matrix((data, indices, indptr), shape=)` takes device arrays only (TypeError for
+  host arrays), float32/float64 data only (ValueError otherwise, as cuSPARSE), int32
+  indices; `@` with a device array, and `.T`, return device arrays and matrices
+  (scipy.sparse underneath).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import weakref
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
+import scipy.sparse
 from distributed.diagnostics.plugin import WorkerPlugin
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
@@ -201,6 +207,64 @@ class _Device:
 cuda = SimpleNamespace(Device=_Device, runtime=SimpleNamespace(getDeviceCount=lambda: 1))
 
 
+class spmatrix:  # noqa: N801 (cupyx's name)
+    """A device sparse matrix (a subset of cupyx.scipy.sparse's): scipy.sparse underneath."""
+
+    __module__ = "cupyx.scipy.sparse"
+
+    def __init__(self, matrix) -> None:
+        self._m = matrix
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._m.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._m.dtype
+
+    @property
+    def nnz(self) -> int:
+        return self._m.nnz
+
+    @property
+    def T(self) -> "spmatrix":  # noqa: N802 (scipy's name)
+        return spmatrix(self._m.T)
+
+    def __matmul__(self, other) -> ndarray:
+        if not isinstance(other, ndarray):
+            raise TypeError(f"Unsupported type {type(other)}: a (fake) cupyx sparse matrix times a host array")
+        return ndarray(np.asarray(self._m @ other._a))
+
+    dot = __matmul__
+
+    def get(self):
+        """A host copy (scipy.sparse)."""
+        return self._m.copy()
+
+
+def _csr_matrix(arg1, shape=None) -> spmatrix:
+    """cupyx.scipy.sparse.csr_matrix((data, indices, indptr), shape=...) of device arrays."""
+    data, indices, indptr = arg1
+    for name, a in (("data", data), ("indices", indices), ("indptr", indptr)):
+        if not isinstance(a, ndarray):
+            raise TypeError(f"csr_matrix {name}: expected a device array, got {type(a)}")
+    if data.dtype not in (np.float32, np.float64):
+        raise ValueError("Only float32, float64, complex64 and complex128 are supported")
+    if indices.dtype != np.int32 or indptr.dtype != np.int32:
+        raise ValueError("csr_matrix indices and indptr must be int32 (as cuSPARSE's)")
+    return spmatrix(scipy.sparse.csr_matrix((data._a, indices._a, indptr._a), shape=shape))
+
+
+sparse = ModuleType("cupyx.scipy.sparse")
+sparse.csr_matrix = _csr_matrix
+sparse.spmatrix = spmatrix
+_cupyx = ModuleType("cupyx")
+_cupyx.scipy = ModuleType("cupyx.scipy")
+_cupyx.scipy.sparse = sparse
+_CUPYX_MODULES = {"cupyx": _cupyx, "cupyx.scipy": _cupyx.scipy, "cupyx.scipy.sparse": sparse}
+
+
 def __getattr__(name: str):
     if name.startswith("_"):  # module dunders (__path__, ...) must not come from NumPy
         raise AttributeError(name)
@@ -214,6 +278,7 @@ def install(device_bytes: int = DEFAULT_DEVICE_BYTES) -> None:
     """Make `import cupy` return this module in this process, with a device of `device_bytes`."""
     _device["total"] = device_bytes
     sys.modules["cupy"] = sys.modules[__name__]
+    sys.modules.update(_CUPYX_MODULES)
     dreml.backend.cuda_available.cache_clear()
 
 
@@ -221,6 +286,9 @@ def uninstall() -> None:
     """Undo `install`: `import cupy` fails again (no CuPy in CI) and dreml sees no CUDA."""
     if sys.modules.get("cupy") is sys.modules[__name__]:
         del sys.modules["cupy"]
+    for name, module in _CUPYX_MODULES.items():
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
     dreml.backend.cuda_available.cache_clear()
 
 

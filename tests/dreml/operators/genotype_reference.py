@@ -24,6 +24,16 @@ class Cohort:
     genotypes: np.ndarray  # shape: (n, m), float64 ALT counts, NaN missing (read by bed-reader)
 
 
+@dataclass(frozen=True)
+class RareCohort:
+    """One fileset converted twice: `dense` (format 1) and `sparse` (1.1, `--sparse-below 0.05`)."""
+
+    prefix: Path
+    dense: Store
+    sparse: Store
+    genotypes: np.ndarray  # shape: (n, m), float64 ALT counts, NaN missing (read by bed-reader)
+
+
 def read_bed(prefix: Path) -> np.ndarray:
     """ALT (= .bim A1) dosages as (n, m) float64 with NaN missing, by bed-reader."""
     with open_bed(f"{prefix}.bed", count_A1=True) as bed:

@@ -96,11 +96,12 @@ def snp_effects(operator: GenotypeOperatorBase, theta: np.ndarray, Py: np.ndarra
 
 def reduced_loglik(operator, data: AnalysisData, config: FitConfig, dropped: Sequence[int]) -> tuple[float, float]:
     """logL of the model without the components `dropped` (and its Monte Carlo SE): closed
-    form when every genetic component is dropped, else a refit of the kept ones."""
+    form when every genetic component is dropped, else a refit of the kept ones (from the
+    Haseman-Elston start: the full model's priors have the wrong length)."""
     keep = [g for g in range(operator.n_components) if g not in set(dropped)]
     if not keep:
         return null_loglik(data.y, data.X), 0.0
-    reduced = fit_reml(SelectedComponents(operator, keep), data.y, data.X, dataclasses.replace(config, loglik=True))
+    reduced = fit_reml(SelectedComponents(operator, keep), data.y, data.X, dataclasses.replace(config, loglik=True, priors=None))
     if not reduced.converged:
         logger.warning("the reduced model of the LRT did not converge: %s", reduced.status)
     return reduced.loglik, reduced.loglik_se

@@ -1,8 +1,9 @@
 """`dreml fit`: REML on one or more stores; prints a table, writes PREFIX.hsq/.json/.history.tsv/.fit.npz
 (and on request GCTA's .indi.blp and .snp.blp).
 
-Algorithm flags are generated from `FitConfig`'s fields (`--n-probes`, `--pcg-tol`, ...),
-so every setting is reachable from the command line and documented in one place.
+Algorithm flags are generated from `FitConfig`'s fields and their `help` metadata
+(`--n-probes`, `--pcg-tol`, ...), so every setting is reachable from the command line and
+documented in one place.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 from pathlib import Path
 
 from dreml.cli.common import add_cluster_options, cluster_client
@@ -23,6 +23,7 @@ from dreml.liability import LiabilityScale
 from dreml.outputs import atomic_write_text, summary_table, write_json, write_outputs
 from dreml.phenotypes import read_sample_table
 from dreml.reml import FitConfig
+from dreml.reml.config import field_help
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +31,9 @@ logger = logging.getLogger(__name__)
 _EXPLICIT = {"seed", "method", "worker_dtype", "loglik", "constrain", "priors"}
 
 
-def _field_help(doc: str) -> dict[str, str]:
-    """Each field's description from an `Arguments:` docstring section (name: text, indented)."""
-    helps: dict[str, str] = {}
-    name = None
-    for line in doc.splitlines():
-        match = re.match(r"^ {8}(\w+): (.*)", line)
-        if match:
-            name, text = match.groups()
-            helps[name] = text
-        elif name and re.match(r"^ {12}\S", line):
-            helps[name] += " " + line.strip()
-        else:
-            name = None
-    return helps
-
-
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("algorithm (FitConfig; rationale of the defaults in docs/math.md)")
-    helps = _field_help(FitConfig.__doc__ or "")
+    helps = field_help()
     for f in dataclasses.fields(FitConfig):
         if f.name in _EXPLICIT:
             continue

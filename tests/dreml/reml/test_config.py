@@ -53,3 +53,15 @@ def test_fit_config__raise_on_invalid_setting(settings, match):
 def test_fit_config__raise_on_unknown_key():
     with pytest.raises(ValueError, match="unknown FitConfig settings: probes"):
         FitConfig.from_dict({"probes": 3})
+
+
+def test_field_help__every_setting_documented_and_on_the_command_line():
+    import dataclasses
+
+    from dreml.cli import build_parser
+    from dreml.reml.config import FitConfig, field_help
+
+    helps = field_help()
+    assert set(helps) == {f.name for f in dataclasses.fields(FitConfig)} and all(len(h) > 20 for h in helps.values())
+    text = build_parser()._subparsers._group_actions[0].choices["fit"].format_help()
+    assert "--n-probes" in text and "Rademacher probe vectors" in text

@@ -42,6 +42,9 @@ from dreml.reml.method import EXACT_MAX_N
 
 logger = logging.getLogger(__name__)
 
+# the exact path holds Z (n x m float64) on the driver: "auto" takes it up to this size
+EXACT_MAX_BYTES = 2**31
+
 
 @dataclass(frozen=True)
 class AnnotConfig:
@@ -49,7 +52,8 @@ class AnnotConfig:
 
     Arguments:
         method: "exact" (explicit Z, Cholesky of H), "randomised" (PCG and Hutchinson), or
-            "auto": exact when n <= 3,000 (`dreml.reml.method.EXACT_MAX_N`).
+            "auto": exact when n <= 3,000 (`dreml.reml.method.EXACT_MAX_N`) and the explicit
+            Z (n m float64) takes at most 2 GiB.
         n_probes: B, Rademacher probes of the Hutchinson diagonal z_j^T P z_j (drawn once per fit).
         slq_probes: probes of the final SLQ log-likelihood (randomised path).
         pcg_tol, probe_tol, ai_tol, slq_tol, pcg_max_iter: PCG tolerances of the y and X
@@ -307,10 +311,12 @@ def fit_annotated(
     config = dataclasses.replace(config, seed=seed)
     method = config.method
     if method == "auto":
-        method = "exact" if n <= EXACT_MAX_N else "randomised"
+        method = "exact" if n <= EXACT_MAX_N and n * m * 8 <= EXACT_MAX_BYTES else "randomised"
     passes_start = ops.passes
     if start is None:
-        one = fit_reml(OneComponent(ops), y, X, FitConfig(method=method, seed=seed, loglik=method == "exact"))
+        # a one-component genotype operator is its own GRM (fused passes); else K = Z Z^T / m
+        grm = ops.operator if isinstance(ops, GenotypeVariants) and ops.operator.n_components == 1 else OneComponent(ops)
+        one = fit_reml(grm, y, X, FitConfig(method=method, seed=seed, loglik=method == "exact"))
         vp = float(one.theta.sum())
         c = max(float(one.theta[0]), 1e-3 * vp) / m
         psi0 = np.append(vmap.init(c), np.log(max(float(one.theta[1]), 1e-3 * vp)))

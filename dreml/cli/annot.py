@@ -1,0 +1,96 @@
+"""`dreml fit --annot F [--variance-model ldak|linear|mlp]`: per-variant variances from annotations.
+
+The options are added to the fit command by `add_annotation_options`; `run` of `dreml fit`
+hands over to `run_annotated` when `wants_annotations(args)`. The annotated fit reuses the fit
+command's inputs (stores, components, phenotype, covariates, selections, filters), its cluster
+options and its algorithm flags (--method/--exact, --seed, --n-probes, --slq-probes, the PCG
+tolerances, --no-loglik, --worker-dtype); it writes PREFIX.snpvar.tsv, PREFIX.enrichment.tsv,
+PREFIX.annot.json and PREFIX.annot.history.tsv (`dreml.annotations.io`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dreml.annotations.fit import AnnotConfig
+from dreml.annotations.io import fit_store, summary_text, write_annotated
+from dreml.annotations.maps import MODELS
+from dreml.cli.common import cluster_client
+from dreml.cli.inputs import inputs_from_args, memory_budget, trait_names
+from dreml.errors import InputError
+from dreml.reml import FitConfig
+
+logger = logging.getLogger(__name__)
+
+
+def add_annotation_options(p: argparse.ArgumentParser) -> None:
+    """--annot, --variance-model and the annotated optimiser's settings."""
+    g = p.add_argument_group("annotation-driven per-variant variances (docs/math.md)")
+    g.add_argument("--annot", metavar="FILE",
+                   help="per-variant annotations: variant ID then named numeric columns (optional header; plain, .gz "
+                        "or .zst); fits sigma2_j = f(a_j) by REML instead of the components' variances and writes "
+                        "PREFIX.snpvar.tsv, PREFIX.enrichment.tsv, PREFIX.annot.json, PREFIX.annot.history.tsv")
+    g.add_argument("--variance-model", choices=MODELS, default=None,
+                   help="ldak: s [2p(1-p)]^(1+alpha) (no --annot needed); linear: exp(tau_0 + a^T tau); mlp: a small "
+                        "neural network with softplus output (default with --annot: linear)")
+    g.add_argument("--annot-hidden", type=int, nargs="+", default=list(AnnotConfig.hidden), metavar="H",
+                   help=f"mlp hidden layer sizes (default {' '.join(map(str, AnnotConfig.hidden))})")
+    g.add_argument("--annot-max-iter", type=int, default=AnnotConfig.max_iter, metavar="N",
+                   help=f"most Fisher-scoring iterations (ldak, linear; default {AnnotConfig.max_iter})")
+    g.add_argument("--annot-tol", type=float, default=AnnotConfig.tol_decrement, metavar="T",
+                   help="stop when the Newton decrement grad^T AI^-1 grad is below T or a tenth of its Monte Carlo "
+                        f"part (default {AnnotConfig.tol_decrement})")
+    g.add_argument("--annot-adam-steps", type=int, default=AnnotConfig.adam_max_iter, metavar="N",
+                   help=f"most Adam steps (mlp; default {AnnotConfig.adam_max_iter})")
+    g.add_argument("--annot-learning-rate", type=float, default=AnnotConfig.learning_rate, metavar="R",
+                   help=f"Adam step size (mlp; default {AnnotConfig.learning_rate})")
+
+
+def wants_annotations(args: argparse.Namespace) -> bool:
+    """Whether `dreml fit` runs the annotated model (--annot or --variance-model given)."""
+    return getattr(args, "annot", None) is not None or getattr(args, "variance_model", None) is not None
+
+
+def annot_config(args: argparse.Namespace, config: FitConfig) -> AnnotConfig:
+    """The annotated fit's settings from the annotation flags and the fit command's `FitConfig`."""
+    try:
+        return AnnotConfig(
+            method=config.method, n_probes=config.n_probes, slq_probes=config.slq_probes, pcg_tol=config.pcg_tol,
+            probe_tol=config.probe_tol, ai_tol=config.ai_tol, slq_tol=config.slq_tol, pcg_max_iter=config.pcg_max_iter,
+            max_iter=args.annot_max_iter, tol_decrement=args.annot_tol, max_step_halvings=config.max_step_halvings,
+            adam_max_iter=args.annot_adam_steps, learning_rate=args.annot_learning_rate,
+            hidden=tuple(args.annot_hidden), loglik=config.loglik, seed=config.seed,
+        )
+    except ValueError as exc:
+        raise InputError(f"dreml fit --annot: {exc}") from exc
+
+
+def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
+    """The annotated fit of one trait: checks every input, then fits on the cluster and writes."""
+    from dreml.cli.fit import check_out_prefix  # the fit command imports this module
+
+    model = args.variance_model or "linear"
+    if model != "ldak" and args.annot is None:
+        raise InputError(f"--variance-model {model} needs --annot FILE")
+    names = trait_names(args)
+    if getattr(args, "all_pheno", False) or (names is not None and len(names) > 1):
+        raise InputError("--annot fits one trait at a time: give one --pheno-name")
+    if getattr(args, "reml_lrt", None):
+        raise InputError("--reml-lrt does not apply to --annot fits (compare their logL with the one-component fit's, "
+                         "reported as the start)")
+    settings = annot_config(args, config)
+    inputs = inputs_from_args(args)
+    check_out_prefix(args.out)
+    with cluster_client(args) as client:
+        result, ids, description = fit_store(
+            inputs, args.annot, variance_model=model, client=client, config=settings,
+            worker_dtype=config.worker_dtype, min_maf=args.min_maf, max_missing=args.max_missing,
+            memory_budget=memory_budget(args), frequencies=args.freq_from,
+        )
+    paths = write_annotated(result, ids, args.out, description)
+    print(summary_text(result))
+    if not result.converged:
+        logger.warning("not converged: %s", result.status)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

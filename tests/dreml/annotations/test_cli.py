@@ -1,0 +1,77 @@
+"""`dreml fit --annot` end to end (options added to the fit parser as dreml/cli/fit.py will):
+a store, a local cluster, the outputs, and the same fit in process on a float64 streaming
+operator."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from converters import convert
+from dreml.annotations import AnnotConfig, fit_annotated
+from dreml.annotations.io import read_annotations
+from dreml.cli import build_parser
+from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotations
+from dreml.cli.fit import config_from_args
+from dreml.errors import InputError
+from dreml.fit import variant_table
+from dreml.operators import StreamingOperator
+from dreml.phenotypes import load_analysis_data
+from dreml.simulate import SimulationConfig, simulate_cohort
+from dreml.store import open_store
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("annot")
+    simulate_cohort(SimulationConfig(n_samples=300, n_variants=500, n_chromosomes=2, group_variances=(0.4, 0.2),
+                                     seed=5), root / "c")
+    convert("bed", root / "c", root / "c.zarr", variant_chunk=200, sample_chunk=300)
+    bim = [line.split() for line in (root / "c.bim").read_text().splitlines()]
+    with gzip.open(root / "c.annot.gz", "wt") as f:
+        f.write("SNP chr1 pos\n")
+        for chrom, snp, _, pos, *_ in bim:
+            f.write(f"{snp}\t{int(chrom == '1')}\t{int(pos) / 1e6}\n")
+    return root
+
+
+def _parse(argv):
+    parser = build_parser()
+    fit_parser = parser._subparsers._group_actions[0].choices["fit"]
+    add_annotation_options(fit_parser)
+    return parser.parse_args(argv)
+
+
+def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, capsys):
+    args = _parse(["fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"), "--annot",
+                   str(cohort / "c.annot.gz"), "--out", str(tmp_path / "r"), "--workers", "1", "--exact",
+                   "--worker-dtype", "float64", "--seed", "4"])
+    assert wants_annotations(args)
+    assert run_annotated(args, config_from_args(args)) == 0
+    assert "total h2" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.annot.json").read_text())
+    rows = (tmp_path / "r.snpvar.tsv").read_text().splitlines()
+    assert report["converged"] and report["method"] == "exact" and report["model"]["model"] == "linear"
+    assert len(rows) == report["m"] + 1
+    enrichment = (tmp_path / "r.enrichment.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in enrichment[1:]] == ["chr1", "pos"]
+    # the same model on an in-process float64 operator
+    store = open_store(cohort / "c.zarr")
+    data = load_analysis_data(store.sample_id, cohort / "c.pheno", store_fid=store.sample_family_id)
+    op = StreamingOperator(cohort / "c.zarr", samples=data.sample_index, dtype=np.float64)
+    ids = np.asarray(variant_table(op).id).astype(str)
+    columns, A = read_annotations(cohort / "c.annot.gz", ids)
+    ref = fit_annotated(op, data.y, data.X, annotations=A, columns=columns, config=AnnotConfig(method="exact", seed=4))
+    np.testing.assert_allclose(report["params"], ref.params, rtol=1e-6, atol=1e-8)
+    assert report["h2"] == pytest.approx(ref.h2, rel=1e-6)
+    assert [r.split("\t")[0] for r in rows[1:4]] == list(ids[:3])
+
+
+def test_dreml_fit_annot__raise_on_model_without_annotations(cohort, tmp_path):
+    args = _parse(["fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"),
+                   "--variance-model", "mlp", "--out", str(tmp_path / "r")])
+    with pytest.raises(InputError, match="--variance-model mlp needs --annot FILE"):
+        run_annotated(args, config_from_args(args))

@@ -12,9 +12,14 @@ from dreml.jax_setup import configure_jax
 
 configure_jax()
 
-from dreml.annotations.fit import AnnotatedResult, AnnotConfig, Enrichment, fit_annotated  # noqa: E402
-from dreml.annotations.maps import LdakMap, LinearMap, MlpMap, make_map  # noqa: E402
-from dreml.annotations.variants import DenseVariants, GenotypeVariants  # noqa: E402
+from dreml.annotations.fit import (
+    AnnotatedResult,
+    AnnotConfig,
+    Enrichment,
+    fit_annotated,
+)
+from dreml.annotations.maps import LdakMap, LinearMap, MlpMap, make_map
+from dreml.annotations.variants import DenseVariants, GenotypeVariants
 
 __all__ = [
     "AnnotConfig",

@@ -31,10 +31,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreml.annotations.likelihood import ExactEvaluator, RandomisedEvaluator, SolverSettings
+from dreml.annotations.likelihood import (
+    ExactEvaluator,
+    RandomisedEvaluator,
+    SolverSettings,
+)
 from dreml.annotations.maps import MODELS, make_map
 from dreml.annotations.optimizer import adam, fisher_scoring
-from dreml.annotations.variants import DenseVariants, GenotypeVariants, OneComponent, VariantOperator
+from dreml.annotations.variants import (
+    DenseVariants,
+    GenotypeVariants,
+    OneComponent,
+    VariantOperator,
+)
 from dreml.errors import InputError
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.config import fresh_seed

@@ -159,7 +159,7 @@ def fit_store(
     *,
     variance_model: str = "linear",
     client=None,
-    config: AnnotConfig = AnnotConfig(),
+    config: AnnotConfig = AnnotConfig(),  # noqa: B008 (frozen)
     worker_dtype: str = "float32",
     min_maf: float = 0.0,
     max_missing: float = 1.0,

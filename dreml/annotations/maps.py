@@ -28,6 +28,7 @@ one-component REML fit, c = theta_g / m), `sigma2(phi)` and `names` for its para
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -181,7 +182,7 @@ class MlpMap:
         At = (A - A.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
         rng = np.random.default_rng(self.seed)
         sizes = (A.shape[1], *[int(h) for h in self.hidden])
-        layers = [(rng.standard_normal((a, b)) / np.sqrt(max(a, 1)), np.zeros(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+        layers = [(rng.standard_normal((a, b)) / np.sqrt(max(a, 1)), np.zeros(b)) for a, b in itertools.pairwise(sizes)]
         layers.append((np.zeros((sizes[-1], 1)), np.zeros(1)))  # output 0: the start is constant
         flat, unravel = ravel_pytree((0.0, layers))
         object.__setattr__(self, "A", A)

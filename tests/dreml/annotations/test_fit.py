@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from annot_sim import genotypes, phenotype
 
 from dreml.annotations import AnnotConfig, fit_annotated
 from dreml.errors import InputError
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig, fit_reml
-
-from annot_sim import genotypes, phenotype
 
 EXACT = AnnotConfig(method="exact", tol_decrement=1e-20, max_iter=100, seed=1)
 REFERENCE = FitConfig(method="exact", tol_decrement=1e-20, max_iter=100, seed=1)

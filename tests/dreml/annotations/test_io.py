@@ -7,12 +7,16 @@ import gzip
 import numpy as np
 import pytest
 import zstandard
+from annot_sim import genotypes, phenotype
 
 from dreml.annotations import AnnotConfig, fit_annotated
-from dreml.annotations.io import enrichment_text, history_text, read_annotations, snpvar_text
+from dreml.annotations.io import (
+    enrichment_text,
+    history_text,
+    read_annotations,
+    snpvar_text,
+)
 from dreml.errors import InputError
-
-from annot_sim import genotypes, phenotype
 
 
 def test_read_annotations__header_order_and_extra_variants(tmp_path):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from annot_sim import genotypes, phenotype, reml_loglik
 
-from dreml.annotations.likelihood import ExactEvaluator, RandomisedEvaluator, SolverSettings
+from dreml.annotations.likelihood import (
+    ExactEvaluator,
+    RandomisedEvaluator,
+    SolverSettings,
+)
 from dreml.annotations.maps import LdakMap, LinearMap
 from dreml.annotations.variants import DenseVariants, GenotypeVariants
-
-from annot_sim import genotypes, phenotype, reml_loglik
 
 
 def _data(n=120, m=150, seed=3):
@@ -53,7 +56,7 @@ def test_exact_gradient__matches_finite_differences(name):
 
 
 def test_exact_variant_gradient__matches_finite_differences():
-    Z, p, A, y, X = _data()
+    Z, _p, A, y, X = _data()
     vmap = LinearMap(A, ("bin", "cont"))
     psi = np.array([np.log(0.003), 0.5, -0.2, np.log(0.6)])
     point = ExactEvaluator(DenseVariants(Z), vmap, y, X).evaluate(psi)

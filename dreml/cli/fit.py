@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotations
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
 from dreml.errors import InputError
@@ -76,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     post.add_argument("--reml-lrt", nargs="+", metavar="COMPONENT",
                       help="likelihood-ratio test of dropping these components (numbers from 1 or names): refits the "
                            "reduced model. Default: with one component, the LRT against the null model (no pass)")
+    add_annotation_options(p)
     add_cluster_options(p)
     _add_config_flags(p)
     p.set_defaults(run=run)
@@ -119,6 +121,8 @@ def check_priors(config: FitConfig, inputs: FitInputs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if wants_annotations(args):
+        return run_annotated(args, config)
     names = trait_names(args)
     if args.all_pheno or (names is not None and len(names) > 1):
         return run_traits(args, config, names)

@@ -1,5 +1,4 @@
-"""`dreml fit --annot` end to end (options added to the fit parser as dreml/cli/fit.py will):
-a store, a local cluster, the outputs, and the same fit in process on a float64 streaming
+"""`dreml fit --annot` end to end: a store, a local cluster, the outputs, and the same fit in process on a float64 streaming
 operator."""
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from converters import convert
 from dreml.annotations import AnnotConfig, fit_annotated
 from dreml.annotations.io import read_annotations
 from dreml.cli import build_parser
-from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotations
+from dreml.cli.annot import run_annotated, wants_annotations
 from dreml.cli.fit import config_from_args
 from dreml.errors import InputError
 from dreml.fit import variant_table
@@ -39,10 +38,7 @@ def cohort(tmp_path_factory):
 
 
 def _parse(argv):
-    parser = build_parser()
-    fit_parser = parser._subparsers._group_actions[0].choices["fit"]
-    add_annotation_options(fit_parser)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, capsys):

@@ -298,7 +298,7 @@ def create_sparse_arrays(group: zarr.Group, plan: SparsePlan) -> None:
             dtype=spec.dtype,
             chunks=(max(1, min(SPARSE_CHUNK if entries else VARIANT_ARRAY_CHUNK, shape[0])),),
             compressors=compressors.get(name, "auto"),
-            fill_value=0,
+            fill_value=NOT_SPARSE if name == "variant_sparse_allele" else 0,
             dimension_names=spec.dims,
         )
     group["variant_sparse_allele"][...] = plan.allele

@@ -75,7 +75,7 @@ class PeakMemory:
             self.peak = max(self.peak, total)
             self._stop.wait(self._interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

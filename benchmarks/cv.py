@@ -38,23 +38,51 @@ def run(quick: bool) -> list[dict]:
         for fixed in (False, True):
             mode = "fixed variance" if fixed else "refit"
             t0 = time.perf_counter()
-            result = cross_validate_prepared(inputs, CVOptions(folds=FOLDS, seed=0, fixed_variance=fixed),
-                                             client=client, config=CONFIG)
+            result = cross_validate_prepared(
+                inputs, CVOptions(folds=FOLDS, seed=0, fixed_variance=fixed), client=client, config=CONFIG
+            )
             wall = time.perf_counter() - t0
             base = {"n": len(inputs.data.y), "m": m, "K": FOLDS, "workers": WORKERS, "mode": mode}
             if result.full_fit is not None:
                 full = result.full_fit
-                rows.append({**base, "fold": "all samples", "passes": full["passes"], "seconds": full["seconds"],
-                             "h2": full["h2"], "converged": full["converged"]})
+                rows.append(
+                    {
+                        **base,
+                        "fold": "all samples",
+                        "passes": full["passes"],
+                        "seconds": full["seconds"],
+                        "h2": full["h2"],
+                        "converged": full["converged"],
+                    }
+                )
             for fold in result.folds:
-                rows.append({**base, "fold": str(fold.label), "n_train": fold.n_train, "passes": fold.passes,
-                             "seconds": fold.seconds, "h2": fold.h2, "r": fold.metrics.correlation,
-                             "converged": fold.converged})
-            rows.append({**base, "fold": "total", "passes": result.passes, "seconds": result.timings["total"],
-                         "passes_per_fold": float(np.mean([f.passes for f in result.folds])),
-                         "s_per_fold": float(np.mean([f.seconds for f in result.folds])),
-                         "r": result.pooled.correlation, "r2": result.pooled.r2, "converged": result.converged,
-                         "load_s": result.timings["shard_load"], "end_to_end_s": wall})
+                rows.append(
+                    {
+                        **base,
+                        "fold": str(fold.label),
+                        "n_train": fold.n_train,
+                        "passes": fold.passes,
+                        "seconds": fold.seconds,
+                        "h2": fold.h2,
+                        "r": fold.metrics.correlation,
+                        "converged": fold.converged,
+                    }
+                )
+            rows.append(
+                {
+                    **base,
+                    "fold": "total",
+                    "passes": result.passes,
+                    "seconds": result.timings["total"],
+                    "passes_per_fold": float(np.mean([f.passes for f in result.folds])),
+                    "s_per_fold": float(np.mean([f.seconds for f in result.folds])),
+                    "r": result.pooled.correlation,
+                    "r2": result.pooled.r2,
+                    "converged": result.converged,
+                    "load_s": result.timings["shard_load"],
+                    "end_to_end_s": wall,
+                }
+            )
     return rows
 
 

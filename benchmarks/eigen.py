@@ -33,9 +33,26 @@ KRYLOV_SWEEP = (10, 20, 40)
 
 def _dreml_eigen(store: Path, scheduler: str, method: str, oversampling: int, out: str) -> dict:
     """Run `dreml eigen` on the running cluster and return its .eigen.json report."""
-    rc = dreml_main(["-q", "eigen", "--store", str(store), "--rank", str(RANK), "--method", method,
-                     "--oversampling", str(oversampling), "--seed", "0", "--scheduler", scheduler,
-                     "--out", str(ROOT / out)])
+    rc = dreml_main(
+        [
+            "-q",
+            "eigen",
+            "--store",
+            str(store),
+            "--rank",
+            str(RANK),
+            "--method",
+            method,
+            "--oversampling",
+            str(oversampling),
+            "--seed",
+            "0",
+            "--scheduler",
+            scheduler,
+            "--out",
+            str(ROOT / out),
+        ]
+    )
     if rc != 0:
         raise RuntimeError(f"dreml eigen exited with status {rc}")
     return json.loads((ROOT / f"{out}.eigen.json").read_text())
@@ -43,12 +60,20 @@ def _dreml_eigen(store: Path, scheduler: str, method: str, oversampling: int, ou
 
 def _row(label: str, n: int, m: int, report: dict) -> dict:
     t = report["timings"]
-    return {"case": label, "n": n, "m": m, "method": report["config"]["method"],
-            "oversampling": report["config"]["oversampling"],
-            "load_s": t["shard_load"], "iterations_s": t["iterations"], "total_s": t["end_to_end"],
-            "passes": report["passes"], "s_per_pass": t["iterations"] / report["passes"],
-            "converged": report["converged"],
-            "max_residual": max(r for r in report["residuals"] if r is not None)}
+    return {
+        "case": label,
+        "n": n,
+        "m": m,
+        "method": report["config"]["method"],
+        "oversampling": report["config"]["oversampling"],
+        "load_s": t["shard_load"],
+        "iterations_s": t["iterations"],
+        "total_s": t["end_to_end"],
+        "passes": report["passes"],
+        "s_per_pass": t["iterations"] / report["passes"],
+        "converged": report["converged"],
+        "max_residual": max(r for r in report["residuals"] if r is not None),
+    }
 
 
 def _dense(store: Path) -> tuple[np.ndarray, float, float]:
@@ -74,9 +99,13 @@ def run(quick: bool) -> list[dict]:
         for method, oversampling in runs:
             report = _dreml_eigen(small, address, method, oversampling, f"eigen_{method}_{oversampling}")
             row = _row("compare", n, m, report)
-            row.update(default=oversampling == DEFAULT_OVERSAMPLING[method], dense_build_s=t_build,
-                       dense_eigh_s=t_eigh, dense_over_ours=(t_build + t_eigh) / row["total_s"],
-                       eigenvalue_rel_err=float(np.max(np.abs(np.array(report["eigenvalues"]) - lam) / lam)))
+            row.update(
+                default=oversampling == DEFAULT_OVERSAMPLING[method],
+                dense_build_s=t_build,
+                dense_eigh_s=t_eigh,
+                dense_over_ours=(t_build + t_eigh) / row["total_s"],
+                eigenvalue_rel_err=float(np.max(np.abs(np.array(report["eigenvalues"]) - lam) / lam)),
+            )
             rows.append(row)
             print(row, flush=True)
         report = _dreml_eigen(large, address, "krylov", DEFAULT_OVERSAMPLING["krylov"], "eigen_large")

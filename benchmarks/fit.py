@@ -32,7 +32,7 @@ KINDS = ("setup", "score", "warm_start", "information", "final", "lrt", "snp_eff
 class PeakRSS:
     """Peak resident memory of this (driver) process while the block runs, sampled every 50 ms."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.peak = psutil.Process().memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -54,8 +54,10 @@ def cohort(n: int, m: int, variances: tuple[float, ...]) -> Path:
     cached under bench_out/."""
     prefix = ROOT / f"fit_{n}x{m}_g{len(variances)}"
     if not (prefix.with_suffix(".zarr")).exists():
-        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=max(3, len(variances)),
-                                         group_variances=variances, seed=11), prefix)
+        simulate_cohort(
+            SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=max(3, len(variances)), group_variances=variances, seed=11),
+            prefix,
+        )
         convert("bed", prefix, prefix.with_suffix(".zarr"))
     return prefix
 
@@ -65,13 +67,18 @@ def report_row(report: dict, peak: int) -> dict:
     pcg = [h["pcg"]["iterations"] for h in report["history"] if "pcg" in h]
     kinds = report.get("passes_by_kind", {})
     return {
-        "load_s": report["timings"]["shard_load"], "fit_s": report["timings"]["total"],
+        "load_s": report["timings"]["shard_load"],
+        "fit_s": report["timings"]["total"],
         "post_reml_s": report["timings"]["post_reml"],
-        "iterations": report["iterations"], "passes": report["passes"],
+        "iterations": report["iterations"],
+        "passes": report["passes"],
         **{f"p_{k}": kinds.get(k, 0) for k in KINDS},
         "pcg_per_solve": float(np.mean(pcg)) if pcg else float("nan"),
-        "h2_total": report["h2_total"], "h2_se": report["h2_total_se"], "h2_mc_se": report["h2_total_mc_se"],
-        "converged": report["converged"], "driver_peak_GiB": peak / 2**30,
+        "h2_total": report["h2_total"],
+        "h2_se": report["h2_total_se"],
+        "h2_mc_se": report["h2_total_mc_se"],
+        "converged": report["converged"],
+        "driver_peak_GiB": peak / 2**30,
     }
 
 
@@ -103,8 +110,9 @@ def run(quick: bool, large: bool = False) -> list[dict]:
                         continue
                     t0 = time.perf_counter()
                     row = _fit(inputs, client, config)
-                    rows.append({"n": n, "m": m, "G": G, "workers": w, "path": label, **row,
-                                 "end_to_end_s": time.perf_counter() - t0})
+                    rows.append(
+                        {"n": n, "m": m, "G": G, "workers": w, "path": label, **row, "end_to_end_s": time.perf_counter() - t0}
+                    )
     return rows
 
 

@@ -86,9 +86,25 @@ def plink2_row(prefix: Path, pheno: Path, covar: Path, n_traits: int, m: int) ->
         return {**row, "note": "plink2 not on PATH: not run"}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([exe, "--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar),
-                        "--glm", "hide-covar", "--threads", str(WORKERS), "--out", f"{tmp}/p"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                exe,
+                "--bfile",
+                str(prefix),
+                "--pheno",
+                str(pheno),
+                "--covar",
+                str(covar),
+                "--glm",
+                "hide-covar",
+                "--threads",
+                str(WORKERS),
+                "--out",
+                f"{tmp}/p",
+            ],
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - t0
     return {**row, "wall_s": wall, "variants_per_s": m / wall}
 
@@ -121,11 +137,24 @@ def run(quick: bool, trait_counts: tuple[int, ...] = (1, N_TRAITS)) -> list[dict
                         runs.append((time.perf_counter() - t0, result.timings["pass"]))
                     wall, pass_s = min(runs)
                     gemm = min(gemm_seconds(m, n, C_obs.shape[1], C_dos.shape[1], W.shape[1]) for _ in range(REPEATS))
-                    rows.append({"tool": "dreml", "n": n, "m": m, "workers": WORKERS, "traits": k, "missing": missing,
-                                 "k_obs+k_dos+T": f"{C_obs.shape[1]}+{C_dos.shape[1]}+{W.shape[1]}",
-                                 "load_s": load_s, "wall_s": wall, "pass_s": pass_s,
-                                 "variants_per_s": m / wall, "gemm_s": gemm, "ratio": pass_s / gemm,
-                                 "lambda_gc": result.traits[0].lambda_gc})
+                    rows.append(
+                        {
+                            "tool": "dreml",
+                            "n": n,
+                            "m": m,
+                            "workers": WORKERS,
+                            "traits": k,
+                            "missing": missing,
+                            "k_obs+k_dos+T": f"{C_obs.shape[1]}+{C_dos.shape[1]}+{W.shape[1]}",
+                            "load_s": load_s,
+                            "wall_s": wall,
+                            "pass_s": pass_s,
+                            "variants_per_s": m / wall,
+                            "gemm_s": gemm,
+                            "ratio": pass_s / gemm,
+                            "lambda_gc": result.traits[0].lambda_gc,
+                        }
+                    )
     for k, path in sets.items():
         rows.append(plink2_row(prefix, path, covar, k, m))
     return rows

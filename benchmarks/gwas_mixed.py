@@ -52,8 +52,12 @@ def cohort(n: int, m: int) -> Path:
     """The simulated cohort (module docstring), converted once and cached under bench_out/."""
     prefix = ROOT / f"gwas_mixed_{n}x{m}"
     if not prefix.with_suffix(".zarr").exists():
-        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=4, group_variances=(0.5, 0.0),
-                                         phenotype_missing_rate=0.0, seed=21), prefix)
+        simulate_cohort(
+            SimulationConfig(
+                n_samples=n, n_variants=m, n_chromosomes=4, group_variances=(0.5, 0.0), phenotype_missing_rate=0.0, seed=21
+            ),
+            prefix,
+        )
         convert("bed", prefix, prefix.with_suffix(".zarr"))
     return prefix
 
@@ -62,9 +66,12 @@ def _summary(chrom: np.ndarray, chisq: np.ndarray) -> dict:
     ok = ~np.isnan(chisq)
     null = ok & np.isin(chrom, NULL_CHROMOSOMES)
     causal = ok & ~np.isin(chrom, NULL_CHROMOSOMES)
-    return {"lambda_gc_null_chr": float(np.median(chisq[null]) / CHI2_MEDIAN),
-            "lambda_gc_all": float(np.median(chisq[ok]) / CHI2_MEDIAN),
-            "mean_chi2_causal_chr": float(chisq[causal].mean()), "mean_chi2_null_chr": float(chisq[null].mean())}
+    return {
+        "lambda_gc_null_chr": float(np.median(chisq[null]) / CHI2_MEDIAN),
+        "lambda_gc_all": float(np.median(chisq[ok]) / CHI2_MEDIAN),
+        "mean_chi2_causal_chr": float(chisq[causal].mean()),
+        "mean_chi2_null_chr": float(chisq[null].mean()),
+    }
 
 
 def run(quick: bool) -> list[dict]:
@@ -79,8 +86,7 @@ def run(quick: bool) -> list[dict]:
         fitted = fit_prepared(inputs, client=client, config=FitConfig(seed=0))
         state = fitted.state
         base = {"n": len(inputs.data.y), "m": M, "workers": WORKERS, "h2_fit": fitted.h2_total}
-        rows.append({**base, "test": f"fit ({fitted.method})", "passes": fitted.passes,
-                     "seconds": time.perf_counter() - t0})
+        rows.append({**base, "test": f"fit ({fitted.method})", "passes": fitted.passes, "seconds": time.perf_counter() - t0})
         store = open_store(zarr)
         traits = load_traits(store.sample_id, pheno, pheno_names=[inputs.data.phenotype_name], covar=covar)
         t0 = time.perf_counter()
@@ -91,8 +97,9 @@ def run(quick: bool) -> list[dict]:
         with np.errstate(invalid="ignore"):
             chisq = np.where(trait.p > 0, stats.chi2.isf(np.where(trait.p > 0, trait.p, 1.0), 1), trait.t_stat**2)
         chisq[np.isnan(trait.p)] = np.nan
-        rows.append({**base, "test": "marginal", "passes": passes, "seconds": time.perf_counter() - t0,
-                     **_summary(marginal.chrom, chisq)})
+        rows.append(
+            {**base, "test": "marginal", "passes": passes, "seconds": time.perf_counter() - t0, **_summary(marginal.chrom, chisq)}
+        )
         check_fit_inputs(state, [store], traits)
         layout = loco_layout(state, [store])
         configs = [("mixed calibrated", MixedConfig(seed=0))]
@@ -102,10 +109,21 @@ def run(quick: bool) -> list[dict]:
             t0 = time.perf_counter()
             with loco_operator([store], layout, traits[0].sample_index, client=client) as op:
                 mixed = mixed_gwas(op, state, layout, traits, config=config)
-            factors = ", ".join(f"{c.contig}:{c.calibration_factor:.4g}+-{c.calibration_se:.2g}"
-                                for c in mixed.chromosomes) if not config.exact_denominator else ""
-            rows.append({**base, "test": name, "passes": mixed.passes, "seconds": time.perf_counter() - t0,
-                         **_summary(mixed.chrom, mixed.traits[0].chisq), "calibration": factors})
+            factors = (
+                ", ".join(f"{c.contig}:{c.calibration_factor:.4g}+-{c.calibration_se:.2g}" for c in mixed.chromosomes)
+                if not config.exact_denominator
+                else ""
+            )
+            rows.append(
+                {
+                    **base,
+                    "test": name,
+                    "passes": mixed.passes,
+                    "seconds": time.perf_counter() - t0,
+                    **_summary(mixed.chrom, mixed.traits[0].chisq),
+                    "calibration": factors,
+                }
+            )
     return rows
 
 
@@ -135,8 +153,16 @@ def run_large() -> list[dict]:
     with session(n_workers=WORKERS) as client:
         t0 = time.perf_counter()
         fitted = fit_prepared(inputs, client=client, config=FitConfig(seed=0, method="randomised"))
-        rows.append({"n": len(inputs.data.y), "m": 100000, "test": "fit", "traits": 1, "passes": fitted.passes,
-                     "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "n": len(inputs.data.y),
+                "m": 100000,
+                "test": "fit",
+                "traits": 1,
+                "passes": fitted.passes,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         layout = loco_layout(fitted.state, [store])
         for names, path in ((["t0"], many), ([f"t{k}" for k in range(10)], many)):
             traits = load_traits(store.sample_id, path, pheno_names=names, covar=covar)
@@ -147,11 +173,28 @@ def run_large() -> list[dict]:
                 mixed = mixed_gwas(op, fitted.state, layout, traits, config=MixedConfig(seed=0))
             seconds = time.perf_counter() - t0 - t_load
             for c in mixed.chromosomes:
-                rows.append({"n": len(inputs.data.y), "m": 100000, "test": f"mixed chr {c.contig}", "traits": len(names),
-                             "passes": c.passes, "calibration": f"{c.calibration_factor:.4g}+-{c.calibration_se:.2g}"})
-            rows.append({"n": len(inputs.data.y), "m": 100000, "test": "mixed total", "traits": len(names),
-                         "passes": mixed.passes, "seconds": seconds, "load_s": t_load,
-                         "lambda_gc": mixed.traits[0].lambda_gc})
+                rows.append(
+                    {
+                        "n": len(inputs.data.y),
+                        "m": 100000,
+                        "test": f"mixed chr {c.contig}",
+                        "traits": len(names),
+                        "passes": c.passes,
+                        "calibration": f"{c.calibration_factor:.4g}+-{c.calibration_se:.2g}",
+                    }
+                )
+            rows.append(
+                {
+                    "n": len(inputs.data.y),
+                    "m": 100000,
+                    "test": "mixed total",
+                    "traits": len(names),
+                    "passes": mixed.passes,
+                    "seconds": seconds,
+                    "load_s": t_load,
+                    "lambda_gc": mixed.traits[0].lambda_gc,
+                }
+            )
     return rows
 
 

@@ -26,17 +26,29 @@ def run(quick: bool, sizes: tuple[int, ...] = SIZES) -> list[dict]:
     with session(n_workers=2) as client:
         for n in (500, 1000) if quick else sizes:
             prefix = cohort(n, M // 4 if quick else M, (0.3, 0.2))
-            inputs = prepare_inputs(prefix.with_suffix(".zarr"), Path(f"{prefix}.pheno"), covar=Path(f"{prefix}.covar"),
-                                    components=ComponentChoice(spec=Path(f"{prefix}.components.tsv")))
+            inputs = prepare_inputs(
+                prefix.with_suffix(".zarr"),
+                Path(f"{prefix}.pheno"),
+                covar=Path(f"{prefix}.covar"),
+                components=ComponentChoice(spec=Path(f"{prefix}.components.tsv")),
+            )
             seconds = {}
             for method in ("exact", "randomised"):
                 t0 = time.perf_counter()
                 report = fit_prepared(inputs, client=client, config=replace(RANDOMISED, method=method)).to_dict()
                 seconds[method] = time.perf_counter() - t0
                 seconds[f"{method}_h2"] = report["h2_total"]
-            rows.append({"n": len(inputs.data.y), "m": M // 4 if quick else M, "exact_s": seconds["exact"],
-                         "randomised_s": seconds["randomised"], "exact / randomised": seconds["exact"] / seconds["randomised"],
-                         "h2 exact": seconds["exact_h2"], "h2 randomised": seconds["randomised_h2"]})
+            rows.append(
+                {
+                    "n": len(inputs.data.y),
+                    "m": M // 4 if quick else M,
+                    "exact_s": seconds["exact"],
+                    "randomised_s": seconds["randomised"],
+                    "exact / randomised": seconds["exact"] / seconds["randomised"],
+                    "h2 exact": seconds["exact_h2"],
+                    "h2 randomised": seconds["randomised_h2"],
+                }
+            )
     return rows
 
 
@@ -47,7 +59,11 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", type=lambda t: tuple(int(x) for x in t.split(",")), default=SIZES,
-                        help="comma-separated n (default %(default)s)")
+    parser.add_argument(
+        "--sizes",
+        type=lambda t: tuple(int(x) for x in t.split(",")),
+        default=SIZES,
+        help="comma-separated n (default %(default)s)",
+    )
     args = parser.parse_args()
     print(format_table(run(quick=args.quick, sizes=args.sizes)))

@@ -106,12 +106,21 @@ def pass_vs_gemm(store: Store, k: int, n_workers: int) -> dict:
         op.close()
         client.cluster.close()
     return {
-        "workers": n_workers, "n": n, "m": m, "k": k, "shards": n_shards,
-        "load_s": load_s, "pass_s": pass_s, "gemm_pair_s": gemm_s, "ratio": pass_s / gemm_s,
+        "workers": n_workers,
+        "n": n,
+        "m": m,
+        "k": k,
+        "shards": n_shards,
+        "load_s": load_s,
+        "pass_s": pass_s,
+        "gemm_pair_s": gemm_s,
+        "ratio": pass_s / gemm_s,
         "gflops": 4.0 * n * m * k / pass_s / 1e9,
         "bytes_per_genotype": sum(resident.values()) / (n * rows),
-        "peak_rss_gib": peak / 2**30, "shards_gib": max(resident.values()) / 2**30,
-        "decode_mib": scratch / 2**20, "budget_gib": budget / 2**30,
+        "peak_rss_gib": peak / 2**30,
+        "shards_gib": max(resident.values()) / 2**30,
+        "decode_mib": scratch / 2**20,
+        "budget_gib": budget / 2**30,
     }
 
 
@@ -126,8 +135,13 @@ def latency(store: Store, n_workers: int, shard_variants: int) -> dict:
         n_shards = len(op.shards)
         op.close()
         client.cluster.close()
-    return {"workers": n_workers, "n": store.n_samples, "shards": n_shards, "pass_s": pass_s,
-            "ms_per_shard": 1e3 * pass_s / n_shards}
+    return {
+        "workers": n_workers,
+        "n": store.n_samples,
+        "shards": n_shards,
+        "pass_s": pass_s,
+        "ms_per_shard": 1e3 * pass_s / n_shards,
+    }
 
 
 def run(quick: bool) -> list[dict]:

@@ -52,10 +52,14 @@ def _fit_row(op: GRMOperator, y, X, config: FitConfig) -> dict:
     result = fit_reml(op, y, X, config)
     pcg = [h["pcg"]["iterations"] for h in result.history if "pcg" in h]
     return {
-        "time_s": time.perf_counter() - t0, "iterations": result.iterations, "passes": result.passes,
+        "time_s": time.perf_counter() - t0,
+        "iterations": result.iterations,
+        "passes": result.passes,
         **{f"p_{k}": result.passes_by_kind.get(k, 0) for k in ("setup", "score", "warm_start", "information", "final")},
-        "pcg_iters_per_solve": float(np.mean(pcg)) if pcg else float("nan"), "h2_total": result.h2_total,
-        "loglik": result.loglik, "converged": result.converged,
+        "pcg_iters_per_solve": float(np.mean(pcg)) if pcg else float("nan"),
+        "h2_total": result.h2_total,
+        "loglik": result.loglik,
+        "converged": result.converged,
     }
 
 
@@ -75,8 +79,9 @@ def run(quick: bool, operator_factory: OperatorFactory = dense_factory) -> list[
             ("randomised, rank 64", replace(RANDOMISED, precond_rank=64)),
             ("exact", replace(RANDOMISED, method="exact")),
         ):
-            rows.append({"genotypes": "LD" if ld else "no LD", "n": n, "m": m, "G": G, "path": label,
-                         **_fit_row(op, y, X, config)})
+            rows.append(
+                {"genotypes": "LD" if ld else "no LD", "n": n, "m": m, "G": G, "path": label, **_fit_row(op, y, X, config)}
+            )
     return rows
 
 

@@ -13,7 +13,20 @@ import time
 
 import psutil
 
-MODULES = ("benchmarks.convert", "benchmarks.operator", "benchmarks.reml", "benchmarks.validation", "benchmarks.fit", "benchmarks.method", "benchmarks.cv", "benchmarks.eigen", "benchmarks.gwas", "benchmarks.gwas_mixed", "benchmarks.traits", "benchmarks.sparse")
+MODULES = (
+    "benchmarks.convert",
+    "benchmarks.operator",
+    "benchmarks.reml",
+    "benchmarks.validation",
+    "benchmarks.fit",
+    "benchmarks.method",
+    "benchmarks.cv",
+    "benchmarks.eigen",
+    "benchmarks.gwas",
+    "benchmarks.gwas_mixed",
+    "benchmarks.traits",
+    "benchmarks.sparse",
+)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -307,9 +307,7 @@ def fit_time(s: Scenario, w: Workload, gpu: Gpu = Gpu()) -> FitTime:
     """A scenario's fit: placement, one pass, passes per fit and the genotype load."""
     a = s.assumptions
     load = w.n * w.m / (a.load_bytes_per_s_per_thread * a.load_threads)
-    return FitTime(
-        s, placement(w, s.gpus, s.residency, a, gpu), pass_time(w, s.gpus, s.residency, a, gpu), w.passes, load
-    )
+    return FitTime(s, placement(w, s.gpus, s.residency, a, gpu), pass_time(w, s.gpus, s.residency, a, gpu), w.passes, load)
 
 
 def goal_scenarios() -> list[Scenario]:
@@ -324,7 +322,10 @@ def goal_scenarios() -> list[Scenario]:
         Scenario("(a) same, today's tree: 8 partials/GPU", 8, "resident", a8, replace(base, partials_per_gpu=8)),
         Scenario("(a) same, direct scatter/gather", 8, "resident", a8, replace(base, relay_hops=1)),
         Scenario(
-            "(a) same, direct + NVLink collectives", 8, "resident", a8,
+            "(a) same, direct + NVLink collectives",
+            8,
+            "resident",
+            a8,
             replace(base, relay_hops=1, collectives="nvlink"),
         ),
         Scenario("(b) 1 GPU streamed, int8", 1, "streamed", b1),
@@ -422,7 +423,8 @@ def main() -> None:
     parser.add_argument("--passes", type=float, default=PASSES_PER_FIT, help="passes per fit (measured count)")
     parser.add_argument("--columns", type=float, default=COLUMNS_PER_PASS, help="average columns per pass")
     parser.add_argument(
-        "--measure-host", action="store_true",
+        "--measure-host",
+        action="store_true",
         help="time one n x k block's Dask TCP hop, relayed gather and NumPy sum on this machine",
     )
     args = parser.parse_args()

@@ -36,8 +36,10 @@ def traits_cohort(n: int, m: int, variances: tuple[float, ...], traits: int) -> 
     """Simulated cohort with `traits` traits, converted once and cached under bench_out/."""
     prefix = ROOT / f"traits_{n}x{m}_t{traits}"
     if not prefix.with_suffix(".zarr").exists():
-        simulate_cohort(SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=3, group_variances=variances,
-                                         n_traits=traits, seed=11), prefix)
+        simulate_cohort(
+            SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=3, group_variances=variances, n_traits=traits, seed=11),
+            prefix,
+        )
         convert("bed", prefix, prefix.with_suffix(".zarr"))
     return prefix
 
@@ -48,8 +50,15 @@ def run(quick: bool, trait_counts: tuple[int, ...] = TRAIT_COUNTS) -> list[dict]
     rows, base = [], None
 
     def fit(T: int, client):
-        inputs = [prepare_inputs(prefix.with_suffix(".zarr"), prefix.with_suffix(".pheno"), pheno_name=f"trait{t + 1}",
-                                 covar=CovariateFile(prefix.with_suffix(".covar"))) for t in range(T)]
+        inputs = [
+            prepare_inputs(
+                prefix.with_suffix(".zarr"),
+                prefix.with_suffix(".pheno"),
+                pheno_name=f"trait{t + 1}",
+                covar=CovariateFile(prefix.with_suffix(".covar")),
+            )
+            for t in range(T)
+        ]
         return fit_traits_prepared(inputs, client=client, config=FitConfig(method="randomised", seed=0))
 
     with session(n_workers=WORKERS, threads_per_worker=1) as client:
@@ -57,12 +66,24 @@ def run(quick: bool, trait_counts: tuple[int, ...] = TRAIT_COUNTS) -> list[dict]
         for T in trait_counts:
             outcome = fit(T, client)
             h2 = np.array([r.h2_total for r in outcome.results])
-            row = {"n": size["n"], "m": size["m"], "traits": T, "passes": outcome.passes - 1,
-                   "fits_s": outcome.timings["fits"], "converged": sum(r.converged for r in outcome.results),
-                   "h2_mean": float(h2.mean()), "h2_sd": float(h2.std(ddof=1)) if T > 1 else float("nan")}
+            row = {
+                "n": size["n"],
+                "m": size["m"],
+                "traits": T,
+                "passes": outcome.passes - 1,
+                "fits_s": outcome.timings["fits"],
+                "converged": sum(r.converged for r in outcome.results),
+                "h2_mean": float(h2.mean()),
+                "h2_sd": float(h2.std(ddof=1)) if T > 1 else float("nan"),
+            }
             base = base or row
-            row.update({"passes_ratio": row["passes"] / base["passes"], "time_ratio": row["fits_s"] / base["fits_s"],
-                        "alone_s": T * base["fits_s"]})
+            row.update(
+                {
+                    "passes_ratio": row["passes"] / base["passes"],
+                    "time_ratio": row["fits_s"] / base["fits_s"],
+                    "alone_s": T * base["fits_s"],
+                }
+            )
             rows.append(row)
             print(format_table([row]), flush=True)
     return rows

@@ -41,13 +41,29 @@ def run(quick: bool, sweep: tuple[int, ...] = ()) -> list[dict]:
             fits = [fit_reml(op, y, X, FitConfig(method="randomised", seed=s, n_probes=B)) for s in range(seeds)]
             errors = np.array([(f.h2 - exact.h2) / exact.h2_se for f in fits])  # shape: (seeds, G)
             if sweep:
-                rows.append({"G": G, "n_probes": B, "sd_error_SE": np.round(errors.std(axis=0), 3).tolist(),
-                             "mean_mc_se_SE": np.round(np.mean([f.h2_mc_se / exact.h2_se for f in fits], axis=0), 3).tolist(),
-                             "max_abs_error_SE": float(np.abs(errors).max()), "mean_passes": float(np.mean([f.passes for f in fits]))})
+                rows.append(
+                    {
+                        "G": G,
+                        "n_probes": B,
+                        "sd_error_SE": np.round(errors.std(axis=0), 3).tolist(),
+                        "mean_mc_se_SE": np.round(np.mean([f.h2_mc_se / exact.h2_se for f in fits], axis=0), 3).tolist(),
+                        "max_abs_error_SE": float(np.abs(errors).max()),
+                        "mean_passes": float(np.mean([f.passes for f in fits])),
+                    }
+                )
                 continue
-            rows += [{"G": G, "probe_seed": s, "error_SE": np.round(e, 3).tolist(), "d_loglik": round(f.loglik - exact.loglik, 2),
-                      "passes": f.passes, "iterations": f.iterations, "converged": f.converged}
-                     for s, (f, e) in enumerate(zip(fits, errors))]
+            rows += [
+                {
+                    "G": G,
+                    "probe_seed": s,
+                    "error_SE": np.round(e, 3).tolist(),
+                    "d_loglik": round(f.loglik - exact.loglik, 2),
+                    "passes": f.passes,
+                    "iterations": f.iterations,
+                    "converged": f.converged,
+                }
+                for s, (f, e) in enumerate(zip(fits, errors))
+            ]
     return rows
 
 
@@ -58,7 +74,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sweep", type=lambda t: tuple(int(x) for x in t.split(",")), default=(),
-                        help="probe counts to sweep, e.g. 30,60,100")
+    parser.add_argument(
+        "--sweep", type=lambda t: tuple(int(x) for x in t.split(",")), default=(), help="probe counts to sweep, e.g. 30,60,100"
+    )
     args = parser.parse_args()
     print(format_table(run(quick=args.quick, sweep=args.sweep)))

@@ -138,8 +138,14 @@ def connect(
     threads = sum(w.get("nthreads", 0) for w in workers.values())
     gpus = [w["gpu"]["name"] for w in workers.values() if w.get("gpu")]  # set where workers see NVML
     dashboard = client.dashboard_link if address is not None or dashboard_address is not None else "disabled"
-    logger.info("connected to %s with %d worker(s), %d thread(s), GPUs: %s; dashboard: %s", client.scheduler.address,
-                len(workers), threads, ", ".join(gpus) or "none", dashboard)
+    logger.info(
+        "connected to %s with %d worker(s), %d thread(s), GPUs: %s; dashboard: %s",
+        client.scheduler.address,
+        len(workers),
+        threads,
+        ", ".join(gpus) or "none",
+        dashboard,
+    )
     return client
 
 
@@ -154,10 +160,15 @@ def _local_cluster(
     if _dask_cuda_available():
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(**local_cuda_cluster_options(
-            n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-            device_memory_limit=device_memory_limit, dashboard_address=dashboard_address,
-        ))
+        return LocalCUDACluster(
+            **local_cuda_cluster_options(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                memory_limit=memory_limit,
+                device_memory_limit=device_memory_limit,
+                dashboard_address=dashboard_address,
+            )
+        )
     workers = n_workers or _default_cpu_workers(threads_per_worker)
     if memory_limit is None:
         memory_limit = int(0.9 * psutil.virtual_memory().total / workers)
@@ -183,8 +194,7 @@ def _wait_for_workers(client: Client, expected: int, timeout: float) -> None:
         if cluster is not None:
             cluster.close()
         raise ClusterError(
-            f"{arrived} of {expected} expected Dask worker(s) arrived at the scheduler {address} "
-            f"within {timeout:g} s"
+            f"{arrived} of {expected} expected Dask worker(s) arrived at the scheduler {address} within {timeout:g} s"
         ) from None
 
 

@@ -77,8 +77,12 @@ class CVOptions:
             raise InputError(f"--folds {self.folds} is more than the {n} analysed samples (each fold needs one)")
 
     def to_dict(self) -> dict:
-        return {"folds": int(self.folds), "seed": int(self.seed), "fixed_variance": self.fixed_variance,
-                "fold_file": None if self.fold_file is None else str(self.fold_file)}
+        return {
+            "folds": int(self.folds),
+            "seed": int(self.seed),
+            "fixed_variance": self.fixed_variance,
+            "fold_file": None if self.fold_file is None else str(self.fold_file),
+        }
 
 
 def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
@@ -130,8 +134,10 @@ def read_fold_file(path: str | Path, iid: np.ndarray) -> np.ndarray:
             entries[sample] = (label, number)
     missing = [str(s) for s in iid if s not in entries]
     if missing:
-        raise InputError(f"{path}: no fold for {len(missing)} of the {len(iid)} analysed samples, e.g. IID "
-                         f"{missing[0]!r} (every analysed sample needs a line 'FID IID fold')")
+        raise InputError(
+            f"{path}: no fold for {len(missing)} of the {len(iid)} analysed samples, e.g. IID "
+            f"{missing[0]!r} (every analysed sample needs a line 'FID IID fold')"
+        )
     return np.array([entries[s][0] for s in iid], dtype=np.int64)
 
 
@@ -145,8 +151,9 @@ def fold_labels(options: CVOptions, iid: np.ndarray) -> np.ndarray:
     labels = read_fold_file(options.fold_file, iid)
     found = np.unique(labels).size
     if found != options.folds:
-        raise InputError(f"{options.fold_file}: {found} distinct fold(s) among the {n} analysed samples, "
-                         f"but --folds is {options.folds}")
+        raise InputError(
+            f"{options.fold_file}: {found} distinct fold(s) among the {n} analysed samples, but --folds is {options.folds}"
+        )
     return labels
 
 
@@ -167,7 +174,7 @@ class Metrics:
     mse: float
 
     @classmethod
-    def of(cls, observed: np.ndarray, predicted: np.ndarray) -> "Metrics":
+    def of(cls, observed: np.ndarray, predicted: np.ndarray) -> Metrics:
         residual = observed - predicted
         sse = float(residual @ residual)
         centred = observed - observed.mean()
@@ -175,8 +182,7 @@ class Metrics:
         p = predicted - predicted.mean()
         scale = np.sqrt(sst * float(p @ p))
         r = float(centred @ p) / scale if scale > 0 else float("nan")
-        return cls(n=int(observed.size), correlation=r, r2=1.0 - sse / sst if sst > 0 else float("nan"),
-                   mse=sse / observed.size)
+        return cls(n=int(observed.size), correlation=r, r2=1.0 - sse / sst if sst > 0 else float("nan"), mse=sse / observed.size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -213,9 +219,19 @@ class FoldResult:
     iterations: int = 0
 
     def to_dict(self) -> dict:
-        return {"fold": self.label, "n_train": self.n_train, "n_test": self.n_test, "theta": self.theta.tolist(),
-                "h2": self.h2, **self.metrics.to_dict(), "passes": self.passes, "seconds": self.seconds,
-                "converged": self.converged, "status": self.status, "iterations": self.iterations}
+        return {
+            "fold": self.label,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "theta": self.theta.tolist(),
+            "h2": self.h2,
+            **self.metrics.to_dict(),
+            "passes": self.passes,
+            "seconds": self.seconds,
+            "converged": self.converged,
+            "status": self.status,
+            "iterations": self.iterations,
+        }
 
 
 @dataclass(frozen=True)
@@ -262,12 +278,18 @@ class CVResult:
     def to_dict(self) -> dict:
         """Per-fold and pooled metrics and the record of the run, JSON-serialisable."""
         return {
-            "components": list(self.names), "mode": "fixed_variance" if self.fixed_variance else "refit",
+            "components": list(self.names),
+            "mode": "fixed_variance" if self.fixed_variance else "refit",
             "folds": [f.to_dict() for f in self.folds],
             "pooled": {**self.pooled.to_dict(), "converged": self.converged, "status": self.status},
-            "theta": None if self.theta is None else self.theta.tolist(), "full_fit": self.full_fit,
-            "passes": self.passes, "passes_per_fold": [f.passes for f in self.folds], "seed": self.seed,
-            "config": self.config.to_dict(), "timings": self.timings, "dashboard": self.dashboard,
+            "theta": None if self.theta is None else self.theta.tolist(),
+            "full_fit": self.full_fit,
+            "passes": self.passes,
+            "passes_per_fold": [f.passes for f in self.folds],
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "timings": self.timings,
+            "dashboard": self.dashboard,
             "inputs": self.inputs,
         }
 
@@ -322,17 +344,30 @@ def cross_validate(
         config = dataclasses.replace(config, seed=fresh_seed())
     names = tuple(operator.component_names) + ("residual",)
     dashboard = getattr(getattr(operator, "client", None), "dashboard_link", None)
-    logger.info("%d-fold cross-validation (%s) of GBLUP on %d samples, %d component(s); seed %d; dashboard: %s",
-                labels.size, "fixed variance" if fixed_variance else "refit per fold", n, operator.n_components,
-                config.seed, dashboard)
+    logger.info(
+        "%d-fold cross-validation (%s) of GBLUP on %d samples, %d component(s); seed %d; dashboard: %s",
+        labels.size,
+        "fixed variance" if fixed_variance else "refit per fold",
+        n,
+        operator.n_components,
+        config.seed,
+        dashboard,
+    )
     start_passes = operator.passes
     full_fit, t_full = None, 0.0
     if fixed_variance and theta is None:
         full = fit_reml(operator, y, X, config)
         t_full = time.perf_counter() - t0
         theta = full.theta
-        full_fit = {"iterations": full.iterations, "passes": full.passes, "converged": full.converged,
-                    "status": full.status, "method": full.method, "seconds": t_full, "h2": _h2(theta)}
+        full_fit = {
+            "iterations": full.iterations,
+            "passes": full.passes,
+            "converged": full.converged,
+            "status": full.status,
+            "method": full.method,
+            "seconds": t_full,
+            "h2": _h2(theta),
+        }
         logger.info("fit on all %d samples: h2 %.4f, %d passes, %s", n, _h2(theta), full.passes, full.status)
     if theta is not None:
         theta = np.asarray(theta, dtype=np.float64)
@@ -347,8 +382,9 @@ def cross_validate(
         try:
             if fixed_variance:
                 theta_f, iterations = theta, 0
-                effects: Effects = effects_at(training, y[train], X[train], theta_f, tol=config.pcg_tol,
-                                              max_iter=config.pcg_max_iter)
+                effects: Effects = effects_at(
+                    training, y[train], X[train], theta_f, tol=config.pcg_tol, max_iter=config.pcg_max_iter
+                )
                 converged, status = effects.status == "converged", effects.status
             else:
                 fit = fit_reml(training, y[train], X[train], config)
@@ -360,27 +396,64 @@ def cross_validate(
         genetic = np.asarray(operator.matmat(training.pad(effects.Py), weights=theta_f[:-1]), dtype=np.float64)
         predicted[test] = X[test] @ effects.beta + genetic[test]
         result = FoldResult(
-            label=int(label), n_train=int(train.size), n_test=int(test.size), theta=np.array(theta_f), h2=_h2(theta_f),
-            metrics=Metrics.of(y[test], predicted[test]), passes=operator.passes - before,
-            seconds=time.perf_counter() - t_fold, converged=bool(converged), status=status, iterations=iterations,
+            label=int(label),
+            n_train=int(train.size),
+            n_test=int(test.size),
+            theta=np.array(theta_f),
+            h2=_h2(theta_f),
+            metrics=Metrics.of(y[test], predicted[test]),
+            passes=operator.passes - before,
+            seconds=time.perf_counter() - t_fold,
+            converged=bool(converged),
+            status=status,
+            iterations=iterations,
         )
         results.append(result)
-        logger.info("fold %d/%d (label %d): %d train, %d test, h2 %.4f, r %.4f, R2 %.4f, %d passes, %.1f s%s",
-                    f + 1, labels.size, label, train.size, test.size, result.h2, result.metrics.correlation,
-                    result.metrics.r2, result.passes, result.seconds, "" if converged else f", NOT CONVERGED: {status}")
+        logger.info(
+            "fold %d/%d (label %d): %d train, %d test, h2 %.4f, r %.4f, R2 %.4f, %d passes, %.1f s%s",
+            f + 1,
+            labels.size,
+            label,
+            train.size,
+            test.size,
+            result.h2,
+            result.metrics.correlation,
+            result.metrics.r2,
+            result.passes,
+            result.seconds,
+            "" if converged else f", NOT CONVERGED: {status}",
+        )
     problems = [f"fold {r.label}: {r.status}" for r in results if not r.converged]
     if full_fit is not None and not full_fit["converged"]:
         problems.insert(0, f"fit on all samples: {full_fit['status']}")
     pooled = Metrics.of(y, predicted)
     total = time.perf_counter() - t0
-    logger.info("pooled over %d samples: r %.4f, R2 %.4f, MSE %.4g; %d passes, %.1f s", n, pooled.correlation,
-                pooled.r2, pooled.mse, operator.passes - start_passes, total)
+    logger.info(
+        "pooled over %d samples: r %.4f, R2 %.4f, MSE %.4g; %d passes, %.1f s",
+        n,
+        pooled.correlation,
+        pooled.r2,
+        pooled.mse,
+        operator.passes - start_passes,
+        total,
+    )
     return CVResult(
-        names=names, folds=tuple(results), pooled=pooled, converged=not problems,
+        names=names,
+        folds=tuple(results),
+        pooled=pooled,
+        converged=not problems,
         status="converged" if not problems else "not converged: " + "; ".join(problems),
-        fixed_variance=fixed_variance, theta=theta if fixed_variance else None, full_fit=full_fit, fold=folds,
-        observed=y, predicted=predicted, passes=operator.passes - start_passes, seed=config.seed, config=config,
-        timings={"full_fit": t_full, "folds": total - t_full, "total": total}, dashboard=dashboard,
+        fixed_variance=fixed_variance,
+        theta=theta if fixed_variance else None,
+        full_fit=full_fit,
+        fold=folds,
+        observed=y,
+        predicted=predicted,
+        passes=operator.passes - start_passes,
+        seed=config.seed,
+        config=config,
+        timings={"full_fit": t_full, "folds": total - t_full, "total": total},
+        dashboard=dashboard,
     )
 
 
@@ -410,14 +483,25 @@ def cross_validate_prepared(
     if config.seed is None:
         config = dataclasses.replace(config, seed=options.seed)
     with GenotypeOperator(
-        inputs.stores, inputs.spec, data.sample_index, client=client, dtype=np.dtype(config.worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+        inputs.stores,
+        inputs.spec,
+        data.sample_index,
+        client=client,
+        dtype=np.dtype(config.worker_dtype),
+        memory_budget=memory_budget,
+        min_maf=min_maf,
+        max_missing=max_missing,
+        frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0
         result = cross_validate(operator, data.y, data.X, folds, config=config, fixed_variance=options.fixed_variance)
         description = {
-            **inputs.description, "min_maf": min_maf, "max_missing": max_missing, "options": options.to_dict(),
-            "m": [int(m) for m in operator.m], "n_samples": int(len(data.y)),
+            **inputs.description,
+            "min_maf": min_maf,
+            "max_missing": max_missing,
+            "options": options.to_dict(),
+            "m": [int(m) for m in operator.m],
+            "n_samples": int(len(data.y)),
             "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
         }
     timings = {**result.timings, "shard_load": t_load, "end_to_end": time.perf_counter() - t0}

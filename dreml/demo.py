@@ -42,8 +42,7 @@ def hold_out(pheno: Path, out: Path, fraction: float, seed: int) -> Path:
     lines = pheno.read_text().splitlines()
     rng = np.random.default_rng(seed)
     held = rng.random(len(lines) - 1) < fraction
-    rows = [line if not h else " ".join(line.split()[:2] + ["NA"] * (len(line.split()) - 2))
-            for line, h in zip(lines[1:], held)]
+    rows = [line if not h else " ".join(line.split()[:2] + ["NA"] * (len(line.split()) - 2)) for line, h in zip(lines[1:], held)]
     atomic_write_text(out, "\n".join([lines[0]] + rows) + "\n")
     return out
 
@@ -56,8 +55,10 @@ def held_out_accuracy(report, prediction, pheno: Path, covar: Path, train_iid: n
     predicted = data.X[test] @ beta + prediction.total[data.sample_index[test]]
     r = float(np.corrcoef(predicted, data.y[test])[0, 1])
     r_genetic = float(np.corrcoef(prediction.total[data.sample_index[test]], data.y[test] - data.X[test] @ beta)[0, 1])
-    return (f"{int(test.sum())} held-out samples: r(prediction, phenotype) = {r:.3f}; "
-            f"r(genetic score, phenotype - X beta) = {r_genetic:.3f}")
+    return (
+        f"{int(test.sum())} held-out samples: r(prediction, phenotype) = {r:.3f}; "
+        f"r(genetic score, phenotype - X beta) = {r_genetic:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         # a fifth of the samples are held out of the fit, to be predicted in step 4
         train_pheno = hold_out(out / "cohort.pheno", out / "cohort.train.pheno", 0.2, args.seed)
         report = fit(
-            out / "cohort.zarr", train_pheno, covar=out / "cohort.covar",
-            components=ComponentChoice(spec=out / "cohort.components.tsv"), client=client,
+            out / "cohort.zarr",
+            train_pheno,
+            covar=out / "cohort.covar",
+            components=ComponentChoice(spec=out / "cohort.components.tsv"),
+            client=client,
             config=FitConfig(seed=args.seed, method="randomised"),
         )
         write_outputs(report, out / "fit", plot=True, reml_est_fix=True, reml_pred_rand=True, blup_snp=True)
@@ -102,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         prediction = predict(report.state, out / "cohort.zarr", client=client, keep_ambiguous=True)
     atomic_write_text(out / "predict.score.tsv", prediction.score_tsv_text())
     print(held_out_accuracy(report, prediction, out / "cohort.pheno", out / "cohort.covar", report.state.sample_iid))
-    print(f"\nfiles in {out}/: cohort.{{bed,bim,fam,pheno,covar}}, cohort.zarr, "
-          "fit.{hsq,json,history.tsv,fit.npz,indi.blp,snp.blp,png}, predict.score.tsv")
+    print(
+        f"\nfiles in {out}/: cohort.{{bed,bim,fam,pheno,covar}}, cohort.zarr, "
+        "fit.{hsq,json,history.tsv,fit.npz,indi.blp,snp.blp,png}, predict.score.tsv"
+    )
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -218,11 +218,17 @@ class EigenResult:
         """Every field but `eigenvectors` (n x k: written to the .eigenvec file) as strict JSON
         types: an infinite residual becomes None (JSON has no infinity)."""
         return {
-            "eigenvalues": self.eigenvalues.tolist(), "residuals": _finite_or_none(self.residuals),
+            "eigenvalues": self.eigenvalues.tolist(),
+            "residuals": _finite_or_none(self.residuals),
             "weights": dict(zip(self.component_names, self.weights.tolist())),
-            "iterations": self.iterations, "passes": self.passes, "converged": self.converged,
-            "status": self.status, "seed": self.seed, "config": self.config.to_dict(),
-            "history": _finite_or_none(np.array(self.history)), "timings": dict(self.timings),
+            "iterations": self.iterations,
+            "passes": self.passes,
+            "converged": self.converged,
+            "status": self.status,
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "history": _finite_or_none(np.array(self.history)),
+            "timings": dict(self.timings),
             "restarts": self.restarts,
         }
 
@@ -305,8 +311,9 @@ def top_eigenpairs(
     Raises:
         ValueError: invalid settings, rank >= n, rank + oversampling > n, or bad weights.
     """
-    config = EigenConfig(rank=rank, oversampling=oversampling, tol=tol, max_iter=max_iter, seed=seed,
-                         method=method, max_basis=max_basis)
+    config = EigenConfig(
+        rank=rank, oversampling=oversampling, tol=tol, max_iter=max_iter, seed=seed, method=method, max_basis=max_basis
+    )
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
     n = operator.shape[0]
@@ -321,16 +328,34 @@ def top_eigenpairs(
     seconds = time.perf_counter() - t0
     k = config.rank
     return EigenResult(
-        eigenvalues=theta[:k], eigenvectors=_fix_signs(U[:, :k]), residuals=relative, weights=w,
-        component_names=tuple(operator.component_names), iterations=len(history),
-        passes=operator.passes - passes0, converged=status == "converged", status=status, seed=config.seed,
-        config=config, history=tuple(history), timings={"iterations": seconds}, restarts=restarts,
+        eigenvalues=theta[:k],
+        eigenvectors=_fix_signs(U[:, :k]),
+        residuals=relative,
+        weights=w,
+        component_names=tuple(operator.component_names),
+        iterations=len(history),
+        passes=operator.passes - passes0,
+        converged=status == "converged",
+        status=status,
+        seed=config.seed,
+        config=config,
+        history=tuple(history),
+        timings={"iterations": seconds},
+        restarts=restarts,
     )
 
 
 def _log(config: EigenConfig, iteration: int, relative: np.ndarray, extra: str = "") -> None:
-    logger.info("eigen %s iteration %d: max relative residual %.3g (%d of %d below %.3g)%s", config.method,
-                iteration, float(relative.max()), int(np.sum(relative <= config.tol)), config.rank, config.tol, extra)
+    logger.info(
+        "eigen %s iteration %d: max relative residual %.3g (%d of %d below %.3g)%s",
+        config.method,
+        iteration,
+        float(relative.max()),
+        int(np.sum(relative <= config.tol)),
+        config.rank,
+        config.tol,
+        extra,
+    )
 
 
 def _not_converged(config: EigenConfig, history: list[float], relative: np.ndarray) -> str:
@@ -395,7 +420,7 @@ def _krylov(operator: GRMOperator, w: np.ndarray, Q0: np.ndarray, config: EigenC
     n, b = Q0.shape
     k = config.rank
     cap = min(config.max_basis, n)
-    Q = np.empty((n, cap))   # orthonormal basis [Q_0 .. Q_i]
+    Q = np.empty((n, cap))  # orthonormal basis [Q_0 .. Q_i]
     KQ = np.empty((n, cap))  # its products [Y_0 .. Y_i]
     B = np.empty((cap, cap))  # Q^T K Q, grown one block at a time
     history: list[float] = []
@@ -406,11 +431,11 @@ def _krylov(operator: GRMOperator, w: np.ndarray, Q0: np.ndarray, config: EigenC
     for iteration in range(1, config.max_iter + 1):
         Y = np.asarray(operator.matmat(block, weights=w), dtype=np.float64)
         r = block.shape[1]
-        Q[:, c:c + r], KQ[:, c:c + r] = block, Y
-        cross = Q[:, :c + r].T @ Y  # (c + r) x r: the new block column of B
-        B[:c + r, c:c + r] = cross
-        B[c:c + r, :c] = cross[:c].T
-        B[c:c + r, c:c + r] = (cross[c:] + cross[c:].T) / 2  # symmetrised: Y carries the workers' rounding
+        Q[:, c : c + r], KQ[:, c : c + r] = block, Y
+        cross = Q[:, : c + r].T @ Y  # (c + r) x r: the new block column of B
+        B[: c + r, c : c + r] = cross
+        B[c : c + r, :c] = cross[:c].T
+        B[c : c + r, c : c + r] = (cross[c:] + cross[c:].T) / 2  # symmetrised: Y carries the workers' rounding
         c += r
         # top b Ritz pairs of K on span(Q) (all c when c <= b)
         top = min(b, c)
@@ -433,17 +458,24 @@ def _krylov(operator: GRMOperator, w: np.ndarray, Q0: np.ndarray, config: EigenC
             # thick restart: the top b Ritz vectors and their known products; the residuals
             # K U - U Theta span the continuation of the Krylov space (no pass)
             restarts += 1
-            logger.info("eigen krylov: basis at %d of max_basis = %d columns, restart %d from the top %d Ritz vectors",
-                        c, cap, restarts, top)
+            logger.info(
+                "eigen krylov: basis at %d of max_basis = %d columns, restart %d from the top %d Ritz vectors",
+                c,
+                cap,
+                restarts,
+                top,
+            )
             Q[:, :top], KQ[:, :top] = U, KU
             B[:top, :top] = np.diag(theta)
             c = top
             candidate = KU - U * theta
-        block = _new_block(Q[:, :c], candidate)[:, :cap - c]
+        block = _new_block(Q[:, :c], candidate)[:, : cap - c]
         if block.shape[1] == 0:
             # span(Q) is invariant under K: the Ritz pairs are exact to rounding
-            status = (f"not converged: the Krylov space became invariant (basis {c} columns) with largest "
-                      f"relative residual {history[-1]:.3g} > tol = {config.tol:g}, the rounding floor of the "
-                      f"products; raise tol or use --worker-dtype float64")
+            status = (
+                f"not converged: the Krylov space became invariant (basis {c} columns) with largest "
+                f"relative residual {history[-1]:.3g} > tol = {config.tol:g}, the rounding floor of the "
+                f"products; raise tol or use --worker-dtype float64"
+            )
             break
     return theta, U, relative, history, restarts, status

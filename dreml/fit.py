@@ -78,12 +78,19 @@ def variant_table(operator: GenotypeOperatorBase) -> VariantTable:
     for g, (idx, st) in enumerate(zip(layout.components.variant_indices, layout.components.stores)):
         store = layout.stores[st]
         alleles = store.variant_allele[idx]
-        rows.append({
-            "component": np.full(len(idx), g), "store": np.full(len(idx), st), "index": idx,
-            "id": store.variant_id[idx], "contig": store.contig_id[store.variant_contig[idx]],
-            "position": store.variant_position[idx], "ref": alleles[:, 0], "alt": alleles[:, 1],
-            "frequency": layout.frequencies[st][idx],
-        })
+        rows.append(
+            {
+                "component": np.full(len(idx), g),
+                "store": np.full(len(idx), st),
+                "index": idx,
+                "id": store.variant_id[idx],
+                "contig": store.contig_id[store.variant_contig[idx]],
+                "position": store.variant_position[idx],
+                "ref": alleles[:, 0],
+                "alt": alleles[:, 1],
+                "frequency": layout.frequencies[st][idx],
+            }
+        )
     return VariantTable(**{k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
 
 
@@ -117,45 +124,93 @@ def resolve_dropped(names: Sequence[str], requested: Sequence[str]) -> list[int]
         elif item.isdigit() and 1 <= int(item) <= len(names):
             out.append(int(item) - 1)
         else:
-            raise InputError(f"--reml-lrt: no component {item!r} (expected a number 1..{len(names)} or one of {', '.join(names)})")
+            raise InputError(
+                f"--reml-lrt: no component {item!r} (expected a number 1..{len(names)} or one of {', '.join(names)})"
+            )
     if len(set(out)) != len(out):
         raise InputError(f"--reml-lrt: a component is named twice in {' '.join(map(str, requested))}")
     return out
 
 
-def build_result(result: RemlResult, operator: GenotypeOperatorBase, data: AnalysisData, inputs: dict,
-                 lrt: LikelihoodRatioTest | None, snp_effect: np.ndarray | None) -> FitResult:
+def build_result(
+    result: RemlResult,
+    operator: GenotypeOperatorBase,
+    data: AnalysisData,
+    inputs: dict,
+    lrt: LikelihoodRatioTest | None,
+    snp_effect: np.ndarray | None,
+) -> FitResult:
     """The typed report and state of a fit (keys documented in docs/cli.md)."""
     G = len(result.names) - 1
     m = [int(x) for x in operator.m]
     components = tuple(
-        ComponentEstimate(name=result.names[g], m=m[g], variance=float(result.theta[g]), se=float(result.se[g]),
-                          h2=float(result.h2[g]), h2_se=float(result.h2_se[g]), h2_mc_se=float(result.h2_mc_se[g]),
-                          at_boundary=bool(result.at_boundary[g]))
+        ComponentEstimate(
+            name=result.names[g],
+            m=m[g],
+            variance=float(result.theta[g]),
+            se=float(result.se[g]),
+            h2=float(result.h2[g]),
+            h2_se=float(result.h2_se[g]),
+            h2_mc_se=float(result.h2_mc_se[g]),
+            at_boundary=bool(result.at_boundary[g]),
+        )
         for g in range(G)
     )
     effects = result.effects
     store = operator.layout.stores[0]
     variants = variant_table(operator)
     state = FitState(
-        names=result.names, theta=result.theta, covariance=result.covariance, beta=effects.beta,
-        beta_covariance=effects.beta_covariance, covariate_names=data.covariate_names, Py=effects.Py, KPy=effects.KPy,
-        sample_fid=store.sample_family_id[data.sample_index], sample_iid=data.iid,
-        store_paths=tuple(str(s.path) for s in operator.layout.stores), m=np.asarray(m), variants=variants,
+        names=result.names,
+        theta=result.theta,
+        covariance=result.covariance,
+        beta=effects.beta,
+        beta_covariance=effects.beta_covariance,
+        covariate_names=data.covariate_names,
+        Py=effects.Py,
+        KPy=effects.KPy,
+        sample_fid=store.sample_family_id[data.sample_index],
+        sample_iid=data.iid,
+        store_paths=tuple(str(s.path) for s in operator.layout.stores),
+        m=np.asarray(m),
+        variants=variants,
         snp_effect=np.zeros(len(variants.id)) if snp_effect is None else snp_effect,
     )
     r = result.to_dict()
     return FitResult(
-        components=components, residual_variance=r["theta"][G], residual_se=r["se"][G], vp=r["vp"], vp_se=r["vp_se"],
-        h2_total=r["h2_total"], h2_total_se=r["h2_total_se"], h2_total_mc_se=r["h2_total_mc_se"],
-        loglik=r["loglik"], loglik_se=r["loglik_se"], n_samples=r["n_samples"], n_covariates=r["n_covariates"],
-        iterations=r["iterations"], decrement=r["decrement"], passes=r["passes"], passes_by_kind=r["passes_by_kind"],
-        method=r["method"], method_reason=r["method_reason"], converged=r["converged"], status=r["status"],
-        seed=r["seed"], config=r["config"], covariance=r["covariance"], score=r["score"],
-        fixed_effects=tuple(FixedEffect(name, float(b), float(se))
-                            for name, b, se in zip(data.covariate_names, effects.beta, effects.beta_se)),
-        lrt=lrt, samples=data.report, variant_filter=operator.report.table(), inputs=inputs,
-        history=r["history"], timings=r["timings"], state=state,
+        components=components,
+        residual_variance=r["theta"][G],
+        residual_se=r["se"][G],
+        vp=r["vp"],
+        vp_se=r["vp_se"],
+        h2_total=r["h2_total"],
+        h2_total_se=r["h2_total_se"],
+        h2_total_mc_se=r["h2_total_mc_se"],
+        loglik=r["loglik"],
+        loglik_se=r["loglik_se"],
+        n_samples=r["n_samples"],
+        n_covariates=r["n_covariates"],
+        iterations=r["iterations"],
+        decrement=r["decrement"],
+        passes=r["passes"],
+        passes_by_kind=r["passes_by_kind"],
+        method=r["method"],
+        method_reason=r["method_reason"],
+        converged=r["converged"],
+        status=r["status"],
+        seed=r["seed"],
+        config=r["config"],
+        covariance=r["covariance"],
+        score=r["score"],
+        fixed_effects=tuple(
+            FixedEffect(name, float(b), float(se)) for name, b, se in zip(data.covariate_names, effects.beta, effects.beta_se)
+        ),
+        lrt=lrt,
+        samples=data.report,
+        variant_filter=operator.report.table(),
+        inputs=inputs,
+        history=r["history"],
+        timings=r["timings"],
+        state=state,
     )
 
 
@@ -197,15 +252,25 @@ def prepare_inputs(
     spec, variant_report = select_variants(spec, opened, selection.variants)
     files = covariate_files(covar)
     data = load_analysis_data(
-        opened[0].sample_id, pheno, pheno_name=pheno_name, mpheno=mpheno, covar=files,
-        covar_names=list(covar_names) if covar_names else None, covar_cat=tuple(covar_cat),
-        store_fid=opened[0].sample_family_id, samples=selection.samples,
+        opened[0].sample_id,
+        pheno,
+        pheno_name=pheno_name,
+        mpheno=mpheno,
+        covar=files,
+        covar_names=list(covar_names) if covar_names else None,
+        covar_cat=tuple(covar_cat),
+        store_fid=opened[0].sample_family_id,
+        samples=selection.samples,
     )
     description = {
-        "stores": [str(p) for p in paths], "pheno": str(pheno), "pheno_name": data.phenotype_name,
+        "stores": [str(p) for p in paths],
+        "pheno": str(pheno),
+        "pheno_name": data.phenotype_name,
         **describe_sample_inputs(files, covar_names, covar_cat, selection.samples),
-        "covariates": list(data.covariate_names), "components": str(spec.source),
-        "extract": _path_or_none(selection.variants.extract), "exclude": _path_or_none(selection.variants.exclude),
+        "covariates": list(data.covariate_names),
+        "components": str(spec.source),
+        "extract": _path_or_none(selection.variants.extract),
+        "exclude": _path_or_none(selection.variants.exclude),
         "chr": None if selection.variants.chromosomes is None else list(selection.variants.chromosomes),
         "variant_selection": variant_report,
     }
@@ -246,8 +311,15 @@ def fit_prepared(
     t0 = time.perf_counter()
     data = inputs.data
     with GenotypeOperator(
-        inputs.stores, inputs.spec, data.sample_index, client=client, dtype=np.dtype(config.worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+        inputs.stores,
+        inputs.spec,
+        data.sample_index,
+        client=client,
+        dtype=np.dtype(config.worker_dtype),
+        memory_budget=memory_budget,
+        min_maf=min_maf,
+        max_missing=max_missing,
+        frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0
         dashboard = getattr(operator.client, "dashboard_link", None)
@@ -261,18 +333,27 @@ def fit_prepared(
         lrt = None
         if dropped:
             loglik0, loglik0_se = reduced_loglik(operator, data, result.config, dropped)
-            lrt = LikelihoodRatioTest.compare(result.loglik, result.loglik_se, loglik0, loglik0_se,
-                                              tuple(operator.component_names[g] for g in dropped))
+            lrt = LikelihoodRatioTest.compare(
+                result.loglik, result.loglik_se, loglik0, loglik0_se, tuple(operator.component_names[g] for g in dropped)
+            )
         lrt_passes = operator.passes - before
         effects = snp_effects(operator, result.theta, result.effects.Py) if blup_snp else None
         description = {
-            **inputs.description, "min_maf": min_maf, "max_missing": max_missing, "freq_from": frequencies,
+            **inputs.description,
+            "min_maf": min_maf,
+            "max_missing": max_missing,
+            "freq_from": frequencies,
             "dashboard": dashboard,
             "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
         }
         out = build_result(result, operator, data, description, lrt, effects)
         by_kind = {**out.passes_by_kind, "lrt": lrt_passes, "snp_effects": operator.passes - before - lrt_passes}
-    timings = {**out.timings, "shard_load": t_load, "post_reml": time.perf_counter() - t_fit, "end_to_end": time.perf_counter() - t0}
+    timings = {
+        **out.timings,
+        "shard_load": t_load,
+        "post_reml": time.perf_counter() - t_fit,
+        "end_to_end": time.perf_counter() - t0,
+    }
     return dataclasses.replace(out, passes=sum(by_kind.values()), passes_by_kind=by_kind, timings=timings)
 
 
@@ -317,11 +398,17 @@ def fit_traits_prepared(
     t0 = time.perf_counter()
     first = inputs[0]
     union = np.unique(np.concatenate([i.data.sample_index for i in inputs]))
-    rows = [None if np.array_equal(i.data.sample_index, union) else np.searchsorted(union, i.data.sample_index)
-            for i in inputs]
+    rows = [None if np.array_equal(i.data.sample_index, union) else np.searchsorted(union, i.data.sample_index) for i in inputs]
     with GenotypeOperator(
-        first.stores, first.spec, union, client=client, dtype=np.dtype(config.worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+        first.stores,
+        first.spec,
+        union,
+        client=client,
+        dtype=np.dtype(config.worker_dtype),
+        memory_budget=memory_budget,
+        min_maf=min_maf,
+        max_missing=max_missing,
+        frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0
         dashboard = getattr(operator.client, "dashboard_link", None)
@@ -335,10 +422,18 @@ def fit_traits_prepared(
             for j, t in enumerate(done):
                 U[slice(None) if rows[t] is None else rows[t], j] = fits.results[t].effects.Py
             blocks = operator.zt_matmat(U)
-            effects = {t: np.concatenate([fits.results[t].theta[g] * b[:, j] / operator.m[g] for g, b in enumerate(blocks)])
-                       for j, t in enumerate(done)}
-        description = {"min_maf": min_maf, "max_missing": max_missing, "freq_from": frequencies, "dashboard": dashboard,
-                       "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]), "traits_in_pass": len(inputs)}
+            effects = {
+                t: np.concatenate([fits.results[t].theta[g] * b[:, j] / operator.m[g] for g, b in enumerate(blocks)])
+                for j, t in enumerate(done)
+            }
+        description = {
+            "min_maf": min_maf,
+            "max_missing": max_missing,
+            "freq_from": frequencies,
+            "dashboard": dashboard,
+            "workers": len(operator.client.scheduler_info(n_workers=-1)["workers"]),
+            "traits_in_pass": len(inputs),
+        }
         out: list[FitResult | Exception] = []
         for t, (result, trait) in enumerate(zip(fits.results, inputs)):
             if not isinstance(result, RemlResult):
@@ -346,16 +441,22 @@ def fit_traits_prepared(
                 continue
             lrt = None
             if operator.n_components == 1:
-                lrt = LikelihoodRatioTest.compare(result.loglik, result.loglik_se, null_loglik(trait.data.y, trait.data.X), 0.0,
-                                                  tuple(operator.component_names))
+                lrt = LikelihoodRatioTest.compare(
+                    result.loglik, result.loglik_se, null_loglik(trait.data.y, trait.data.X), 0.0, tuple(operator.component_names)
+                )
             report = build_result(result, operator, trait.data, {**trait.description, **description}, lrt, effects[t])
-            out.append(dataclasses.replace(report, passes_by_kind={**report.passes_by_kind, "snp_effects": 1},
-                                           passes=report.passes + 1))
+            out.append(
+                dataclasses.replace(report, passes_by_kind={**report.passes_by_kind, "snp_effects": 1}, passes=report.passes + 1)
+            )
         passes = fits.passes + (1 if done else 0)
     end = time.perf_counter()
     return TraitsOutcome(
-        names=tuple(i.data.phenotype_name for i in inputs), results=tuple(out), passes=passes, method=fits.method,
-        seed=fits.seed, samples_union=int(len(union)),
+        names=tuple(i.data.phenotype_name for i in inputs),
+        results=tuple(out),
+        passes=passes,
+        method=fits.method,
+        seed=fits.seed,
+        samples_union=int(len(union)),
         timings={"shard_load": t_load, "fits": t_fits - t0 - t_load, "post_reml": end - t_fits, "end_to_end": end - t0},
     )
 
@@ -395,10 +496,24 @@ def fit(
         writes it and its state.
     """
     inputs = prepare_inputs(
-        stores, pheno, pheno_name=pheno_name, mpheno=mpheno, covar=covar, covar_names=covar_names,
-        covar_cat=covar_cat, components=components, selection=selection,
+        stores,
+        pheno,
+        pheno_name=pheno_name,
+        mpheno=mpheno,
+        covar=covar,
+        covar_names=covar_names,
+        covar_cat=covar_cat,
+        components=components,
+        selection=selection,
     )
     return fit_prepared(
-        inputs, client=client, config=config, min_maf=min_maf, max_missing=max_missing, memory_budget=memory_budget,
-        reml_lrt=reml_lrt, blup_snp=blup_snp, frequencies=frequencies,
+        inputs,
+        client=client,
+        config=config,
+        min_maf=min_maf,
+        max_missing=max_missing,
+        memory_budget=memory_budget,
+        reml_lrt=reml_lrt,
+        blup_snp=blup_snp,
+        frequencies=frequencies,
     )

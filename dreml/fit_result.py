@@ -124,7 +124,7 @@ class FitState:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "FitState":
+    def load(cls, path: str | Path) -> FitState:
         """Read a state written by `save`; InputError naming the file when it is not one."""
         path = Path(path)
         if not path.is_file():
@@ -189,12 +189,20 @@ class LikelihoodRatioTest:
     pvalue: float
 
     @classmethod
-    def compare(cls, loglik: float, loglik_se: float, loglik0: float, loglik0_se: float,
-                dropped: tuple[str, ...]) -> "LikelihoodRatioTest":
+    def compare(
+        cls, loglik: float, loglik_se: float, loglik0: float, loglik0_se: float, dropped: tuple[str, ...]
+    ) -> LikelihoodRatioTest:
         lrt = 2.0 * (loglik - loglik0)
         df = len(dropped)
-        return cls(dropped, loglik0, loglik0_se, lrt, 2.0 * float(np.hypot(loglik_se, loglik0_se)), df,
-                   float(0.5 * chi2.sf(max(lrt, 0.0), df)))
+        return cls(
+            dropped,
+            loglik0,
+            loglik0_se,
+            lrt,
+            2.0 * float(np.hypot(loglik_se, loglik0_se)),
+            df,
+            float(0.5 * chi2.sf(max(lrt, 0.0), df)),
+        )
 
 
 def null_loglik(y: np.ndarray, X: np.ndarray) -> float:
@@ -269,12 +277,13 @@ class FitResult:
             factor = self.liability.factor
             for c in out["components"]:
                 c.update(h2_liability=c["h2"] * factor, h2_liability_se=c["h2_se"] * factor)
-            out.update(asdict(self.liability), h2_total_liability=self.h2_total * factor,
-                       h2_total_liability_se=self.h2_total_se * factor)
+            out.update(
+                asdict(self.liability), h2_total_liability=self.h2_total * factor, h2_total_liability_se=self.h2_total_se * factor
+            )
         return json.loads(json.dumps(out, default=_plain))
 
     @classmethod
-    def from_dict(cls, report: dict, state: FitState | None = None) -> "FitResult":
+    def from_dict(cls, report: dict, state: FitState | None = None) -> FitResult:
         """The result a `to_dict()` report describes (a saved PREFIX.json read back; keys it
         does not describe, such as the run's `argv`, are ignored)."""
         values = {f.name: report[f.name] for f in fields(cls) if f.name not in ("state", "liability")}

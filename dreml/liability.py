@@ -44,12 +44,16 @@ def case_fraction(y: np.ndarray, *, phenotype: str) -> float:
             return float(np.mean(y == case))
     shown = ", ".join(f"{v:g}" for v in values[:_SHOWN]) + (f", ... ({len(values)} distinct)" if len(values) > _SHOWN else "")
     if len(values) == 1:
-        raise InputError(f"--prevalence: phenotype {phenotype!r} has the single value {shown}: "
-                         "the liability scale needs both cases and controls")
+        raise InputError(
+            f"--prevalence: phenotype {phenotype!r} has the single value {shown}: "
+            "the liability scale needs both cases and controls"
+        )
     # PLINK reads 0 as missing in its 1/2 coding; dreml reads it as a value
     hint = "; for PLINK's 1/2 coding write a missing value as NA or -9, not 0" if {0.0, 1.0, 2.0} <= set(values.tolist()) else ""
-    raise InputError(f"--prevalence: phenotype {phenotype!r} is not coded as case-control: values {shown} "
-                     f"(expected 0/1, or PLINK's 1/2 with 2 = case){hint}")
+    raise InputError(
+        f"--prevalence: phenotype {phenotype!r} is not coded as case-control: values {shown} "
+        f"(expected 0/1, or PLINK's 1/2 with 2 = case){hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class LiabilityScale:
             raise InputError(f"the case fraction must lie strictly between 0 and 1, got {self.case_fraction:g}")
 
     @classmethod
-    def of_phenotype(cls, prevalence: float, y: np.ndarray, *, phenotype: str) -> "LiabilityScale":
+    def of_phenotype(cls, prevalence: float, y: np.ndarray, *, phenotype: str) -> LiabilityScale:
         """The transformation for the analysed phenotype values `y` (shape (n,)), checking their coding."""
         return cls(prevalence, case_fraction(y, phenotype=phenotype))
 

@@ -87,11 +87,15 @@ def hsq_text(report: dict, *, fixed_effects: bool = False) -> str:
     the boundary reads 0.000000, never 1e-09, for parsers that expect plain decimals.
     """
     lines = ["Source\tVariance\tSE"]
-    preamble = [] if report.get("prevalence") is None else [
-        "The estimate of variance explained on the observed scale is transformed to that on the underlying scale:",
-        f"(Proportion of cases in the sample = {report['case_fraction']:.6f}; "
-        f"User-specified disease prevalence = {report['prevalence']:.6f})",
-    ]
+    preamble = (
+        []
+        if report.get("prevalence") is None
+        else [
+            "The estimate of variance explained on the observed scale is transformed to that on the underlying scale:",
+            f"(Proportion of cases in the sample = {report['case_fraction']:.6f}; "
+            f"User-specified disease prevalence = {report['prevalence']:.6f})",
+        ]
+    )
     for label, value, se in variance_rows(report):
         if label.startswith("Sum of"):
             lines.append("")
@@ -102,8 +106,12 @@ def hsq_text(report: dict, *, fixed_effects: bool = False) -> str:
     lines.append(f"logL\t{_fmt(report['loglik'], '.3f')}")
     lrt = report.get("lrt")
     if lrt is not None:
-        lines += [f"logL0\t{_fmt(lrt['loglik0'], '.3f')}", f"LRT\t{_fmt(lrt['lrt'], '.3f')}", f"df\t{lrt['df']}",
-                  f"Pval\t{_fmt(lrt['pvalue'], '.4e')}"]
+        lines += [
+            f"logL0\t{_fmt(lrt['loglik0'], '.3f')}",
+            f"LRT\t{_fmt(lrt['lrt'], '.3f')}",
+            f"df\t{lrt['df']}",
+            f"Pval\t{_fmt(lrt['pvalue'], '.4e')}",
+        ]
     lines.append(f"n\t{report['n_samples']}")
     if fixed_effects:
         lines += ["", "Fix_eff\tSE"] + [f"{_fmt(e['estimate'])}\t{_fmt(e['se'])}" for e in report["fixed_effects"]]
@@ -140,10 +148,7 @@ def snp_blp_text(state: FitState) -> str:
     table, first = table[order], first[order]
     if state.n_components > 1:
         table = np.column_stack([table, table.sum(axis=1)])
-    lines = [
-        f"{variants.id[j]}\t{variants.alt[j]}\t" + "\t".join(format(v, ".6g") for v in row)
-        for j, row in zip(first, table)
-    ]
+    lines = [f"{variants.id[j]}\t{variants.alt[j]}\t" + "\t".join(format(v, ".6g") for v in row) for j, row in zip(first, table)]
     return "\n".join(lines) + "\n"
 
 
@@ -157,13 +162,16 @@ def history_rows(report: dict) -> tuple[list[str], list[list]]:
     """
     names = [c["name"] for c in report["components"]] + ["residual"]
     history = report["history"]
-    scalar_keys = list(dict.fromkeys(
-        k for row in history for k, v in row.items()
-        if k not in ("iteration", "theta") and not isinstance(v, (list, dict))
-    ))
+    scalar_keys = list(
+        dict.fromkeys(
+            k for row in history for k, v in row.items() if k not in ("iteration", "theta") and not isinstance(v, (list, dict))
+        )
+    )
     columns = ["iteration"] + [f"theta_{n}" for n in names] + scalar_keys
-    rows = [[row.get("iteration", i), *(float(t) for t in row["theta"]), *(row.get(k) for k in scalar_keys)]
-            for i, row in enumerate(history)]
+    rows = [
+        [row.get("iteration", i), *(float(t) for t in row["theta"]), *(row.get(k) for k in scalar_keys)]
+        for i, row in enumerate(history)
+    ]
     return columns, rows
 
 
@@ -290,6 +298,7 @@ def write_outputs(
 
 # ----------------------------------------------------------------------------- DataFrames
 
+
 def variance_components(result: FitResult) -> pd.DataFrame:
     """The .hsq's variance table: columns Source, Variance, SE; rows as `variance_rows`."""
     rows = variance_rows(result.to_dict())
@@ -315,9 +324,20 @@ def gwas_table(result: MarginalResult | MixedResult, trait: TraitResult | MixedT
     test; NaN where a variant was not tested."""
     # the marginal test counts allele frequency and samples per trait, the mixed test once
     per_variant = trait if hasattr(trait, "a1_freq") else result
-    table = {"CHROM": result.chrom, "POS": result.pos, "ID": result.variant_id, "REF": result.ref, "ALT": result.alt,
-             "A1_FREQ": per_variant.a1_freq, "OBS_CT": per_variant.obs_ct, "BETA": trait.beta, "SE": trait.se,
-             "T_STAT": trait.t_stat, "P": trait.p, "LOG10_P": trait.log10_p}
+    table = {
+        "CHROM": result.chrom,
+        "POS": result.pos,
+        "ID": result.variant_id,
+        "REF": result.ref,
+        "ALT": result.alt,
+        "A1_FREQ": per_variant.a1_freq,
+        "OBS_CT": per_variant.obs_ct,
+        "BETA": trait.beta,
+        "SE": trait.se,
+        "T_STAT": trait.t_stat,
+        "P": trait.p,
+        "LOG10_P": trait.log10_p,
+    }
     if hasattr(trait, "chisq"):
         table["CHISQ"] = trait.chisq
     return pd.DataFrame(table)

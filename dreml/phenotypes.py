@@ -71,15 +71,15 @@ class SampleTable:
         if name is None:
             name = self.columns[0]
         if name not in self.columns:
-            raise InputError(
-                f"{self.path}: no column named {name!r} (columns: {', '.join(self.columns)})"
-            )
+            raise InputError(f"{self.path}: no column named {name!r} (columns: {', '.join(self.columns)})")
         return name, self.values[:, self.columns.index(name)]
 
     def numbered(self, k: int, option: str) -> str:
         """The name of the k-th value column (1-based, GCTA's `--mpheno k`)."""
         if not 1 <= k <= len(self.columns):
-            raise InputError(f"{self.path}: {option} {k}: the file has {len(self.columns)} value column(s) (expected 1..{len(self.columns)})")
+            raise InputError(
+                f"{self.path}: {option} {k}: the file has {len(self.columns)} value column(s) (expected 1..{len(self.columns)})"
+            )
         return self.columns[k - 1]
 
 
@@ -110,10 +110,15 @@ def read_sample_table(path: str | Path, unnamed: str = "PHENO") -> SampleTable:
         columns = tuple(f"{unnamed}{k + 1}" for k in range(len(first) - 2))
         rows = lines
         if not columns:
-            raise InputError(f"{path}: line {lines[0][0]}: expected 'FID IID value...' (a header line starts with FID IID, #FID IID or #IID), got {' '.join(first)!r}")
+            raise InputError(
+                f"{path}: line {lines[0][0]}: expected 'FID IID value...' "
+                f"(a header line starts with FID IID, #FID IID or #IID), got {' '.join(first)!r}"
+            )
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
-        raise InputError(f"{path}: line {lines[0][0]}: column {repeated[0]!r} appears twice in the header (expected unique names)")
+        raise InputError(
+            f"{path}: line {lines[0][0]}: column {repeated[0]!r} appears twice in the header (expected unique names)"
+        )
     fid, iid, values, numbers, seen = [], [], [], [], {}
     for number, fields in rows:
         if len(fields) != width + len(columns):
@@ -127,8 +132,12 @@ def read_sample_table(path: str | Path, unnamed: str = "PHENO") -> SampleTable:
         values.append(fields[width:])
         numbers.append(number)
     return SampleTable(
-        path=path, columns=columns, fid=np.array(fid, dtype=str) if width == 2 else None, iid=np.array(iid, dtype=str),
-        values=np.array(values, dtype=object).reshape(len(values), len(columns)), line=np.array(numbers, dtype=np.int64),
+        path=path,
+        columns=columns,
+        fid=np.array(fid, dtype=str) if width == 2 else None,
+        iid=np.array(iid, dtype=str),
+        values=np.array(values, dtype=object).reshape(len(values), len(columns)),
+        line=np.array(numbers, dtype=np.int64),
         header=header,
     )
 
@@ -197,14 +206,18 @@ def covariate_files(covar) -> tuple[CovariateFile, ...]:
 def describe_sample_inputs(covar=None, covar_names=None, covar_cat=(), samples: SampleSelection = SampleSelection()) -> dict:
     """The covariate files and sample lists of an analysis, as its JSON report records them
     (and `dreml gwas mixed` reads them back from a fit's report)."""
-    return {"covar": [{"path": str(f.path), "kind": f.kind} for f in covariate_files(covar)],
-            "covar_names": list(covar_names) if covar_names else None, "covar_cat": list(covar_cat),
-            "keep": None if samples.keep is None else str(samples.keep),
-            "remove": None if samples.remove is None else str(samples.remove)}
+    return {
+        "covar": [{"path": str(f.path), "kind": f.kind} for f in covariate_files(covar)],
+        "covar_names": list(covar_names) if covar_names else None,
+        "covar_cat": list(covar_cat),
+        "keep": None if samples.keep is None else str(samples.keep),
+        "remove": None if samples.remove is None else str(samples.remove),
+    }
 
 
-def _design_columns(name: str, raw: np.ndarray, categorical: bool | None, table: SampleTable,
-                    lines: np.ndarray) -> tuple[list[str], np.ndarray]:
+def _design_columns(
+    name: str, raw: np.ndarray, categorical: bool | None, table: SampleTable, lines: np.ndarray
+) -> tuple[list[str], np.ndarray]:
     """Design columns of one covariate (no missing values): itself if quantitative, else
     indicators of every level but the first in sorted order.
 
@@ -213,15 +226,19 @@ def _design_columns(name: str, raw: np.ndarray, categorical: bool | None, table:
     """
     numeric, bad = _parse_numeric(raw)
     if categorical is False and bad is not None:
-        raise InputError(f"{table.path}: line {lines[bad]}: quantitative covariate {name!r} has non-numeric value "
-                         f"{raw[bad]!r} (expected a number, NA or -9; categorical columns go in --covar or --covar-cat)")
+        raise InputError(
+            f"{table.path}: line {lines[bad]}: quantitative covariate {name!r} has non-numeric value "
+            f"{raw[bad]!r} (expected a number, NA or -9; categorical columns go in --covar or --covar-cat)"
+        )
     if not categorical and bad is None:
         _raise_on_infinite(numeric, raw, table, lines, f"covariate {name!r}")
         return [name], numeric[:, None]
     levels = sorted(set(raw), key=lambda t: (float(t), t) if bad is None else (0.0, t))
     if len(levels) > max(20, MAX_LEVEL_FRACTION * len(raw)):
-        raise InputError(f"{table.path}: categorical covariate {name!r} has {len(levels)} levels over {len(raw)} samples: "
-                         "quantitative covariates (PCs, age) go in --qcovar (or --covar-auto), not --covar")
+        raise InputError(
+            f"{table.path}: categorical covariate {name!r} has {len(levels)} levels over {len(raw)} samples: "
+            "quantitative covariates (PCs, age) go in --qcovar (or --covar-auto), not --covar"
+        )
     cols = np.array([[float(t == level) for level in levels[1:]] for t in raw]).reshape(len(raw), -1)
     return [f"{name}_{level}" for level in levels[1:]], cols
 
@@ -271,20 +288,24 @@ class _Covariate:
     lines: np.ndarray
 
 
-def _read_covariates(files: tuple[CovariateFile, ...], names: list[str] | None,
-                     force_categorical: tuple[str, ...]) -> tuple[list[SampleTable], list[tuple[int, str, bool | None]]]:
+def _read_covariates(
+    files: tuple[CovariateFile, ...], names: list[str] | None, force_categorical: tuple[str, ...]
+) -> tuple[list[SampleTable], list[tuple[int, str, bool | None]]]:
     """The covariate tables and the columns used: (table index, column, categorical or None)."""
     tables = [read_sample_table(f.path, unnamed=f.unnamed) for f in files]
     owner: dict[str, int] = {}
     for t, table in enumerate(tables):
         for column in table.columns:
             if column in owner:
-                raise InputError(f"{table.path}: covariate column {column!r} is also in {tables[owner[column]].path} (expected unique names)")
+                raise InputError(
+                    f"{table.path}: covariate column {column!r} is also in {tables[owner[column]].path} (expected unique names)"
+                )
             owner[column] = t
     for name in list(names or ()) + list(force_categorical):
         if name not in owner:
-            raise InputError(f"{', '.join(str(f.path) for f in files)}: no covariate column named {name!r} "
-                             f"(columns: {', '.join(owner)})")
+            raise InputError(
+                f"{', '.join(str(f.path) for f in files)}: no covariate column named {name!r} (columns: {', '.join(owner)})"
+            )
     chosen = names if names else list(owner)
     fixed = {"auto": None, "quantitative": False, "categorical": True}
     return tables, [(owner[c], c, True if c in force_categorical else fixed[files[owner[c]].kind]) for c in chosen]
@@ -324,9 +345,12 @@ def load_analysis_data(
     name, raw = table.column(table.numbered(mpheno, "--mpheno") if mpheno is not None else pheno_name)
     y_all, bad = _parse_numeric(raw)
     if bad is not None:
-        hint = " (line 1 is read as data: a header starts with FID IID, #FID IID or #IID)" if not table.header and bad == 0 else ""
+        hint = (
+            " (line 1 is read as data: a header starts with FID IID, #FID IID or #IID)" if not table.header and bad == 0 else ""
+        )
         raise InputError(
-            f"{table.path}: line {table.line[bad]}: phenotype {name!r} has non-numeric value {raw[bad]!r} (expected a number, NA or -9){hint}"
+            f"{table.path}: line {table.line[bad]}: phenotype {name!r} has non-numeric value {raw[bad]!r} "
+            f"(expected a number, NA or -9){hint}"
         )
     _raise_on_infinite(y_all, raw, table, table.line, f"phenotype {name!r}")
     report = {"store_samples": int(len(store_iid))}
@@ -359,8 +383,9 @@ def load_analysis_data(
     if files:
         report["dropped_not_in_covariates"] = int((~has_row).sum())
     index, y, rows = index[has_row], y[has_row], [r[has_row] for r in rows]
-    covariates = [_Covariate(c, tables[t].column(c)[1][rows[t]], kind, tables[t], tables[t].line[rows[t]])
-                  for t, c, kind in chosen]
+    covariates = [
+        _Covariate(c, tables[t].column(c)[1][rows[t]], kind, tables[t], tables[t].line[rows[t]]) for t, c, kind in chosen
+    ]
     complete = np.ones(len(index), dtype=bool)
     for cov in covariates:
         complete &= np.array([not is_missing(v) for v in cov.values], dtype=bool)
@@ -391,6 +416,11 @@ def load_analysis_data(
     for step, count in report.items():
         logger.info("samples: %s = %d", step, count)
     return AnalysisData(
-        sample_index=index[order], iid=store_iid[index[order]], y=y[order], X=X[order],
-        covariate_names=tuple(names), phenotype_name=name, report=report,
+        sample_index=index[order],
+        iid=store_iid[index[order]],
+        y=y[order],
+        X=X[order],
+        covariate_names=tuple(names),
+        phenotype_name=name,
+        report=report,
     )

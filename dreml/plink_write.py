@@ -45,7 +45,7 @@ class BedWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "BedWriter":
+    def __enter__(self) -> BedWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -137,8 +137,9 @@ def _is_ambiguous(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
     return np.isin(np.strings.add(ref, alt), list(_AMBIGUOUS_PAIRS))
 
 
-def match_variants(variants: VariantTable, store: Store, *, keep_ambiguous: bool = False,
-                   names: tuple[str, ...] | None = None) -> Match:
+def match_variants(
+    variants: VariantTable, store: Store, *, keep_ambiguous: bool = False, names: tuple[str, ...] | None = None
+) -> Match:
     """Match the fit's variant rows to `store` by contig name, position and both alleles.
 
     Arguments:
@@ -253,19 +254,27 @@ class Prediction:
     def to_dict(self) -> dict:
         """The JSON report: everything but the per-sample arrays (they go to the .score.tsv)."""
         return {
-            "store": self.store, "n_samples": int(len(self.sample_iid)), "components": list(self.names),
-            "unscored_components": list(self.unscored), "counts": self.counts, "settings": self.settings,
+            "store": self.store,
+            "n_samples": int(len(self.sample_iid)),
+            "components": list(self.names),
+            "unscored_components": list(self.unscored),
+            "counts": self.counts,
+            "settings": self.settings,
             "scale": "phenotype units; genotypes standardised with the training ALT frequencies (missing calls at "
-                     "the training mean); on the training samples the fit's BLUP u_g = theta_g K_g P y",
-            "passes": self.passes, "dashboard": self.dashboard, "timings": self.timings,
+            "the training mean); on the training samples the fit's BLUP u_g = theta_g K_g P y",
+            "passes": self.passes,
+            "dashboard": self.dashboard,
+            "timings": self.timings,
         }
 
     def score_tsv_text(self) -> str:
         """Header `FID IID <component names> total`, one tab-separated line per sample, 6 significant digits."""
         lines = ["\t".join(["FID", "IID", *self.names, "total"])]
         values = np.column_stack([self.scores, self.total])
-        lines += [f"{fid}\t{iid}\t" + "\t".join(format(v, ".6g") for v in row)
-                  for fid, iid, row in zip(self.sample_fid, self.sample_iid, values)]
+        lines += [
+            f"{fid}\t{iid}\t" + "\t".join(format(v, ".6g") for v in row)
+            for fid, iid, row in zip(self.sample_fid, self.sample_iid, values)
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -301,10 +310,13 @@ def predict(
     check_overlap(match, variants, store)
     logger.info("training variants matched to %s:\n%s", store.path, match.table())
     if match.ambiguous_kept:
-        logger.warning("%d strand-ambiguous (A/T, C/G) variant rows used as their alleles read (--keep-ambiguous)", match.ambiguous_kept)
+        logger.warning(
+            "%d strand-ambiguous (A/T, C/G) variant rows used as their alleles read (--keep-ambiguous)", match.ambiguous_kept
+        )
     if not np.any(state.snp_effect):
-        logger.warning("the fit's SNP effects are all zero (every genetic variance at 0, or a fit without "
-                       "SNP effects): every score is 0")
+        logger.warning(
+            "the fit's SNP effects are all zero (every genetic variance at 0, or a fit without SNP effects): every score is 0"
+        )
     t_match = time.perf_counter() - t0
 
     used = match.used
@@ -319,8 +331,12 @@ def predict(
     for g, name in enumerate(names):
         rows = np.flatnonzero(used & (variants.component == g))
         if rows.size == 0:
-            logger.warning("component %s: none of its %d variants is in %s: it scores 0", name,
-                           int(np.sum(variants.component == g)), store.path)
+            logger.warning(
+                "component %s: none of its %d variants is in %s: it scores 0",
+                name,
+                int(np.sum(variants.component == g)),
+                store.path,
+            )
             continue
         rows = rows[np.argsort(match.new_index[rows])]
         scored.append(g)
@@ -331,8 +347,14 @@ def predict(
 
     scores = np.zeros((store.n_samples, len(names)))
     with GenotypeOperator(
-        [store] * n_stores, spec, client=client, dtype=np.dtype(dtype), memory_budget=memory_budget,
-        min_maf=0.0, max_missing=1.0, frequencies=frequencies,
+        [store] * n_stores,
+        spec,
+        client=client,
+        dtype=np.dtype(dtype),
+        memory_budget=memory_budget,
+        min_maf=0.0,
+        max_missing=1.0,
+        frequencies=frequencies,
     ) as operator:
         t_load = time.perf_counter() - t0 - t_match
         dashboard = getattr(operator.client, "dashboard_link", None)
@@ -340,11 +362,25 @@ def predict(
         scores[:, scored] = operator.z_matmat(blocks).T
         passes = operator.passes
     end = time.perf_counter() - t0
-    settings = {"worker_dtype": np.dtype(dtype).name, "memory_budget": memory_budget, "keep_ambiguous": match.keep_ambiguous,
-                "min_maf": 0.0, "max_missing": 1.0, "missing_calls": "training mean (z = 0)"}
+    settings = {
+        "worker_dtype": np.dtype(dtype).name,
+        "memory_budget": memory_budget,
+        "keep_ambiguous": match.keep_ambiguous,
+        "min_maf": 0.0,
+        "max_missing": 1.0,
+        "missing_calls": "training mean (z = 0)",
+    }
     return Prediction(
-        names=names, sample_fid=store.sample_family_id, sample_iid=store.sample_id, scores=scores,
-        total=scores.sum(axis=1), counts=match.counts(), unscored=tuple(n for g, n in enumerate(names) if g not in scored),
-        store=str(store.path), settings=settings, passes=passes, dashboard=dashboard,
+        names=names,
+        sample_fid=store.sample_family_id,
+        sample_iid=store.sample_id,
+        scores=scores,
+        total=scores.sum(axis=1),
+        counts=match.counts(),
+        unscored=tuple(n for g, n in enumerate(names) if g not in scored),
+        store=str(store.path),
+        settings=settings,
+        passes=passes,
+        dashboard=dashboard,
         timings={"match": t_match, "shard_load": t_load, "score": end - t_match - t_load, "end_to_end": end},
     )

@@ -164,8 +164,14 @@ def recording(argv: Sequence[str], log: str | Path | None) -> Iterator[Run]:
     path = None if log is None else Path(log)
     stream = None if path is None else _open_log(path)
     run = Run(argv=list(argv), started=now(), path=path if stream else None, stream=stream)
-    run.write(f"dreml {__version__}", f"Command: {shlex.join(run.argv)}", f"Started: {run.started}",
-              f"Host: {socket.gethostname()}", f"Working directory: {os.getcwd()}", versions())
+    run.write(
+        f"dreml {__version__}",
+        f"Command: {shlex.join(run.argv)}",
+        f"Started: {run.started}",
+        f"Host: {socket.gethostname()}",
+        f"Working directory: {os.getcwd()}",
+        versions(),
+    )
     handler = None
     if stream is not None:
         handler = logging.StreamHandler(stream)
@@ -183,8 +189,11 @@ def recording(argv: Sequence[str], log: str | Path | None) -> Iterator[Run]:
         _current.reset(token)
         if handler is not None:  # first, so that no record lands after the end lines
             logging.getLogger().removeHandler(handler)
-        run.write(*([run.error] if run.error else []),
-                  f"Finished: {now()} ({time.monotonic() - t0:.1f} s)", f"Exit status: {run.status}")
+        run.write(
+            *([run.error] if run.error else []),
+            f"Finished: {now()} ({time.monotonic() - t0:.1f} s)",
+            f"Exit status: {run.status}",
+        )
         if stream is not None:
             stream.close()
 
@@ -197,8 +206,14 @@ def configure_stderr(*, quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", handlers=[handler])
 
 
-def run_command(program: str, argv: Sequence[str], command: Callable[[], int | None], *,
-                log: str | Path | None, errors: tuple[type[BaseException], ...]) -> int:
+def run_command(
+    program: str,
+    argv: Sequence[str],
+    command: Callable[[], int | None],
+    *,
+    log: str | Path | None,
+    errors: tuple[type[BaseException], ...],
+) -> int:
     """Run `command()` inside `recording([program, *argv], log)` and return its exit status.
 
     An exception of the types `errors` (the program's own, with a message written for the

@@ -73,8 +73,9 @@ def carries_family_ids(fid: np.ndarray | None, iid: np.ndarray) -> bool:
     return fid is not None and not (np.array_equal(fid, iid) or np.all(fid == "0"))
 
 
-def match_samples(store_fid: np.ndarray, store_iid: np.ndarray, fid: np.ndarray | None,
-                  iid: np.ndarray) -> tuple[np.ndarray, str]:
+def match_samples(
+    store_fid: np.ndarray, store_iid: np.ndarray, fid: np.ndarray | None, iid: np.ndarray
+) -> tuple[np.ndarray, str]:
     """Each file sample's index in the store (-1: not there) and the rule used ('FID+IID' or 'IID')."""
     store_iid = np.asarray(store_iid, dtype=str)
     position = {s: i for i, s in enumerate(store_iid)}
@@ -112,8 +113,16 @@ class SampleSelection:
             report[f"{option}_file_samples"] = int(len(listed.iid))
             report[f"{option}_not_in_{where}"] = int((index < 0).sum())  # counted, not fatal (as PLINK)
             report[f"after_{option}"] = int(kept.sum())
-            logger.info("--%s %s: %d listed, %d matched in the %s (on %s), %d samples left",
-                        option, path, len(listed.iid), int(hit.sum()), where, rule, int(kept.sum()))
+            logger.info(
+                "--%s %s: %d listed, %d matched in the %s (on %s), %d samples left",
+                option,
+                path,
+                len(listed.iid),
+                int(hit.sum()),
+                where,
+                rule,
+                int(kept.sum()),
+            )
         if not kept.any():
             raise InputError(f"{self.keep or self.remove}: no {where} sample left after --keep/--remove")
         return kept, report
@@ -166,11 +175,16 @@ class VariantSelection:
 
     def masks(self, stores: Sequence[Store]) -> tuple[list[np.ndarray], dict]:
         """Per store, the variants kept (bool, store order), and the counts at each step."""
-        return self.masks_of([s.variant_id for s in stores], [s.contig_id for s in stores],
-                             [s.variant_contig for s in stores])
+        return self.masks_of([s.variant_id for s in stores], [s.contig_id for s in stores], [s.variant_contig for s in stores])
 
-    def masks_of(self, variant_ids: Sequence[np.ndarray], contig_ids: Sequence[np.ndarray],
-                 variant_contigs: Sequence[np.ndarray], *, where: str = "store(s)") -> tuple[list[np.ndarray], dict]:
+    def masks_of(
+        self,
+        variant_ids: Sequence[np.ndarray],
+        contig_ids: Sequence[np.ndarray],
+        variant_contigs: Sequence[np.ndarray],
+        *,
+        where: str = "store(s)",
+    ) -> tuple[list[np.ndarray], dict]:
         """`masks` on plain arrays, one entry per variant set (a store; `dreml-convert`'s input,
         named `where="input"` in the messages).
 
@@ -192,8 +206,15 @@ class VariantSelection:
             report[f"{option}_file_variants"] = int(len(listed))
             report[f"{option}_not_in_store"] = int((~found).sum())
             report[f"after_{option}"] = int(sum(k.sum() for k in kept))
-            logger.info("--%s %s: %d listed, %d not in the %s, %d variants left",
-                        option, path, len(listed), int((~found).sum()), where, report[f"after_{option}"])
+            logger.info(
+                "--%s %s: %d listed, %d not in the %s, %d variants left",
+                option,
+                path,
+                len(listed),
+                int((~found).sum()),
+                where,
+                report[f"after_{option}"],
+            )
         if self.chromosomes is not None:
             wanted = set(self.chromosomes)
             present = set()
@@ -230,7 +251,9 @@ def restrict_components(components: Components, masks: Sequence[np.ndarray]) -> 
         logger.warning("component %r has no variant left after the variant selection: dropped", name)
     kept = Components(
         names=tuple(components.names[g] for g in keep),
-        variant_indices=tuple(components.variant_indices[g][masks[components.stores[g]][components.variant_indices[g]]] for g in keep),
+        variant_indices=tuple(
+            components.variant_indices[g][masks[components.stores[g]][components.variant_indices[g]]] for g in keep
+        ),
         stores=tuple(components.stores[g] for g in keep),
         annotations=tuple(components.annotations[g] for g in keep),
         source=components.source,

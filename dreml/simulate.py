@@ -146,9 +146,7 @@ def simulate_cohort(config: SimulationConfig, prefix: str | Path) -> dict:
     with BedWriter(prefix + ".bed") as bed:
         for start in range(0, m, config.chunk_variants):
             stop = min(start + config.chunk_variants, m)
-            haps, state = _haplotype_chunk(
-                rng, state, new_block[start:stop], p_alt[start:stop], config.ld_rho
-            )
+            haps, state = _haplotype_chunk(rng, state, new_block[start:stop], p_alt[start:stop], config.ld_rho)
             dosage = haps[:, :n] + haps[:, n:]
             dosage[rng.random(dosage.shape) < miss_rate[start:stop, None]] = -1
             bed.write(dosage)
@@ -192,8 +190,7 @@ def simulate_cohort(config: SimulationConfig, prefix: str | Path) -> dict:
         "seed": config.seed,
         "config": asdict(config),
         "components": [
-            {"name": names[g], "chromosomes": groups[g], "variance": float(sigma2[g]),
-             "m_polymorphic": int(m_polymorphic[g])}
+            {"name": names[g], "chromosomes": groups[g], "variance": float(sigma2[g]), "m_polymorphic": int(m_polymorphic[g])}
             for g in range(n_groups)
         ],
         "residual_variance": residual_variance,

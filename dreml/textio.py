@@ -64,4 +64,3 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, zstandard.ZstdError) as exc:
         raise InputError(f"{path}: line {lineno + 1}: cannot decompress ({exc})") from None
-

@@ -222,11 +222,13 @@ def _check_data(n: int, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray
     return y, X
 
 
-def _uncertainty(vmap, A: np.ndarray | None, columns: tuple[str, ...], psi: np.ndarray, ai: np.ndarray | None,
-                 grad_cov: np.ndarray) -> dict:
+def _uncertainty(
+    vmap, A: np.ndarray | None, columns: tuple[str, ...], psi: np.ndarray, ai: np.ndarray | None, grad_cov: np.ndarray
+) -> dict:
     """Delta-method SEs of phi, theta_e, h2 and the enrichments (module docstring)."""
     keep = [] if A is None else [c for c in range(A.shape[1]) if (A[:, c] >= 0).all() and A[:, c].sum() > 0]
     A_keep = jnp.asarray(A[:, keep]) if keep else jnp.zeros((0, 0))
+
     def derived(p):
         s2 = vmap.sigma2(p[:-1])
         vg = jnp.sum(s2)
@@ -257,12 +259,25 @@ def _uncertainty(vmap, A: np.ndarray | None, columns: tuple[str, ...], psi: np.n
         te_se = float("nan")
     shares_var = A[:, keep].sum(axis=0) / A.shape[0] if keep else np.zeros(0)
     enrichment = tuple(
-        Enrichment(annotation=columns[c], share_variants=float(shares_var[i]), share_h2=float(values[1 + i]),
-                   enrichment=float(values[1 + k + i]), se=float(se[1 + k + i]), mc_se=float(mc[1 + k + i]))
+        Enrichment(
+            annotation=columns[c],
+            share_variants=float(shares_var[i]),
+            share_h2=float(values[1 + i]),
+            enrichment=float(values[1 + k + i]),
+            se=float(se[1 + k + i]),
+            mc_se=float(mc[1 + k + i]),
+        )
         for i, c in enumerate(keep)
     )
-    return {"h2": float(values[0]), "h2_se": float(se[0]), "h2_mc_se": float(mc[0]), "params_se": psi_se[:-1],
-            "params_mc_se": psi_mc[:-1], "theta_e_se": te_se, "enrichment": enrichment}
+    return {
+        "h2": float(values[0]),
+        "h2_se": float(se[0]),
+        "h2_mc_se": float(mc[0]),
+        "params_se": psi_se[:-1],
+        "params_mc_se": psi_mc[:-1],
+        "theta_e_se": te_se,
+        "enrichment": enrichment,
+    }
 
 
 def fit_annotated(
@@ -312,8 +327,9 @@ def fit_annotated(
     if isinstance(variance_model, str):
         if variance_model not in MODELS:
             raise InputError(f"unknown variance model {variance_model!r}: choose one of {', '.join(MODELS)}")
-        vmap = make_map(variance_model, annotations=A, columns=columns, frequencies=frequencies,
-                        hidden=config.hidden, seed=config.mlp_seed)
+        vmap = make_map(
+            variance_model, annotations=A, columns=columns, frequencies=frequencies, hidden=config.hidden, seed=config.mlp_seed
+        )
     else:
         vmap = variance_model
     seed = config.seed if config.seed is not None else fresh_seed()
@@ -329,8 +345,13 @@ def fit_annotated(
         vp = float(one.theta.sum())
         c = max(float(one.theta[0]), 1e-3 * vp) / m
         psi0 = np.append(vmap.init(c), np.log(max(float(one.theta[1]), 1e-3 * vp)))
-        start_record = {"theta_g": float(one.theta[0]), "theta_e": float(one.theta[1]), "loglik": float(one.loglik),
-                        "h2": float(one.h2_total), "converged": bool(one.converged)}
+        start_record = {
+            "theta_g": float(one.theta[0]),
+            "theta_e": float(one.theta[1]),
+            "loglik": float(one.loglik),
+            "h2": float(one.h2_total),
+            "converged": bool(one.converged),
+        }
         logger.info("start: one-component REML h2 %.4f (theta_g %.4g, theta_e %.4g)", one.h2_total, one.theta[0], one.theta[1])
     else:
         psi0 = np.asarray(start, dtype=np.float64)
@@ -343,31 +364,69 @@ def fit_annotated(
         evaluator = ExactEvaluator(ops, vmap, y, X)
     else:
         settings = SolverSettings(
-            n_probes=config.n_probes, slq_probes=config.slq_probes, pcg_tol=config.pcg_tol, probe_tol=config.probe_tol,
-            ai_tol=config.ai_tol, slq_tol=config.slq_tol, pcg_max_iter=config.pcg_max_iter,
-            control_variates=config.control_variates)
+            n_probes=config.n_probes,
+            slq_probes=config.slq_probes,
+            pcg_tol=config.pcg_tol,
+            probe_tol=config.probe_tol,
+            ai_tol=config.ai_tol,
+            slq_tol=config.slq_tol,
+            pcg_max_iter=config.pcg_max_iter,
+            control_variates=config.control_variates,
+        )
         evaluator = RandomisedEvaluator(ops, vmap, y, X, settings, seed)
     if vmap.small:
-        opt = fisher_scoring(evaluator, psi0, max_iter=config.max_iter, tol_decrement=config.tol_decrement,
-                             max_step_halvings=config.max_step_halvings, max_step=config.max_step)
+        opt = fisher_scoring(
+            evaluator,
+            psi0,
+            max_iter=config.max_iter,
+            tol_decrement=config.tol_decrement,
+            max_step_halvings=config.max_step_halvings,
+            max_step=config.max_step,
+        )
     else:
-        opt = adam(evaluator, psi0, max_iter=config.adam_max_iter, learning_rate=config.learning_rate,
-                   tol_grad=config.tol_grad)
+        opt = adam(evaluator, psi0, max_iter=config.adam_max_iter, learning_rate=config.learning_rate, tol_grad=config.tol_grad)
     point = opt.point
-    loglik, loglik_se = (evaluator.loglik(point) if (config.loglik or method == "exact") else (float("nan"), float("nan")))
+    loglik, loglik_se = evaluator.loglik(point) if (config.loglik or method == "exact") else (float("nan"), float("nan"))
     unc = _uncertainty(vmap, A, columns, point.psi, opt.ai, point.grad_cov)
     t_end = time.perf_counter()
     by_kind = {"start": int(start_passes), **{k: int(v) for k, v in evaluator.count.passes.items()}}
-    logger.info("annotated REML (%s, %s): %s after %d iterations, h2 %.4f, %d passes", vmap.name, method, opt.status,
-                opt.iterations, unc["h2"], sum(by_kind.values()))
+    logger.info(
+        "annotated REML (%s, %s): %s after %d iterations, h2 %.4f, %d passes",
+        vmap.name,
+        method,
+        opt.status,
+        opt.iterations,
+        unc["h2"],
+        sum(by_kind.values()),
+    )
     return AnnotatedResult(
-        model=vmap.to_dict(), param_names=tuple(vmap.names), params=point.psi[:-1].copy(),
-        params_se=unc["params_se"], params_mc_se=unc["params_mc_se"], theta_e=point.theta_e,
-        theta_e_se=unc["theta_e_se"], sigma2=point.sigma2, vg=float(point.sigma2.sum()), h2=unc["h2"],
-        h2_se=unc["h2_se"], h2_mc_se=unc["h2_mc_se"], enrichment=unc["enrichment"], loglik=float(loglik),
-        loglik_se=float(loglik_se), start=start_record, converged=opt.converged, status=opt.status,
-        iterations=opt.iterations, decrement=opt.decrement, passes=int(sum(by_kind.values())), passes_by_kind=by_kind,
-        method=method, seed=seed, n_samples=n, m=m, config=config, history=opt.history,
+        model=vmap.to_dict(),
+        param_names=tuple(vmap.names),
+        params=point.psi[:-1].copy(),
+        params_se=unc["params_se"],
+        params_mc_se=unc["params_mc_se"],
+        theta_e=point.theta_e,
+        theta_e_se=unc["theta_e_se"],
+        sigma2=point.sigma2,
+        vg=float(point.sigma2.sum()),
+        h2=unc["h2"],
+        h2_se=unc["h2_se"],
+        h2_mc_se=unc["h2_mc_se"],
+        enrichment=unc["enrichment"],
+        loglik=float(loglik),
+        loglik_se=float(loglik_se),
+        start=start_record,
+        converged=opt.converged,
+        status=opt.status,
+        iterations=opt.iterations,
+        decrement=opt.decrement,
+        passes=int(sum(by_kind.values())),
+        passes_by_kind=by_kind,
+        method=method,
+        seed=seed,
+        n_samples=n,
+        m=m,
+        config=config,
+        history=opt.history,
         timings={"start": t_start - t0, "fit": t_end - t_start, "total": t_end - t0},
     )
-

@@ -68,11 +68,12 @@ def read_annotations(path: str | Path, variant_ids: Sequence[str]) -> tuple[tupl
                 continue
             columns = tuple(f"annot{c + 1}" for c in range(len(fields) - 1))
         if len(fields) != len(columns) + 1:
-            raise InputError(f"{path}: line {lineno}: expected {len(columns) + 1} fields (variant ID, then "
-                             f"{len(columns)} annotations), got {len(fields)}")
+            raise InputError(
+                f"{path}: line {lineno}: expected {len(columns) + 1} fields (variant ID, then "
+                f"{len(columns)} annotations), got {len(fields)}"
+            )
         if fields[0] in rows:
-            raise InputError(f"{path}: line {lineno}: variant {fields[0]} is listed twice (first on line "
-                             f"{rows[fields[0]][0]})")
+            raise InputError(f"{path}: line {lineno}: variant {fields[0]} is listed twice (first on line {rows[fields[0]][0]})")
         rows[fields[0]] = (lineno, fields[1:])
     if not columns:
         raise InputError(f"{path}: no annotation columns (expected a variant ID then at least one number per line)")
@@ -90,11 +91,13 @@ def read_annotations(path: str | Path, variant_ids: Sequence[str]) -> tuple[tupl
             except ValueError:
                 x = math.nan
             if not math.isfinite(x):
-                raise InputError(f"{path}: line {lineno}: annotation {columns[c]!r} of variant {v} is not a finite "
-                                 f"number: {text!r}")
+                raise InputError(
+                    f"{path}: line {lineno}: annotation {columns[c]!r} of variant {v} is not a finite number: {text!r}"
+                )
             A[j, c] = x
-    logger.info("%s: %d annotation column(s) for %d variants (%d lines not fitted)", path, len(columns), len(ids),
-                len(rows) - len(ids))
+    logger.info(
+        "%s: %d annotation column(s) for %d variants (%d lines not fitted)", path, len(columns), len(ids), len(rows) - len(ids)
+    )
     return columns, A
 
 
@@ -110,8 +113,10 @@ def snpvar_text(ids: Sequence[str], result: AnnotatedResult) -> str:
 def enrichment_text(result: AnnotatedResult) -> str:
     """PREFIX.enrichment.tsv: one row per non-negative annotation column."""
     lines = ["annotation\tshare_variants\tshare_h2\tenrichment\tSE\tMC_SE"]
-    lines += [f"{e.annotation}\t{_fmt(e.share_variants)}\t{_fmt(e.share_h2)}\t{_fmt(e.enrichment)}\t{_fmt(e.se)}\t"
-              f"{_fmt(e.mc_se)}" for e in result.enrichment]
+    lines += [
+        f"{e.annotation}\t{_fmt(e.share_variants)}\t{_fmt(e.share_h2)}\t{_fmt(e.enrichment)}\t{_fmt(e.se)}\t{_fmt(e.mc_se)}"
+        for e in result.enrichment
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -122,22 +127,28 @@ def history_text(result: AnnotatedResult) -> str:
     for h in result.history:
         conv = h.get("decrement", h.get("mean_sq_grad", math.nan))
         loglik = math.nan if h["loglik"] is None else h["loglik"]
-        lines.append(f"{h['iteration']}\t{_fmt(loglik)}\t{_fmt(conv)}\t{_fmt(h['theta_e'])}\t{_fmt(h['vg'])}\t"
-                     f"{_fmt(h['vg'] / (h['vg'] + h['theta_e']))}\t{_fmt(h['grad_norm'])}\t{h['passes']}\t"
-                     f"{h['time']:.3f}")
+        lines.append(
+            f"{h['iteration']}\t{_fmt(loglik)}\t{_fmt(conv)}\t{_fmt(h['theta_e'])}\t{_fmt(h['vg'])}\t"
+            f"{_fmt(h['vg'] / (h['vg'] + h['theta_e']))}\t{_fmt(h['grad_norm'])}\t{h['passes']}\t"
+            f"{h['time']:.3f}"
+        )
     return "\n".join(lines) + "\n"
 
 
 def summary_text(result: AnnotatedResult) -> str:
     """A short table for the terminal."""
-    lines = [f"variance model {result.model['model']} ({result.method} path): {result.status}",
-             f"{'parameter':<24}{'estimate':>12}{'SE':>12}{'MC SE':>12}"]
+    lines = [
+        f"variance model {result.model['model']} ({result.method} path): {result.status}",
+        f"{'parameter':<24}{'estimate':>12}{'SE':>12}{'MC SE':>12}",
+    ]
     for name, v, se, mc in zip(result.param_names, result.params, result.params_se, result.params_mc_se):
         lines.append(f"{name:<24}{v:>12.5g}{se:>12.4g}{mc:>12.4g}")
     lines.append(f"{'theta_e':<24}{result.theta_e:>12.5g}{result.theta_e_se:>12.4g}")
     lines.append(f"{'total h2':<24}{result.h2:>12.5g}{result.h2_se:>12.4g}{result.h2_mc_se:>12.4g}")
-    lines.append(f"logL {result.loglik:.4f} (one-component start: {result.start.get('loglik', math.nan):.4f}); "
-                 f"{result.iterations} iterations, {result.passes} passes")
+    lines.append(
+        f"logL {result.loglik:.4f} (one-component start: {result.start.get('loglik', math.nan):.4f}); "
+        f"{result.iterations} iterations, {result.passes} passes"
+    )
     return "\n".join(lines)
 
 
@@ -184,19 +195,43 @@ def fit_store(
 
     data = inputs.data
     with GenotypeOperator(
-        inputs.stores, inputs.spec, data.sample_index, client=client, dtype=np.dtype(worker_dtype),
-        memory_budget=memory_budget, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
+        inputs.stores,
+        inputs.spec,
+        data.sample_index,
+        client=client,
+        dtype=np.dtype(worker_dtype),
+        memory_budget=memory_budget,
+        min_maf=min_maf,
+        max_missing=max_missing,
+        frequencies=frequencies,
     ) as operator:
         table = variant_table(operator)
         keys = table.store.astype(np.int64) * (int(table.index.max()) + 1) + table.index.astype(np.int64)
         if np.unique(keys).size != keys.size:
-            raise InputError("annotated fit: a variant belongs to several components; give components that do not "
-                             "overlap (each variant has one variance)")
+            raise InputError(
+                "annotated fit: a variant belongs to several components; give components that do not "
+                "overlap (each variant has one variance)"
+            )
         ids = np.asarray(table.id).astype(str)
         columns, A = read_annotations(annot, ids) if annot is not None else ((), None)
-        result = fit_annotated(operator, data.y, data.X, annotations=A, columns=columns, variance_model=variance_model,
-                               frequencies=np.asarray(table.frequency, dtype=np.float64), config=config)
-    description = {**inputs.description, "annot": None if annot is None else str(annot), "variance_model": variance_model,
-                   "annotation_columns": list(columns), "min_maf": min_maf, "max_missing": max_missing,
-                   "freq_from": frequencies, "worker_dtype": worker_dtype}
+        result = fit_annotated(
+            operator,
+            data.y,
+            data.X,
+            annotations=A,
+            columns=columns,
+            variance_model=variance_model,
+            frequencies=np.asarray(table.frequency, dtype=np.float64),
+            config=config,
+        )
+    description = {
+        **inputs.description,
+        "annot": None if annot is None else str(annot),
+        "variance_model": variance_model,
+        "annotation_columns": list(columns),
+        "min_maf": min_maf,
+        "max_missing": max_missing,
+        "freq_from": frequencies,
+        "worker_dtype": worker_dtype,
+    }
     return result, ids, description

@@ -136,8 +136,16 @@ class ExactEvaluator:
         logdet = 2.0 * float(np.sum(np.log(np.diag(L[0])))) + 2.0 * float(np.sum(np.log(np.diag(A[0]))))
         loglik = -0.5 * (logdet + float(self.y @ Py))
         q1 = grad.shape[0]
-        return Point(psi=np.asarray(psi, dtype=np.float64), sigma2=sigma2, theta_e=theta_e, grad=grad,
-                     grad_cov=np.zeros((q1, q1)), variant_grad=g, loglik=loglik, data={"P": P, "Py": Py, "t": t})
+        return Point(
+            psi=np.asarray(psi, dtype=np.float64),
+            sigma2=sigma2,
+            theta_e=theta_e,
+            grad=grad,
+            grad_cov=np.zeros((q1, q1)),
+            variant_grad=g,
+            loglik=loglik,
+            data={"P": P, "Py": Py, "t": t},
+        )
 
     def information(self, point: Point) -> np.ndarray:
         """AI on psi, shape (q + 1, q + 1)."""
@@ -176,8 +184,9 @@ class RandomisedEvaluator:
         seed: seeds the probes W (n x B) and the SLQ probes (n x s), drawn once in that order.
     """
 
-    def __init__(self, variants: VariantOperator, vmap: VarianceMap, y: np.ndarray, X: np.ndarray,
-                 settings: SolverSettings, seed: int) -> None:
+    def __init__(
+        self, variants: VariantOperator, vmap: VarianceMap, y: np.ndarray, X: np.ndarray, settings: SolverSettings, seed: int
+    ) -> None:
         self.variants, self.vmap, self.settings = variants, vmap, settings
         self.y, self.X = residualise(y, X), X
         n = variants.n
@@ -194,6 +203,7 @@ class RandomisedEvaluator:
     def apply_H(self, sigma2: np.ndarray, theta_e: float):
         def apply(V: np.ndarray) -> np.ndarray:
             return self.variants.z(sigma2[:, None] * self.variants.zt(V)) + theta_e * V
+
         return apply
 
     def _project(self, HiV: np.ndarray, HiX: np.ndarray, V: np.ndarray, A) -> np.ndarray:
@@ -215,7 +225,7 @@ class RandomisedEvaluator:
         with self.count("score"):
             sol = block_pcg(apply, rhs, tol=tol, max_iter=s.pcg_max_iter, x0=x0, Hx0=Hx0)
         self._previous = sol.x
-        HiX, Hiy, HiW = sol.x[:, :p], sol.x[:, p], sol.x[:, p + 1:]
+        HiX, Hiy, HiW = sol.x[:, :p], sol.x[:, p], sol.x[:, p + 1 :]
         A = cho_factor(self.X.T @ HiX, lower=True)
         Py = self._project(Hiy, HiX, self.y, A)
         PW = self._project(HiW, HiX, self.W, A)
@@ -228,8 +238,11 @@ class RandomisedEvaluator:
             controls = self.ZtW**2 - self.norms[:, None]  # mean 0
             cc = controls - controls.mean(axis=1, keepdims=True)
             denom = np.einsum("jb,jb->j", cc, cc)
-            beta = np.where(denom > 0, np.einsum("jb,jb->j", samples - samples.mean(axis=1, keepdims=True), cc)
-                            / np.where(denom > 0, denom, 1.0), 0.0)
+            beta = np.where(
+                denom > 0,
+                np.einsum("jb,jb->j", samples - samples.mean(axis=1, keepdims=True), cc) / np.where(denom > 0, denom, 1.0),
+                0.0,
+            )
             samples = samples - beta[:, None] * controls
             q_cv = 1
         diag = samples.mean(axis=1)
@@ -238,15 +251,23 @@ class RandomisedEvaluator:
         g_e = 0.5 * (Py @ Py - trace_samples.mean())
         grad = np.append(chain(self.vmap, phi, g), theta_e * g_e)
         # per-probe gradients: their spread is the Monte Carlo error of the mean
-        per_probe_grad = np.vstack([chain(self.vmap, phi, 0.5 * (t[:, None] ** 2 - samples)),
-                                    theta_e * 0.5 * (Py @ Py - trace_samples)[None]])  # shape: (q + 1, B)
+        per_probe_grad = np.vstack(
+            [chain(self.vmap, phi, 0.5 * (t[:, None] ** 2 - samples)), theta_e * 0.5 * (Py @ Py - trace_samples)[None]]
+        )  # shape: (q + 1, B)
         dev = per_probe_grad - per_probe_grad.mean(axis=1, keepdims=True)
         scale = 1.0 / max(B - 1 - q_cv, 1) * ((B - 2) / max(B - q_cv - 2, 1) if q_cv else 1.0)
         grad_cov = dev @ dev.T * scale / B
         failures = () if sol.converged.all() else (sol.status,)
         return Point(
-            psi=np.asarray(psi, dtype=np.float64), sigma2=sigma2, theta_e=theta_e, grad=grad, grad_cov=grad_cov,
-            variant_grad=g, loglik=float("nan"), failures=failures, stats={"pcg": sol.stats()},
+            psi=np.asarray(psi, dtype=np.float64),
+            sigma2=sigma2,
+            theta_e=theta_e,
+            grad=grad,
+            grad_cov=grad_cov,
+            variant_grad=g,
+            loglik=float("nan"),
+            failures=failures,
+            stats={"pcg": sol.stats()},
             data={"HiX": HiX, "A": A, "Py": Py, "t": t, "per_probe": per_probe_grad if per_probe else None},
         )
 
@@ -255,8 +276,9 @@ class RandomisedEvaluator:
         J = jacobian(self.vmap, point.psi[:-1])
         with self.count("information"):
             U = np.hstack([self.variants.z(J * point.data["t"][:, None]), point.theta_e * point.data["Py"][:, None]])
-            sol = block_pcg(self.apply_H(point.sigma2, point.theta_e), U, tol=self.settings.ai_tol,
-                            max_iter=self.settings.pcg_max_iter)
+            sol = block_pcg(
+                self.apply_H(point.sigma2, point.theta_e), U, tol=self.settings.ai_tol, max_iter=self.settings.pcg_max_iter
+            )
         PU = self._project(sol.x, point.data["HiX"], U, point.data["A"])
         ai = 0.5 * U.T @ PU
         return (ai + ai.T) / 2
@@ -269,8 +291,9 @@ class RandomisedEvaluator:
         (E[z^T (log H - H) z] + tr H, as `dreml.reml.slq`).
         """
         with self.count("final"):
-            sol = block_pcg(self.apply_H(point.sigma2, point.theta_e), self.Zs, tol=self.settings.slq_tol,
-                            max_iter=self.settings.pcg_max_iter)
+            sol = block_pcg(
+                self.apply_H(point.sigma2, point.theta_e), self.Zs, tol=self.settings.slq_tol, max_iter=self.settings.pcg_max_iter
+            )
         quad = np.empty(self.Zs.shape[1])
         for c in range(self.Zs.shape[1]):
             J = int(sol.column_iterations[c])

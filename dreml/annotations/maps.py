@@ -125,12 +125,15 @@ class LinearMap:
         A = _checked_matrix(self.A, tuple(self.columns))
         for c, col in enumerate(self.columns):
             if np.ptp(A[:, c]) == 0:
-                raise InputError(f"linear variance model: annotation {col!r} is constant over the fitted variants "
-                                 f"(value {A[0, c]:g}); drop it (the intercept already models a constant)")
+                raise InputError(
+                    f"linear variance model: annotation {col!r} is constant over the fitted variants "
+                    f"(value {A[0, c]:g}); drop it (the intercept already models a constant)"
+                )
         q = A.shape[1]
         if q and np.linalg.matrix_rank(A) < q:
-            raise InputError(f"linear variance model: the annotation columns {', '.join(self.columns)} are linearly "
-                             "dependent; drop one")
+            raise InputError(
+                f"linear variance model: the annotation columns {', '.join(self.columns)} are linearly dependent; drop one"
+            )
         D = np.hstack([np.ones((A.shape[0], 1)), A])
         intercept = np.linalg.matrix_rank(D) == q + 1
         object.__setattr__(self, "A", A)
@@ -211,8 +214,15 @@ class MlpMap:
         return {"model": self.name, "columns": list(self.columns), "hidden": list(self.hidden), "seed": self.seed}
 
 
-def make_map(model: str, *, annotations: np.ndarray | None, columns: tuple[str, ...], frequencies: np.ndarray | None,
-             hidden: tuple[int, ...] = (16,), seed: int = 0) -> VarianceMap:
+def make_map(
+    model: str,
+    *,
+    annotations: np.ndarray | None,
+    columns: tuple[str, ...],
+    frequencies: np.ndarray | None,
+    hidden: tuple[int, ...] = (16,),
+    seed: int = 0,
+) -> VarianceMap:
     """The map named `model` ("ldak", "linear", "mlp") on the fitted variants' data."""
     if model == "ldak":
         if frequencies is None:

@@ -58,14 +58,23 @@ def _accept(current: Point, trial: Point, step: np.ndarray) -> bool:
 
 
 def _record(it: int, point: Point, passes: int, t0: float, **extra) -> dict:
-    return {"iteration": it, "psi": point.psi.tolist(), "theta_e": point.theta_e, "vg": float(point.sigma2.sum()),
-            "loglik": None if not np.isfinite(point.loglik) else point.loglik,
-            "grad_norm": float(np.linalg.norm(point.grad)), "passes": passes, "time": time.perf_counter() - t0,
-            **point.stats, **extra}
+    return {
+        "iteration": it,
+        "psi": point.psi.tolist(),
+        "theta_e": point.theta_e,
+        "vg": float(point.sigma2.sum()),
+        "loglik": None if not np.isfinite(point.loglik) else point.loglik,
+        "grad_norm": float(np.linalg.norm(point.grad)),
+        "passes": passes,
+        "time": time.perf_counter() - t0,
+        **point.stats,
+        **extra,
+    }
 
 
-def fisher_scoring(evaluator, psi0: np.ndarray, *, max_iter: int, tol_decrement: float, max_step_halvings: int,
-                   max_step: float) -> Optimum:
+def fisher_scoring(
+    evaluator, psi0: np.ndarray, *, max_iter: int, tol_decrement: float, max_step_halvings: int, max_step: float
+) -> Optimum:
     """Average-information iterations from psi0 (module docstring)."""
     t0 = time.perf_counter()
     point = evaluator.evaluate(np.asarray(psi0, dtype=np.float64))
@@ -77,10 +86,17 @@ def fisher_scoring(evaluator, psi0: np.ndarray, *, max_iter: int, tol_decrement:
         nu = float(point.grad @ delta)
         nu_mc = float(np.trace(_solve(ai, point.grad_cov)))
         threshold = max(tol_decrement, nu_mc / 10)
-        history.append(_record(it, point, sum(evaluator.count.passes.values()), t0, decrement=nu,
-                               decrement_mc=nu_mc, halvings=halvings))
-        logger.info("annotated REML iteration %d: decrement %.3g (threshold %.3g), theta_e %.4g, Vg %.4g",
-                    it, nu, threshold, point.theta_e, point.sigma2.sum())
+        history.append(
+            _record(it, point, sum(evaluator.count.passes.values()), t0, decrement=nu, decrement_mc=nu_mc, halvings=halvings)
+        )
+        logger.info(
+            "annotated REML iteration %d: decrement %.3g (threshold %.3g), theta_e %.4g, Vg %.4g",
+            it,
+            nu,
+            threshold,
+            point.theta_e,
+            point.sigma2.sum(),
+        )
         if nu < threshold:
             converged = not point.failures
             status = "converged" if converged else "decrement below threshold, but " + "; ".join(point.failures)
@@ -89,7 +105,7 @@ def fisher_scoring(evaluator, psi0: np.ndarray, *, max_iter: int, tol_decrement:
             status = f"not converged after {max_iter} iterations (decrement {nu:.3g} > {threshold:.3g})"
             break
         step = delta * min(1.0, max_step / max(float(np.abs(delta).max()), 1e-300))
-        for halvings in range(max_step_halvings + 1):
+        for halvings in range(max_step_halvings + 1):  # noqa: B007 (the count is recorded at the next iteration)
             trial = evaluator.evaluate(point.psi + step)
             if _accept(point, trial, step):
                 break
@@ -110,8 +126,7 @@ def adam(evaluator, psi0: np.ndarray, *, max_iter: int, learning_rate: float, to
         g = point.grad
         mean_sq = float(g @ g) / g.size
         noise = float(np.trace(point.grad_cov)) / g.size
-        history.append(_record(it, point, sum(evaluator.count.passes.values()), t0, mean_sq_grad=mean_sq,
-                               mc_variance=noise))
+        history.append(_record(it, point, sum(evaluator.count.passes.values()), t0, mean_sq_grad=mean_sq, mc_variance=noise))
         if mean_sq < max(tol_grad**2, noise):
             converged = not point.failures
             status = "converged" if converged else "gradient below threshold, but " + "; ".join(point.failures)
@@ -122,5 +137,6 @@ def adam(evaluator, psi0: np.ndarray, *, max_iter: int, learning_rate: float, to
         m1 = 0.9 * m1 + 0.1 * g
         m2 = 0.999 * m2 + 0.001 * g**2
         psi = psi + learning_rate * (m1 / (1 - 0.9 ** (it + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (it + 1))) + 1e-8)
-    return Optimum(point=point, ai=None, iterations=it, converged=converged, status=status,
-                   decrement=float("nan"), history=history)
+    return Optimum(
+        point=point, ai=None, iterations=it, converged=converged, status=status, decrement=float("nan"), history=history
+    )

@@ -137,7 +137,6 @@ class OneComponent:
         if self._sum_squares is None:
             self.traces = None  # the engine then estimates tr(K) from its probes
 
-
     @property
     def shape(self) -> tuple[int, int]:
         return (self.variants.n, self.variants.n)

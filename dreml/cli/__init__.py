@@ -37,5 +37,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     # JAX reports at start-up which accelerator plugins it did not find; that is not news.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
     out = getattr(args, "out", None)
-    return run_command("dreml", argv, lambda: args.run(args), log=None if out is None else f"{out}.log",
-                       errors=(DremlError,))
+    return run_command("dreml", argv, lambda: args.run(args), log=None if out is None else f"{out}.log", errors=(DremlError,))

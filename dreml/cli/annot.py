@@ -27,24 +27,57 @@ logger = logging.getLogger(__name__)
 def add_annotation_options(p: argparse.ArgumentParser) -> None:
     """--annot, --variance-model and the annotated optimiser's settings."""
     g = p.add_argument_group("annotation-driven per-variant variances (docs/math.md)")
-    g.add_argument("--annot", metavar="FILE",
-                   help="per-variant annotations: variant ID then named numeric columns (optional header; plain, .gz "
-                        "or .zst); fits sigma2_j = f(a_j) by REML instead of the components' variances and writes "
-                        "PREFIX.snpvar.tsv, PREFIX.enrichment.tsv, PREFIX.annot.json, PREFIX.annot.history.tsv")
-    g.add_argument("--variance-model", choices=MODELS, default=None,
-                   help="ldak: s [2p(1-p)]^(1+alpha) (no --annot needed); linear: exp(tau_0 + a^T tau); mlp: a small "
-                        "neural network with softplus output (default with --annot: linear)")
-    g.add_argument("--annot-hidden", type=int, nargs="+", default=list(AnnotConfig.hidden), metavar="H",
-                   help=f"mlp hidden layer sizes (default {' '.join(map(str, AnnotConfig.hidden))})")
-    g.add_argument("--annot-max-iter", type=int, default=AnnotConfig.max_iter, metavar="N",
-                   help=f"most Fisher-scoring iterations (ldak, linear; default {AnnotConfig.max_iter})")
-    g.add_argument("--annot-tol", type=float, default=AnnotConfig.tol_decrement, metavar="T",
-                   help="stop when the Newton decrement grad^T AI^-1 grad is below T or a tenth of its Monte Carlo "
-                        f"part (default {AnnotConfig.tol_decrement})")
-    g.add_argument("--annot-adam-steps", type=int, default=AnnotConfig.adam_max_iter, metavar="N",
-                   help=f"most Adam steps (mlp; default {AnnotConfig.adam_max_iter})")
-    g.add_argument("--annot-learning-rate", type=float, default=AnnotConfig.learning_rate, metavar="R",
-                   help=f"Adam step size (mlp; default {AnnotConfig.learning_rate})")
+    g.add_argument(
+        "--annot",
+        metavar="FILE",
+        help="per-variant annotations: variant ID then named numeric columns (optional header; plain, .gz "
+        "or .zst); fits sigma2_j = f(a_j) by REML instead of the components' variances and writes "
+        "PREFIX.snpvar.tsv, PREFIX.enrichment.tsv, PREFIX.annot.json, PREFIX.annot.history.tsv",
+    )
+    g.add_argument(
+        "--variance-model",
+        choices=MODELS,
+        default=None,
+        help="ldak: s [2p(1-p)]^(1+alpha) (no --annot needed); linear: exp(tau_0 + a^T tau); mlp: a small "
+        "neural network with softplus output (default with --annot: linear)",
+    )
+    g.add_argument(
+        "--annot-hidden",
+        type=int,
+        nargs="+",
+        default=list(AnnotConfig.hidden),
+        metavar="H",
+        help=f"mlp hidden layer sizes (default {' '.join(map(str, AnnotConfig.hidden))})",
+    )
+    g.add_argument(
+        "--annot-max-iter",
+        type=int,
+        default=AnnotConfig.max_iter,
+        metavar="N",
+        help=f"most Fisher-scoring iterations (ldak, linear; default {AnnotConfig.max_iter})",
+    )
+    g.add_argument(
+        "--annot-tol",
+        type=float,
+        default=AnnotConfig.tol_decrement,
+        metavar="T",
+        help="stop when the Newton decrement grad^T AI^-1 grad is below T or a tenth of its Monte Carlo "
+        f"part (default {AnnotConfig.tol_decrement})",
+    )
+    g.add_argument(
+        "--annot-adam-steps",
+        type=int,
+        default=AnnotConfig.adam_max_iter,
+        metavar="N",
+        help=f"most Adam steps (mlp; default {AnnotConfig.adam_max_iter})",
+    )
+    g.add_argument(
+        "--annot-learning-rate",
+        type=float,
+        default=AnnotConfig.learning_rate,
+        metavar="R",
+        help=f"Adam step size (mlp; default {AnnotConfig.learning_rate})",
+    )
 
 
 def wants_annotations(args: argparse.Namespace) -> bool:
@@ -56,11 +89,22 @@ def annot_config(args: argparse.Namespace, config: FitConfig) -> AnnotConfig:
     """The annotated fit's settings from the annotation flags and the fit command's `FitConfig`."""
     try:
         return AnnotConfig(
-            method=config.method, n_probes=config.n_probes, slq_probes=config.slq_probes, pcg_tol=config.pcg_tol,
-            probe_tol=config.probe_tol, ai_tol=config.ai_tol, slq_tol=config.slq_tol, pcg_max_iter=config.pcg_max_iter,
-            max_iter=args.annot_max_iter, tol_decrement=args.annot_tol, max_step_halvings=config.max_step_halvings,
-            adam_max_iter=args.annot_adam_steps, learning_rate=args.annot_learning_rate,
-            hidden=tuple(args.annot_hidden), loglik=config.loglik, seed=config.seed,
+            method=config.method,
+            n_probes=config.n_probes,
+            slq_probes=config.slq_probes,
+            pcg_tol=config.pcg_tol,
+            probe_tol=config.probe_tol,
+            ai_tol=config.ai_tol,
+            slq_tol=config.slq_tol,
+            pcg_max_iter=config.pcg_max_iter,
+            max_iter=args.annot_max_iter,
+            tol_decrement=args.annot_tol,
+            max_step_halvings=config.max_step_halvings,
+            adam_max_iter=args.annot_adam_steps,
+            learning_rate=args.annot_learning_rate,
+            hidden=tuple(args.annot_hidden),
+            loglik=config.loglik,
+            seed=config.seed,
         )
     except ValueError as exc:
         raise InputError(f"dreml fit --annot: {exc}") from exc
@@ -77,16 +121,24 @@ def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
     if getattr(args, "all_pheno", False) or (names is not None and len(names) > 1):
         raise InputError("--annot fits one trait at a time: give one --pheno-name")
     if getattr(args, "reml_lrt", None):
-        raise InputError("--reml-lrt does not apply to --annot fits (compare their logL with the one-component fit's, "
-                         "reported as the start)")
+        raise InputError(
+            "--reml-lrt does not apply to --annot fits (compare their logL with the one-component fit's, reported as the start)"
+        )
     settings = annot_config(args, config)
     inputs = inputs_from_args(args)
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         result, ids, description = fit_store(
-            inputs, args.annot, variance_model=model, client=client, config=settings,
-            worker_dtype=config.worker_dtype, min_maf=args.min_maf, max_missing=args.max_missing,
-            memory_budget=memory_budget(args), frequencies=args.freq_from,
+            inputs,
+            args.annot,
+            variance_model=model,
+            client=client,
+            config=settings,
+            worker_dtype=config.worker_dtype,
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            memory_budget=memory_budget(args),
+            frequencies=args.freq_from,
         )
     paths = write_annotated(result, ids, args.out, description)
     print(summary_text(result))

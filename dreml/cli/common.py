@@ -34,12 +34,19 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
     where = group.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
     where.add_argument("--workers", type=int, help="start a local cluster of this many worker processes")
-    group.add_argument("--wait-workers", type=positive_int, metavar="N",
-                       help="start only once N workers have joined the cluster (default: a local cluster's own)")
-    group.add_argument("--device-memory-limit", default=str(DEFAULT_DEVICE_MEMORY_LIMIT),
-                       help="local GPU cluster: device memory per worker (0.9 = 90%%, or 70GiB) beyond which "
-                            "dask-cuda spills to host memory; keep it above the shard budget "
-                            f"(default {DEFAULT_DEVICE_MEMORY_LIMIT})")
+    group.add_argument(
+        "--wait-workers",
+        type=positive_int,
+        metavar="N",
+        help="start only once N workers have joined the cluster (default: a local cluster's own)",
+    )
+    group.add_argument(
+        "--device-memory-limit",
+        default=str(DEFAULT_DEVICE_MEMORY_LIMIT),
+        help="local GPU cluster: device memory per worker (0.9 = 90%%, or 70GiB) beyond which "
+        "dask-cuda spills to host memory; keep it above the shard budget "
+        f"(default {DEFAULT_DEVICE_MEMORY_LIMIT})",
+    )
 
 
 def cluster_client(args: argparse.Namespace) -> contextlib.AbstractContextManager[Client]:
@@ -49,6 +56,8 @@ def cluster_client(args: argparse.Namespace) -> contextlib.AbstractContextManage
     after `dreml.cluster.DEFAULT_WAIT_TIMEOUT` seconds).
     """
     return session(
-        args.scheduler, n_workers=args.workers, wait_for_workers=args.wait_workers,
+        args.scheduler,
+        n_workers=args.workers,
+        wait_for_workers=args.wait_workers,
         device_memory_limit=args.device_memory_limit,
     )

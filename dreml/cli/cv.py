@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 
 from dreml.cli.common import add_cluster_options, cluster_client
-from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
 from dreml.cli.fit import _add_config_flags, check_out_prefix, config_from_args
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
 from dreml.cv import CVOptions, CVResult, cross_validate_prepared, fold_labels
 from dreml.errors import InputError
 from dreml.fit import FitInputs
@@ -32,13 +32,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cv", help="GBLUP prediction accuracy by K-fold cross-validation")
     add_input_options(p)
     p.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds, 2..n")
-    p.add_argument("--fold-file", help="assign folds from 'FID IID fold' (or 'IID fold') lines instead of at random; "
-                                       "fold labels are any integers, one per analysed sample")
-    p.add_argument("--fixed-variance", action="store_true",
-                   help="estimate the variance components once on all samples and keep them for every fold "
-                        "(faster; default: refit them on each training set)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the fold assignment and of every fit's random draws (default: a fresh one; recorded)")
+    p.add_argument(
+        "--fold-file",
+        help="assign folds from 'FID IID fold' (or 'IID fold') lines instead of at random; "
+        "fold labels are any integers, one per analysed sample",
+    )
+    p.add_argument(
+        "--fixed-variance",
+        action="store_true",
+        help="estimate the variance components once on all samples and keep them for every fold "
+        "(faster; default: refit them on each training set)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the fold assignment and of every fit's random draws (default: a fresh one; recorded)",
+    )
     add_method_options(p, "the fits")
     p.add_argument("--out", required=True, help="output prefix")
     add_cluster_options(p)
@@ -62,8 +72,10 @@ def cv_tsv_text(result: CVResult, inputs: FitInputs) -> str:
     data = inputs.data
     fid = inputs.stores[0].sample_family_id[data.sample_index]
     lines = ["FID\tIID\tfold\tobserved\tpredicted"]
-    lines += [f"{f}\t{i}\t{k}\t{o:.10g}\t{p:.10g}"
-              for f, i, k, o, p in zip(fid, data.iid, result.fold, result.observed, result.predicted)]
+    lines += [
+        f"{f}\t{i}\t{k}\t{o:.10g}\t{p:.10g}"
+        for f, i, k, o, p in zip(fid, data.iid, result.fold, result.observed, result.predicted)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -73,7 +85,10 @@ def _num(x: float, spec: str = ".4f") -> str:
 
 def summary_table(report: dict) -> str:
     """The table `dreml cv` prints: one row per fold, then the pooled line."""
-    head = f"{'fold':>6}  {'n_train':>7}  {'n_test':>6}  {'h2':>7}  {'r':>7}  {'R2':>7}  {'MSE':>9}  {'passes':>6}  {'seconds':>7}  converged"
+    head = (
+        f"{'fold':>6}  {'n_train':>7}  {'n_test':>6}  {'h2':>7}  {'r':>7}  {'R2':>7}  {'MSE':>9}  "
+        f"{'passes':>6}  {'seconds':>7}  converged"
+    )
     lines = [head, "-" * len(head)]
     for f in report["folds"]:
         lines.append(
@@ -83,7 +98,8 @@ def summary_table(report: dict) -> str:
     lines.append("-" * len(head))
     pooled = report["pooled"]
     lines.append(
-        f"pooled: n {pooled['n']}   r {_num(pooled['correlation'])}   R2 {_num(pooled['r2'])}   MSE {_num(pooled['mse'], '.5g')}   "
+        f"pooled: n {pooled['n']}   r {_num(pooled['correlation'])}   R2 {_num(pooled['r2'])}   "
+        f"MSE {_num(pooled['mse'], '.5g')}   "
         f"mode {report['mode']}   passes {report['passes']}   time {report['timings']['end_to_end']:.1f} s   "
         f"converged {pooled['converged']}   seed {report['seed']}"
     )
@@ -97,7 +113,13 @@ def run(args: argparse.Namespace) -> int:
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         result = cross_validate_prepared(
-            inputs, options, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
+            inputs,
+            options,
+            client=client,
+            config=config,
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            frequencies=args.freq_from,
             memory_budget=memory_budget(args),
         )
     report = result.to_dict()
@@ -110,4 +132,3 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("%s", result.status)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
-

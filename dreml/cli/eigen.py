@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dreml.cli.common import add_cluster_options, cluster_client
+from dreml.cli.fit import check_out_prefix
 from dreml.cli.inputs import (
     add_genotype_options,
     add_sample_selection,
@@ -32,7 +33,6 @@ from dreml.cli.inputs import (
     sample_selection,
     variant_selection,
 )
-from dreml.cli.fit import check_out_prefix
 from dreml.components import Components
 from dreml.eigen import DEFAULT_OVERSAMPLING, METHODS, EigenConfig, EigenResult, top_eigenpairs
 from dreml.errors import InputError
@@ -52,27 +52,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eigen", help="top eigenvalues and eigenvectors (PCs) of a GRM, matrix-free")
     add_genotype_options(p)
     add_sample_selection(p.add_argument_group("sample selection"))
-    p.add_argument("--component", metavar="NAME",
-                   help="eigenpairs of this component's K_g (default: the GRM of all variants)")
+    p.add_argument("--component", metavar="NAME", help="eigenpairs of this component's K_g (default: the GRM of all variants)")
     p.add_argument("--rank", type=int, required=True, help="k, the number of leading eigenpairs")
-    p.add_argument("--method", choices=METHODS, default=EigenConfig.method,
-                   help="krylov: randomised block Krylov, every block kept (fewest passes); subspace: "
-                        f"subspace iteration, the last block only (default {EigenConfig.method})")
-    p.add_argument("--oversampling", type=int,
-                   help="extra columns per pass beyond k (default: "
-                        + ", ".join(f"{DEFAULT_OVERSAMPLING[m]} for {m}" for m in METHODS) + ")")
-    p.add_argument("--max-basis", type=int, default=EigenConfig.max_basis,
-                   help="krylov: most basis columns on the driver (2 n max_basis float64), then a "
-                        f"thick restart at no pass (default {EigenConfig.max_basis})")
-    p.add_argument("--tol", type=float, default=EigenConfig.tol,
-                   help="stop when every relative residual ||K u - lambda u|| / lambda is at most this "
-                        f"(default {EigenConfig.tol:g})")
-    p.add_argument("--max-iter", type=int, default=EigenConfig.max_iter,
-                   help=f"most iterations, one pass each (default {EigenConfig.max_iter})")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=EigenConfig.method,
+        help="krylov: randomised block Krylov, every block kept (fewest passes); subspace: "
+        f"subspace iteration, the last block only (default {EigenConfig.method})",
+    )
+    p.add_argument(
+        "--oversampling",
+        type=int,
+        help="extra columns per pass beyond k (default: "
+        + ", ".join(f"{DEFAULT_OVERSAMPLING[m]} for {m}" for m in METHODS)
+        + ")",
+    )
+    p.add_argument(
+        "--max-basis",
+        type=int,
+        default=EigenConfig.max_basis,
+        help="krylov: most basis columns on the driver (2 n max_basis float64), then a "
+        f"thick restart at no pass (default {EigenConfig.max_basis})",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=EigenConfig.tol,
+        help=f"stop when every relative residual ||K u - lambda u|| / lambda is at most this (default {EigenConfig.tol:g})",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=int,
+        default=EigenConfig.max_iter,
+        help=f"most iterations, one pass each (default {EigenConfig.max_iter})",
+    )
     p.add_argument("--seed", type=int, help="seed of the random start block (default: a fresh one, recorded)")
-    p.add_argument("--worker-dtype", choices=("float32", "float64"), default=DEFAULT_WORKER_DTYPE,
-                   help="arithmetic on the workers; float32 reaches relative residuals of about 1e-6, "
-                        f"use float64 for a smaller --tol (default {DEFAULT_WORKER_DTYPE})")
+    p.add_argument(
+        "--worker-dtype",
+        choices=("float32", "float64"),
+        default=DEFAULT_WORKER_DTYPE,
+        help="arithmetic on the workers; float32 reaches relative residuals of about 1e-6, "
+        f"use float64 for a smaller --tol (default {DEFAULT_WORKER_DTYPE})",
+    )
     p.add_argument("--out", required=True, help="output prefix")
     add_cluster_options(p)
     p.set_defaults(run=run)
@@ -88,9 +110,15 @@ def _as_options(message: str) -> str:
 def config_from_args(args: argparse.Namespace, n: int) -> EigenConfig:
     """The settings, checked against the n samples of the stores."""
     try:
-        config = EigenConfig(rank=args.rank, oversampling=args.oversampling, tol=args.tol,
-                             max_iter=args.max_iter, seed=args.seed, method=args.method,
-                             max_basis=args.max_basis)
+        config = EigenConfig(
+            rank=args.rank,
+            oversampling=args.oversampling,
+            tol=args.tol,
+            max_iter=args.max_iter,
+            seed=args.seed,
+            method=args.method,
+            max_basis=args.max_basis,
+        )
         config.check_samples(n)
     except ValueError as exc:
         raise InputError(f"dreml eigen: {_as_options(str(exc))}") from exc
@@ -105,8 +133,13 @@ def select_component(spec: Components, name: str | None) -> Components:
     if name not in spec.names:
         raise InputError(f"--component {name}: no such component (expected one of: {', '.join(spec.names)})")
     g = spec.names.index(name)
-    return Components(names=(name,), variant_indices=(spec.variant_indices[g],), stores=(spec.stores[g],),
-                      annotations=(spec.annotations[g],), source=f"{spec.source}, component {name}")
+    return Components(
+        names=(name,),
+        variant_indices=(spec.variant_indices[g],),
+        stores=(spec.stores[g],),
+        annotations=(spec.annotations[g],),
+        source=f"{spec.source}, component {name}",
+    )
 
 
 def eigenval_text(result: EigenResult) -> str:
@@ -134,29 +167,54 @@ def run(args: argparse.Namespace) -> int:
     samples = np.flatnonzero(kept)
     config = config_from_args(args, len(samples))
     check_out_prefix(args.out)
-    with cluster_client(args) as client, GenotypeOperator(
-        stores, spec, samples, client=client, dtype=np.dtype(args.worker_dtype), memory_budget=memory_budget(args),
-        min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
-    ) as operator:
+    with (
+        cluster_client(args) as client,
+        GenotypeOperator(
+            stores,
+            spec,
+            samples,
+            client=client,
+            dtype=np.dtype(args.worker_dtype),
+            memory_budget=memory_budget(args),
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            frequencies=args.freq_from,
+        ) as operator,
+    ):
         t_load = time.perf_counter() - t0
         dashboard = getattr(client, "dashboard_link", None)
         what = f"K_g of component {args.component}" if args.component else "the GRM of all variants"
         logger.info("top %d eigenpairs of %s on %d samples; dashboard: %s", config.rank, what, operator.shape[0], dashboard)
         # weights m_g / sum m: the GRM of all variants, or 1 for the one component selected
-        result = top_eigenpairs(operator, config.rank, method=config.method, oversampling=config.oversampling,
-                                tol=config.tol, max_iter=config.max_iter, seed=config.seed,
-                                max_basis=config.max_basis)
+        result = top_eigenpairs(
+            operator,
+            config.rank,
+            method=config.method,
+            oversampling=config.oversampling,
+            tol=config.tol,
+            max_iter=config.max_iter,
+            seed=config.seed,
+            max_basis=config.max_basis,
+        )
         report = {
-            **result.to_dict(), "n_samples": operator.shape[0],
+            **result.to_dict(),
+            "n_samples": operator.shape[0],
             "components": [{"name": g, "m": int(m)} for g, m in zip(operator.component_names, operator.m)],
             "component": args.component,
             "settings": {
-                **result.config.to_dict(), "worker_dtype": args.worker_dtype, "min_maf": args.min_maf,
-                "max_missing": args.max_missing, "freq_from": args.freq_from, "memory_budget": operator.memory_budget,
-                "stores": [str(s.path) for s in stores], "component_spec": str(spec.source),
+                **result.config.to_dict(),
+                "worker_dtype": args.worker_dtype,
+                "min_maf": args.min_maf,
+                "max_missing": args.max_missing,
+                "freq_from": args.freq_from,
+                "memory_budget": operator.memory_budget,
+                "stores": [str(s.path) for s in stores],
+                "component_spec": str(spec.source),
             },
-            "variant_filter": operator.report.table(), "variant_selection": variant_report,
-            "sample_selection": sample_report, "dashboard": dashboard,
+            "variant_filter": operator.report.table(),
+            "variant_selection": variant_report,
+            "sample_selection": sample_report,
+            "dashboard": dashboard,
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
         }
     report["timings"] = {**report["timings"], "shard_load": t_load, "end_to_end": time.perf_counter() - t0}
@@ -164,8 +222,13 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(paths[0], eigenval_text(result))
     atomic_write_text(paths[1], eigenvec_text(result, stores[0], samples))
     write_json(report, paths[2])
-    logger.info("%d iterations, %d passes, %.1f s; largest relative residual %.3g",
-                result.iterations, result.passes, report["timings"]["end_to_end"], result.history[-1])
+    logger.info(
+        "%d iterations, %d passes, %.1f s; largest relative residual %.3g",
+        result.iterations,
+        result.passes,
+        report["timings"]["end_to_end"],
+        result.history[-1],
+    )
     if not result.converged:
         logger.warning("%s", result.status)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -39,44 +39,84 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if f.name in _EXPLICIT:
             continue
         text = helps.get(f.name, "").replace("%", "%%")
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                           help=f"{text} (default {f.default})")
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"{text} (default {f.default})"
+        )
     gcta = p.add_argument_group("GCTA's names for REML settings")
-    gcta.add_argument("--reml-maxit", dest="max_iter", type=int, default=argparse.SUPPRESS, metavar="N",
-                      help="same as --max-iter")
-    gcta.add_argument("--reml-no-constrain", dest="constrain", action="store_false",
-                      help="let variance components go negative (only the residual stays positive; steps that make "
-                           "V indefinite are halved back)")
-    gcta.add_argument("--reml-priors-var", dest="priors", type=float, nargs="+", metavar="V",
-                      help="starting values v1 .. vG ve (G genetic components, then the residual), phenotype scale")
+    gcta.add_argument(
+        "--reml-maxit", dest="max_iter", type=int, default=argparse.SUPPRESS, metavar="N", help="same as --max-iter"
+    )
+    gcta.add_argument(
+        "--reml-no-constrain",
+        dest="constrain",
+        action="store_false",
+        help="let variance components go negative (only the residual stays positive; steps that make "
+        "V indefinite are halved back)",
+    )
+    gcta.add_argument(
+        "--reml-priors-var",
+        dest="priors",
+        type=float,
+        nargs="+",
+        metavar="V",
+        help="starting values v1 .. vG ve (G genetic components, then the residual), phenotype scale",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit variance components by REML")
     add_input_options(p)
-    p.add_argument("--all-pheno", action="store_true",
-                   help="fit every phenotype column (or give --pheno-name a,b,c): the traits share the passes; "
-                        "PREFIX.<trait>.* per trait and PREFIX.traits.tsv")
+    p.add_argument(
+        "--all-pheno",
+        action="store_true",
+        help="fit every phenotype column (or give --pheno-name a,b,c): the traits share the passes; "
+        "PREFIX.<trait>.* per trait and PREFIX.traits.tsv",
+    )
     p.add_argument("--out", required=True, help="output prefix")
     add_method_options(p, "the fit")
-    p.add_argument("--seed", type=int, default=FitConfig.seed,
-                   help="seed of every random draw (default: a fresh one; recorded in the outputs)")
-    p.add_argument("--no-loglik", dest="loglik", action="store_false",
-                   help="skip the final log-likelihood (SLQ solve on the randomised path)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=FitConfig.seed,
+        help="seed of every random draw (default: a fresh one; recorded in the outputs)",
+    )
+    p.add_argument(
+        "--no-loglik",
+        dest="loglik",
+        action="store_false",
+        help="skip the final log-likelihood (SLQ solve on the randomised path)",
+    )
     p.add_argument("--plot", action="store_true", help="also write PREFIX.png, a convergence figure")
     post = p.add_argument_group("after the fit (GCTA names; docs/cli.md)")
-    post.add_argument("--reml-est-fix", action="store_true",
-                      help="append the fixed effects (GLS at the estimates) and SEs to PREFIX.hsq (always in the .json)")
-    post.add_argument("--reml-pred-rand", action="store_true",
-                      help="write PREFIX.indi.blp: per sample the BLUP of each component and the residual (no pass)")
-    post.add_argument("--blup-snp", action="store_true",
-                      help="write PREFIX.snp.blp: SNP effects per allele copy for plink2 --score (computed for every fit: one pass)")
-    post.add_argument("--prevalence", type=float, metavar="K",
-                      help="case-control trait (0/1 or 1/2 coded): also report h2 on the liability scale for a "
-                           "population prevalence K (GCTA's V(G)/Vp_L rows; Lee et al. 2011)")
-    post.add_argument("--reml-lrt", nargs="+", metavar="COMPONENT",
-                      help="likelihood-ratio test of dropping these components (numbers from 1 or names): refits the "
-                           "reduced model. Default: with one component, the LRT against the null model (no pass)")
+    post.add_argument(
+        "--reml-est-fix",
+        action="store_true",
+        help="append the fixed effects (GLS at the estimates) and SEs to PREFIX.hsq (always in the .json)",
+    )
+    post.add_argument(
+        "--reml-pred-rand",
+        action="store_true",
+        help="write PREFIX.indi.blp: per sample the BLUP of each component and the residual (no pass)",
+    )
+    post.add_argument(
+        "--blup-snp",
+        action="store_true",
+        help="write PREFIX.snp.blp: SNP effects per allele copy for plink2 --score (computed for every fit: one pass)",
+    )
+    post.add_argument(
+        "--prevalence",
+        type=float,
+        metavar="K",
+        help="case-control trait (0/1 or 1/2 coded): also report h2 on the liability scale for a "
+        "population prevalence K (GCTA's V(G)/Vp_L rows; Lee et al. 2011)",
+    )
+    post.add_argument(
+        "--reml-lrt",
+        nargs="+",
+        metavar="COMPONENT",
+        help="likelihood-ratio test of dropping these components (numbers from 1 or names): refits the "
+        "reduced model. Default: with one component, the LRT against the null model (no pass)",
+    )
     add_annotation_options(p)
     add_cluster_options(p)
     _add_config_flags(p)
@@ -107,16 +147,19 @@ def _liability(args: argparse.Namespace, inputs: FitInputs) -> LiabilityScale | 
 
 
 def _write(report: FitResult, prefix: str, args: argparse.Namespace) -> list[Path]:
-    return write_outputs(report, prefix, plot=args.plot, reml_est_fix=args.reml_est_fix,
-                         reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp)
+    return write_outputs(
+        report, prefix, plot=args.plot, reml_est_fix=args.reml_est_fix, reml_pred_rand=args.reml_pred_rand, blup_snp=args.blup_snp
+    )
 
 
 def check_priors(config: FitConfig, inputs: FitInputs) -> None:
     """--reml-priors-var needs one value per component and one for the residual (before any cluster)."""
     expected = inputs.spec.n_components + 1
     if config.priors is not None and len(config.priors) != expected:
-        raise InputError(f"--reml-priors-var: {len(config.priors)} value(s) for {inputs.spec.n_components} component(s) "
-                         f"({', '.join(inputs.spec.names)}) and the residual: expected {expected}")
+        raise InputError(
+            f"--reml-priors-var: {len(config.priors)} value(s) for {inputs.spec.n_components} component(s) "
+            f"({', '.join(inputs.spec.names)}) and the residual: expected {expected}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,8 +175,14 @@ def run(args: argparse.Namespace) -> int:
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         report = fit_prepared(
-            inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing, frequencies=args.freq_from,
-            memory_budget=memory_budget(args), reml_lrt=tuple(args.reml_lrt or ()),
+            inputs,
+            client=client,
+            config=config,
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            frequencies=args.freq_from,
+            memory_budget=memory_budget(args),
+            reml_lrt=tuple(args.reml_lrt or ()),
         )
     report = dataclasses.replace(report, liability=liability)
     paths = _write(report, args.out, args)
@@ -149,8 +198,9 @@ def traits_tsv_text(outcome: TraitsOutcome) -> str:
     lines = ["trait\tn\th2\tSE\tconverged\tpasses\tseed\tstatus"]
     for name, r in zip(outcome.names, outcome.results):
         if isinstance(r, FitResult):
-            lines.append(f"{name}\t{r.n_samples}\t{r.h2_total:.6f}\t{r.h2_total_se:.6f}\t{r.converged}\t{r.passes}\t"
-                         f"{r.seed}\t{r.status}")
+            lines.append(
+                f"{name}\t{r.n_samples}\t{r.h2_total:.6f}\t{r.h2_total_se:.6f}\t{r.converged}\t{r.passes}\t{r.seed}\t{r.status}"
+            )
         else:
             lines.append(f"{name}\tNA\tNA\tNA\tFalse\tNA\tNA\terror: {r}")
     return "\n".join(lines) + "\n"
@@ -170,8 +220,13 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
     check_out_prefix(args.out)
     with cluster_client(args) as client:
         outcome = fit_traits_prepared(
-            inputs, client=client, config=config, min_maf=args.min_maf, max_missing=args.max_missing,
-            memory_budget=memory_budget(args), frequencies=args.freq_from,
+            inputs,
+            client=client,
+            config=config,
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            memory_budget=memory_budget(args),
+            frequencies=args.freq_from,
         )
     paths = []
     for name, result, scale in zip(outcome.names, outcome.results, liability):
@@ -181,10 +236,18 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
             logger.error("trait %s: %s", name, result)
     paths += [Path(args.out + ".traits.tsv"), Path(args.out + ".traits.json")]
     atomic_write_text(paths[-2], traits_tsv_text(outcome))
-    write_json({"traits": list(outcome.names), "passes": outcome.passes, "method": outcome.method, "seed": outcome.seed,
-                "samples_union": outcome.samples_union, "timings": outcome.timings,
-                "failed": {n: str(r) for n, r in zip(outcome.names, outcome.results) if not isinstance(r, FitResult)}},
-               paths[-1])
+    write_json(
+        {
+            "traits": list(outcome.names),
+            "passes": outcome.passes,
+            "method": outcome.method,
+            "seed": outcome.seed,
+            "samples_union": outcome.samples_union,
+            "timings": outcome.timings,
+            "failed": {n: str(r) for n, r in zip(outcome.names, outcome.results) if not isinstance(r, FitResult)},
+        },
+        paths[-1],
+    )
     print(traits_tsv_text(outcome), end="")
     print(f"{len(names)} traits, {outcome.passes} passes in all, {outcome.timings['end_to_end']:.1f} s")
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -20,7 +20,9 @@ from dreml.selection import SampleSelection, Selection, VariantSelection, parse_
 def add_variant_selection(p: argparse.ArgumentParser) -> None:
     """--extract, --exclude, --chr (PLINK 2 names)."""
     g = p.add_argument_group("variant selection (PLINK 2 names)")
-    g.add_argument("--extract", metavar="F", help="use only the variants listed (one ID a line; header, #comments, .gz/.zst allowed)")
+    g.add_argument(
+        "--extract", metavar="F", help="use only the variants listed (one ID a line; header, #comments, .gz/.zst allowed)"
+    )
     g.add_argument("--exclude", metavar="F", help="drop the variants listed")
     g.add_argument("--chr", nargs="+", metavar="SPEC", help="use only these chromosomes, e.g. 1-3,7 X")
 
@@ -37,9 +39,13 @@ def add_genotype_options(p: argparse.ArgumentParser) -> None:
     add_variant_selection(p)
     p.add_argument("--min-maf", type=float, default=0.0, help="drop variants with MAF below this")
     p.add_argument("--max-missing", type=float, default=1.0, help="drop variants missing more often than this")
-    p.add_argument("--freq-from", choices=("store", "samples"), default="store",
-                   help="allele frequencies that centre and scale the genotypes (and feed --min-maf): the store's, "
-                        "over all its samples (default), or recomputed over the analysed samples")
+    p.add_argument(
+        "--freq-from",
+        choices=("store", "samples"),
+        default="store",
+        help="allele frequencies that centre and scale the genotypes (and feed --min-maf): the store's, "
+        "over all its samples (default), or recomputed over the analysed samples",
+    )
     add_memory_budget(p)
 
 
@@ -55,18 +61,37 @@ def add_sample_options(p: argparse.ArgumentParser, *, required: bool = True, man
 
     `many_traits`: --pheno-name takes a comma-separated list (default every column)."""
     g = p.add_argument_group("samples, phenotypes and covariates (GCTA / PLINK 2 names; files may be .gz/.zst)")
-    g.add_argument("--pheno", required=required, metavar="F",
-                   help="phenotype file: 'FID IID value...' with a header (FID IID, #FID IID or #IID) or without (GCTA)")
+    g.add_argument(
+        "--pheno",
+        required=required,
+        metavar="F",
+        help="phenotype file: 'FID IID value...' with a header (FID IID, #FID IID or #IID) or without (GCTA)",
+    )
     which = g.add_mutually_exclusive_group()
-    which.add_argument("--pheno-name", metavar="NAME" + (",NAME..." if many_traits else ""),
-                       help="traits, comma-separated (default: every column)" if many_traits else "phenotype column (default: the first; `dreml fit` takes several, comma-separated, fitted in shared passes)")
+    which.add_argument(
+        "--pheno-name",
+        metavar="NAME" + (",NAME..." if many_traits else ""),
+        help="traits, comma-separated (default: every column)"
+        if many_traits
+        else "phenotype column (default: the first; `dreml fit` takes several, comma-separated, fitted in shared passes)",
+    )
     which.add_argument("--mpheno", type=positive_int, metavar="N", help="the N-th phenotype column (1-based, GCTA)")
-    g.add_argument("--covar", action="append", metavar="F", help="categorical covariates (GCTA --covar: every column, numeric codes too)")
+    g.add_argument(
+        "--covar", action="append", metavar="F", help="categorical covariates (GCTA --covar: every column, numeric codes too)"
+    )
     g.add_argument("--qcovar", action="append", metavar="F", help="quantitative covariates (GCTA --qcovar)")
-    g.add_argument("--covar-auto", action="append", metavar="F",
-                   help="covariates read as PLINK 2 --covar does: numeric columns quantitative, others categorical")
-    g.add_argument("--covar-name", action="append", metavar="NAME", help="covariate columns to use, over all the files "
-                   "(repeatable or comma-separated; default: all)")
+    g.add_argument(
+        "--covar-auto",
+        action="append",
+        metavar="F",
+        help="covariates read as PLINK 2 --covar does: numeric columns quantitative, others categorical",
+    )
+    g.add_argument(
+        "--covar-name",
+        action="append",
+        metavar="NAME",
+        help="covariate columns to use, over all the files (repeatable or comma-separated; default: all)",
+    )
     g.add_argument("--covar-cat", nargs="+", default=(), metavar="NAME", help="treat these covariate columns as categorical")
     add_sample_selection(g)
 
@@ -91,10 +116,14 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
 def add_method_options(p: argparse.ArgumentParser, what: str) -> None:
     """--method / --exact and --worker-dtype; `what` names the fits in the help."""
     method = p.add_mutually_exclusive_group()
-    method.add_argument("--method", choices=METHODS, default=FitConfig.method,
-                        help=f"REML path of {what}: exact (dense, small n), randomised (matrix-free), or auto: exact "
-                             "where it is faster and the driver's memory holds it (default auto; the report says which "
-                             "ran and why)")
+    method.add_argument(
+        "--method",
+        choices=METHODS,
+        default=FitConfig.method,
+        help=f"REML path of {what}: exact (dense, small n), randomised (matrix-free), or auto: exact "
+        "where it is faster and the driver's memory holds it (default auto; the report says which "
+        "ran and why)",
+    )
     method.add_argument("--exact", dest="method", action="store_const", const="exact", help="same as --method exact")
     p.add_argument("--worker-dtype", choices=("float32", "float64"), default=FitConfig.worker_dtype)
 
@@ -102,7 +131,8 @@ def add_method_options(p: argparse.ArgumentParser, what: str) -> None:
 def component_choice(args: argparse.Namespace) -> ComponentChoice:
     """The component option given (`add_genotype_options`)."""
     return ComponentChoice(
-        spec=args.components or args.component_file, by_chromosome=args.by_chromosome,
+        spec=args.components or args.component_file,
+        by_chromosome=args.by_chromosome,
         maf_bins=tuple(args.maf_bins) if args.maf_bins else None,
     )
 
@@ -110,7 +140,9 @@ def component_choice(args: argparse.Namespace) -> ComponentChoice:
 def variant_selection(args: argparse.Namespace) -> VariantSelection:
     """`add_variant_selection`'s options."""
     return VariantSelection(
-        extract=args.extract, exclude=args.exclude, chromosomes=parse_chromosomes(" ".join(args.chr)) if args.chr else None,
+        extract=args.extract,
+        exclude=args.exclude,
+        chromosomes=parse_chromosomes(" ".join(args.chr)) if args.chr else None,
     )
 
 
@@ -127,12 +159,13 @@ def trait_names(args: argparse.Namespace) -> list[str] | None:
 def phenotype_options(args: argparse.Namespace) -> dict:
     """Keyword arguments of `dreml.phenotypes.load_analysis_data` from `add_sample_options`'s
     options (all but the phenotype file and column)."""
-    files = [CovariateFile(path, kind) for option, kind in (("covar", "categorical"), ("qcovar", "quantitative"),
-                                                            ("covar_auto", "auto"))
-             for path in getattr(args, option) or ()]
+    files = [
+        CovariateFile(path, kind)
+        for option, kind in (("covar", "categorical"), ("qcovar", "quantitative"), ("covar_auto", "auto"))
+        for path in getattr(args, option) or ()
+    ]
     names = [n for item in args.covar_name or () for n in item.split(",") if n] or None
-    return {"covar": files, "covar_names": names, "covar_cat": tuple(args.covar_cat),
-            "samples": sample_selection(args)}
+    return {"covar": files, "covar_names": names, "covar_cat": tuple(args.covar_cat), "samples": sample_selection(args)}
 
 
 def inputs_from_args(args: argparse.Namespace, pheno_name: str | None = None) -> FitInputs:
@@ -140,8 +173,14 @@ def inputs_from_args(args: argparse.Namespace, pheno_name: str | None = None) ->
     overrides --pheno-name (one trait of several)."""
     options = phenotype_options(args)
     return prepare_inputs(
-        args.store, args.pheno, pheno_name=pheno_name or args.pheno_name, mpheno=args.mpheno, covar=options["covar"],
-        covar_names=options["covar_names"], covar_cat=options["covar_cat"], components=component_choice(args),
+        args.store,
+        args.pheno,
+        pheno_name=pheno_name or args.pheno_name,
+        mpheno=args.mpheno,
+        covar=options["covar"],
+        covar_names=options["covar_names"],
+        covar_cat=options["covar_cat"],
+        components=component_choice(args),
         selection=Selection(samples=options["samples"], variants=variant_selection(args)),
     )
 

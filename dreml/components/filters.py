@@ -34,7 +34,7 @@ class VariantStats:
     missing_rate: np.ndarray  # shape: (m,)
 
     @classmethod
-    def from_store(cls, store: Store) -> "VariantStats":
+    def from_store(cls, store: Store) -> VariantStats:
         """The statistics the converter stored (over all samples of the store)."""
         return cls(np.asarray(store.variant_allele_frequency, dtype=np.float64), np.asarray(store.variant_missing_rate))
 
@@ -44,7 +44,7 @@ class VariantStats:
         call_count: np.ndarray,  # shape: (m,)
         dosage_sum: np.ndarray,  # shape: (m,)
         n_samples: int,
-    ) -> "VariantStats":
+    ) -> VariantStats:
         """Statistics from observed-call counts and ALT dosage sums over `n_samples` samples."""
         call_count = np.asarray(call_count, dtype=np.float64)
         p = np.divide(dosage_sum, 2.0 * call_count, out=np.full(call_count.shape, np.nan), where=call_count > 0)
@@ -80,9 +80,7 @@ class FilterReport:
         """A fixed-width table, one line per component (logged when an operator is built)."""
         lines = [f"{'component':<20} {'m_spec':>9} {'m':>9} {'monomorphic':>11} {'missing':>9} {'low_maf':>9}"]
         for c in self.components:
-            lines.append(
-                f"{c.name:<20} {c.m_spec:>9} {c.m:>9} {c.n_monomorphic:>11} {c.n_high_missing:>9} {c.n_low_maf:>9}"
-            )
+            lines.append(f"{c.name:<20} {c.m_spec:>9} {c.m:>9} {c.n_monomorphic:>11} {c.n_high_missing:>9} {c.n_low_maf:>9}")
         return "\n".join(lines)
 
 

@@ -51,7 +51,9 @@ def read_tsv(path: str | Path, store: Store) -> Components:
             continue  # a header line such as 'SNP component'
         first = False
         if len(fields) != 2:
-            raise ComponentSpecError(f"{path}:{lineno}: expected 'SNP component' (two fields, tab or space separated), got {line!r}")
+            raise ComponentSpecError(
+                f"{path}:{lineno}: expected 'SNP component' (two fields, tab or space separated), got {line!r}"
+            )
         snp, name = fields
         if snp not in index_of:
             raise ComponentSpecError(f"{path}:{lineno}: unknown SNP id {snp!r} (not in store {store.path})")
@@ -83,7 +85,9 @@ def read_json(path: str | Path) -> Components:
             raise ComponentSpecError(f"{where}: expected an object, got {type(entry).__name__}")
         unknown = sorted(set(entry) - _JSON_FIELDS)
         if unknown:
-            raise ComponentSpecError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_JSON_FIELDS))})")
+            raise ComponentSpecError(
+                f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_JSON_FIELDS))})"
+            )
         for required in ("name", "variant_indices"):
             if required not in entry:
                 raise ComponentSpecError(f"{where}: missing field '{required}'")
@@ -121,15 +125,20 @@ def read_npz(path: str | Path) -> Components:
     if names.dtype.kind != "U" or names.ndim != 1:
         raise ComponentSpecError(f"{path}: 'names' must be a 1-d string array")
     G = names.shape[0]
-    if offsets.shape != (G + 1,) or offsets.dtype.kind not in "iu" or offsets[0] != 0 or np.any(np.diff(offsets) < 0) \
-            or offsets[-1] != indices.shape[0]:
+    if (
+        offsets.shape != (G + 1,)
+        or offsets.dtype.kind not in "iu"
+        or offsets[0] != 0
+        or np.any(np.diff(offsets) < 0)
+        or offsets[-1] != indices.shape[0]
+    ):
         raise ComponentSpecError(f"{path}: 'offsets' must be {G + 1} non-decreasing integers from 0 to len(indices)")
     stores = arrays.get("stores", np.zeros(G, dtype=np.int64))
     if stores.shape != (G,) or stores.dtype.kind not in "iu":
         raise ComponentSpecError(f"{path}: 'stores' must hold {G} integers")
     return Components(
         tuple(str(n) for n in names),
-        tuple(indices[offsets[g]:offsets[g + 1]] for g in range(G)),
+        tuple(indices[offsets[g] : offsets[g + 1]] for g in range(G)),
         tuple(int(s) for s in stores),
         source=str(path),
     )

@@ -79,7 +79,7 @@ class Components:
                     f"{where}: variant index {int(idx[-1])} out of range (store {store} has {n_variants[store]} variants)"
                 )
 
-    def select(self, keep: Sequence[np.ndarray], source: str | None = None) -> "Components":
+    def select(self, keep: Sequence[np.ndarray], source: str | None = None) -> Components:
         """The same components with only the variants where `keep[store][index]` is True."""
         return Components(
             names=self.names,
@@ -89,7 +89,7 @@ class Components:
             source=source or self.source,
         )
 
-    def concat(self, other: "Components", store_offset: int = 0) -> "Components":
+    def concat(self, other: Components, store_offset: int = 0) -> Components:
         """These components followed by `other`'s, its store indices shifted by `store_offset`."""
         return Components(
             names=self.names + other.names,

@@ -31,7 +31,26 @@ from dreml.gwas.mixed import (
     write_mixed_outputs,
 )
 
-__all__ = ["MISSING_MODES", "MarginalResult", "TraitData", "TraitResult", "glm_linear_text", "load_traits",
-           "marginal_gwas", "union_samples", "write_outputs",
-           "ChromosomeReport", "LocoLayout", "MixedConfig", "MixedResult", "MixedTraitResult", "check_fit_inputs",
-           "glm_mixed_text", "loco_layout", "loco_operator", "loco_operator_weights", "mixed_gwas", "write_mixed_outputs"]
+__all__ = [
+    "MISSING_MODES",
+    "MarginalResult",
+    "TraitData",
+    "TraitResult",
+    "glm_linear_text",
+    "load_traits",
+    "marginal_gwas",
+    "union_samples",
+    "write_outputs",
+    "ChromosomeReport",
+    "LocoLayout",
+    "MixedConfig",
+    "MixedResult",
+    "MixedTraitResult",
+    "check_fit_inputs",
+    "glm_mixed_text",
+    "loco_layout",
+    "loco_operator",
+    "loco_operator_weights",
+    "mixed_gwas",
+    "write_mixed_outputs",
+]

@@ -116,12 +116,17 @@ def load_traits(
         _, raw = table.column(name)
         observed = sum(1 for iid, tok in zip(table.iid, raw) if iid in in_store and not is_missing(tok))
         if observed < MIN_TRAIT_VALUES:
-            raise InputError(f"{table.path}: trait {name!r} has {observed} observed value(s) in the store's samples (need at least {MIN_TRAIT_VALUES})")
+            raise InputError(
+                f"{table.path}: trait {name!r} has {observed} observed value(s) in the store's samples "
+                f"(need at least {MIN_TRAIT_VALUES})"
+            )
         data = load_analysis_data(store_iid, pheno, pheno_name=name, **options)
         n, p = data.X.shape
         if n < max(MIN_TRAIT_VALUES, p + 2):
-            raise InputError(f"{table.path}: trait {name!r} has {n} samples with every covariate observed "
-                             f"(need at least {max(MIN_TRAIT_VALUES, p + 2)} for {p} covariate columns)")
+            raise InputError(
+                f"{table.path}: trait {name!r} has {n} samples with every covariate observed "
+                f"(need at least {max(MIN_TRAIT_VALUES, p + 2)} for {p} covariate columns)"
+            )
         traits.append(TraitData(name, data.sample_index, data.y, data.X, data.covariate_names, data.report))
     return traits
 
@@ -189,14 +194,21 @@ class MarginalResult:
             "passes": self.passes,
             "timings_s": dict(self.timings),
             "traits": [
-                {"name": t.name, "n": t.n, "covariates": list(t.covariate_names), "variants_tested": t.n_tested,
-                 "variants_skipped": dict(t.skipped), "lambda_gc": t.lambda_gc}
+                {
+                    "name": t.name,
+                    "n": t.n,
+                    "covariates": list(t.covariate_names),
+                    "variants_tested": t.n_tested,
+                    "variants_skipped": dict(t.skipped),
+                    "lambda_gc": t.lambda_gc,
+                }
                 for t in self.traits
             ],
         }
 
 
 # ----------------------------------------------------------------------------- columns
+
 
 def _standardised(trait: TraitData) -> tuple[np.ndarray, np.ndarray, float]:
     """X with non-intercept columns standardised, y standardised, and sd(y) (module docstring)."""
@@ -258,13 +270,16 @@ def build_columns(
         obs_cols += obs
         dos_cols += dos
         w_cols.append(w)
-        layout.append(_TraitColumns(slice(k_obs, k_obs + len(obs)), slice(k_dos, k_dos + len(dos)), len(layout), p, len(pos), sd, rr))
+        layout.append(
+            _TraitColumns(slice(k_obs, k_obs + len(obs)), slice(k_dos, k_dos + len(dos)), len(layout), p, len(pos), sd, rr)
+        )
         k_obs += len(obs)
         k_dos += len(dos)
     return np.column_stack(obs_cols), np.column_stack(dos_cols), np.column_stack(w_cols), layout
 
 
 # ----------------------------------------------------------------------------- statistics
+
 
 def _complete_case(S_obs, S_dos, S_sq, cols: _TraitColumns) -> tuple[np.ndarray, ...]:
     """(N, sum x, css, sxx, sxy, syy) per variant from the complete-case sums (module docstring)."""
@@ -274,7 +289,7 @@ def _complete_case(S_obs, S_dos, S_sq, cols: _TraitColumns) -> tuple[np.ndarray,
     for i, (a, b) in enumerate(_pairs(p)):
         A[:, a, b] = A[:, b, a] = S_obs[:, i]
     k = len(_pairs(p))
-    u = S_obs[:, k:k + p]
+    u = S_obs[:, k : k + p]
     yy = S_obs[:, k + p]
     N = np.rint(A[:, 0, 0])
     sx = np.rint(S_dos[:, 0])
@@ -324,8 +339,14 @@ def log_t_sf(t: np.ndarray, df: np.ndarray) -> np.ndarray:
     a, b = df / 2.0, 0.5
     x = df / (df + t * t)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = (a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b)
-               + np.log(special.hyp2f1(a + b, 1.0, a + 1.0, x)) - math.log(2.0))
+        out = (
+            a * np.log(x)
+            + b * np.log1p(-x)
+            - np.log(a)
+            - special.betaln(a, b)
+            + np.log(special.hyp2f1(a + b, 1.0, a + 1.0, x))
+            - math.log(2.0)
+        )
         bad = ~np.isfinite(out)
         if bad.any():
             out[bad] = stats.t.logsf(t[bad], df[bad])
@@ -377,13 +398,30 @@ def _statistics(sums, cols: _TraitColumns, missing: MissingMode, name: str, cova
         a1 = np.where(no_call, np.nan, sx / (2.0 * np.where(no_call, 1.0, N)))
     chi2 = np.where(P > 0, stats.chi2.isf(np.where(P > 0, P, 1.0), 1), t_stat**2)[tested]
     lam = float(np.median(chi2) / CHI2_MEDIAN) if chi2.size else float("nan")
-    skipped = {"no_call": int(no_call.sum()), "monomorphic": int(mono.sum()), "too_few_samples": int(few.sum()),
-               "collinear_with_covariates": int(collinear.sum())}
-    return TraitResult(name, cols.n, tuple(covariates), beta * cols.scale, se * cols.scale, t_stat, P, log10_p,
-                       a1, obs_ct.astype(np.int64), skipped, lam)
+    skipped = {
+        "no_call": int(no_call.sum()),
+        "monomorphic": int(mono.sum()),
+        "too_few_samples": int(few.sum()),
+        "collinear_with_covariates": int(collinear.sum()),
+    }
+    return TraitResult(
+        name,
+        cols.n,
+        tuple(covariates),
+        beta * cols.scale,
+        se * cols.scale,
+        t_stat,
+        P,
+        log10_p,
+        a1,
+        obs_ct.astype(np.int64),
+        skipped,
+        lam,
+    )
 
 
 # ----------------------------------------------------------------------------- the pass
+
 
 def marginal_gwas(
     operator,
@@ -432,7 +470,7 @@ def marginal_gwas(
         n_driver += len(left)
         step = store.chunks[0]
         for lo in range(0, len(left), step):
-            idx = left[lo:lo + step]
+            idx = left[lo : lo + step]
             codes = store.dosage(int(idx[0]), int(idx[-1]) + 1, layout.samples)[idx - idx[0]]
             for out, block in zip(sums[s], code_sums(codes, C_obs, C_dos, W, "float64")):
                 out[idx] = block
@@ -447,14 +485,22 @@ def marginal_gwas(
         chrom=np.concatenate([s.contig_id[s.variant_contig] for s in stores])[tested],
         pos=np.concatenate([s.variant_position for s in stores])[tested],
         variant_id=np.concatenate([s.variant_id for s in stores])[tested],
-        ref=alleles[:, 0], alt=alleles[:, 1], traits=results, passes=1,
-        timings={"columns": t_cols - t0, "pass": t_pass - t_cols, "driver_variants": t_driver - t_pass,
-                 "statistics": t_stats - t_driver},
+        ref=alleles[:, 0],
+        alt=alleles[:, 1],
+        traits=results,
+        passes=1,
+        timings={
+            "columns": t_cols - t0,
+            "pass": t_pass - t_cols,
+            "driver_variants": t_driver - t_pass,
+            "statistics": t_stats - t_driver,
+        },
         n_driver_variants=n_driver,
     )
 
 
 # ----------------------------------------------------------------------------- output
+
 
 def _g(values: np.ndarray) -> list[str]:
     return ["NA" if np.isnan(v) else f"{v:.6g}" for v in values]
@@ -478,9 +524,20 @@ def _p_text(P: np.ndarray, log10_p: np.ndarray) -> list[str]:
 
 def glm_linear_text(result: MarginalResult, trait: TraitResult) -> str:
     """The trait's PREFIX.<trait>.glm.linear text: plink2's columns, A1 = ALT."""
-    columns = [result.chrom, result.pos.astype(str), result.variant_id, result.ref, result.alt, result.alt,
-               _g(trait.a1_freq), trait.obs_ct.astype(str), _g(trait.beta), _g(trait.se), _g(trait.t_stat),
-               _p_text(trait.p, trait.log10_p)]
+    columns = [
+        result.chrom,
+        result.pos.astype(str),
+        result.variant_id,
+        result.ref,
+        result.alt,
+        result.alt,
+        _g(trait.a1_freq),
+        trait.obs_ct.astype(str),
+        _g(trait.beta),
+        _g(trait.se),
+        _g(trait.t_stat),
+        _p_text(trait.p, trait.log10_p),
+    ]
     lines = ["\t".join(HEADER)] + ["\t".join(map(str, row)) for row in zip(*columns)]
     return "\n".join(lines) + "\n"
 

@@ -155,14 +155,18 @@ def check_fit_inputs(state: FitState, stores: Sequence[Store], traits: Sequence[
             np.array_equal(store.variant_id[idx].astype(str), v.id[rows].astype(str))
             and np.array_equal(store.variant_position[idx], v.position[rows])
         ):
-            raise InputError(f"{store.path}: a fit from another store (the fit's variants, from {state.store_paths[s]}, "
-                             f"are not this store's: {store.n_variants} variants)")
+            raise InputError(
+                f"{store.path}: a fit from another store (the fit's variants, from {state.store_paths[s]}, "
+                f"are not this store's: {store.n_variants} variants)"
+            )
     fit_iid = np.asarray(state.sample_iid, dtype=str)
     iid = np.asarray(stores[0].sample_id, dtype=str)
     for t in traits:
         if not np.array_equal(iid[t.sample_index], fit_iid):
-            raise InputError(f"trait {t.name!r}: a fit from other samples (the trait has {len(t.sample_index)} samples, "
-                             f"the fit analysed {len(fit_iid)}); the mixed test needs exactly the fit's samples")
+            raise InputError(
+                f"trait {t.name!r}: a fit from other samples (the trait has {len(t.sample_index)} samples, "
+                f"the fit analysed {len(fit_iid)}); the mixed test needs exactly the fit's samples"
+            )
 
 
 def loco_layout(state: FitState, stores: Sequence[Store]) -> LocoLayout:
@@ -195,16 +199,19 @@ def loco_layout(state: FitState, stores: Sequence[Store]) -> LocoLayout:
         frequencies.append(p)
     return LocoLayout(
         components=Components(tuple(names), tuple(indices), tuple(comp_stores), source="LOCO split of the fit"),
-        frequencies=tuple(frequencies), parent=np.array(parent), chromosome=np.array(chromosome), contigs=contigs,
-        m_fit=np.asarray(state.m, dtype=np.int64), store=v.store[tested].astype(np.int64),
+        frequencies=tuple(frequencies),
+        parent=np.array(parent),
+        chromosome=np.array(chromosome),
+        contigs=contigs,
+        m_fit=np.asarray(state.m, dtype=np.int64),
+        store=v.store[tested].astype(np.int64),
         index=v.index[tested].astype(np.int64),
         variant_chromosome=np.array([chrom_of[c] for c in contig_text[tested]], dtype=np.int64),
         scale=v.scale[tested],
     )
 
 
-def loco_operator_weights(theta: np.ndarray, parent: np.ndarray, chromosome: np.ndarray, m_sub: np.ndarray,
-                          c: int) -> np.ndarray:
+def loco_operator_weights(theta: np.ndarray, parent: np.ndarray, chromosome: np.ndarray, m_sub: np.ndarray, c: int) -> np.ndarray:
     """w^c_(g,c') = theta_g m_gc' / (m_g - m_gc) for c' != c, 0 for c' = c (module docstring).
 
     Arguments:
@@ -220,7 +227,9 @@ def loco_operator_weights(theta: np.ndarray, parent: np.ndarray, chromosome: np.
     m_gc = np.bincount(parent, weights=np.where(chromosome == c, m_sub, 0), minlength=G)
     rest = m_g - m_gc
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where((chromosome != c) & (rest[parent] > 0), theta[parent] * m_sub / np.where(rest[parent] > 0, rest[parent], 1), 0.0)
+        w = np.where(
+            (chromosome != c) & (rest[parent] > 0), theta[parent] * m_sub / np.where(rest[parent] > 0, rest[parent], 1), 0.0
+        )
     return w
 
 
@@ -236,6 +245,7 @@ def loco_operator(stores: Sequence[Store], layout: LocoLayout, samples: np.ndarr
 
 
 # ----------------------------------------------------------------------------- shard functions
+
 
 def shard_row_stats(shard) -> np.ndarray:  # shape: (c, 5)
     """Per shard row: ||z_j||^2 (exact, from the code counts, as `shard_traces`) and the
@@ -255,6 +265,7 @@ def shard_columns(shard, rows: np.ndarray) -> np.ndarray:  # shape: (r, n)
 
 
 # ----------------------------------------------------------------------------- results
+
 
 @dataclass(frozen=True)
 class ChromosomeReport:
@@ -338,8 +349,7 @@ class MixedResult:
             "passes_by_chromosome": {c.contig: c.passes for c in self.chromosomes},
             "chromosomes": [asdict(c) for c in self.chromosomes],
             "timings_s": dict(self.timings),
-            "traits": [{"name": t.name, "n": t.n, "variants_tested": t.n_tested, "lambda_gc": t.lambda_gc}
-                       for t in self.traits],
+            "traits": [{"name": t.name, "n": t.n, "variants_tested": t.n_tested, "lambda_gc": t.lambda_gc} for t in self.traits],
         }
 
 
@@ -358,6 +368,7 @@ def chi2_p_values(chisq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- the test
+
 
 def _shard_rows(operator, layout: LocoLayout) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per shard: (tested-variant position, sub-component) of every row."""
@@ -476,11 +487,11 @@ def mixed_gwas(
         def apply_V(V: np.ndarray, w=w) -> np.ndarray:
             return np.asarray(operator.matmat(V, weights=w), dtype=np.float64) + theta[-1] * V
 
-        Zc = Zsel[:, offsets[c]:offsets[c + 1]]
+        Zc = Zsel[:, offsets[c] : offsets[c + 1]]
         result = block_pcg(apply_V, np.column_stack([X, Y, Zc]), tol=config.pcg_tol, max_iter=config.pcg_max_iter)
         if result.status != "converged":
             logger.warning("chromosome %s: %s", layout.contigs[c], result.status)
-        ViX, ViY, ViZ = result.x[:, :p], result.x[:, p:p + T], result.x[:, p + T:]
+        ViX, ViY, ViZ = result.x[:, :p], result.x[:, p : p + T], result.x[:, p + T :]
         A = cho_factor(0.5 * (X.T @ ViX + ViX.T @ X), lower=True)
         PY[c] = ViY - ViX @ cho_solve(A, X.T @ ViY)
         XtViZ = ViX.T @ Zc  # shape: (p, k)
@@ -498,8 +509,8 @@ def mixed_gwas(
     for s, prod in enumerate(products):
         c = int(layout.chromosome[s])
         pos = layout.keys(comp_store[s], operator.layout.components.variant_indices[s])
-        num[pos] = prod[:, c * T:(c + 1) * T]
-        Xtz[pos] = prod[:, C * T:]
+        num[pos] = prod[:, c * T : (c + 1) * T]
+        Xtz[pos] = prod[:, C * T :]
     t_num = time.perf_counter()
 
     XtX = cho_factor(X.T @ X, lower=True)
@@ -521,10 +532,8 @@ def mixed_gwas(
             factor = float(ratio.mean()) if R else float("nan")
             se = float(ratio.std(ddof=1) / math.sqrt(R)) if R > 1 else float("nan")
             den[on_c] = factor * zP0z[on_c]
-            logger.info("chromosome %s: calibration factor %.6g (Monte Carlo SE %.3g, R = %d)",
-                        layout.contigs[c], factor, se, R)
-        chromosomes.append(ChromosomeReport(str(layout.contigs[c]), int(on_c.sum()), int(iters), status,
-                                            R, factor, se))
+            logger.info("chromosome %s: calibration factor %.6g (Monte Carlo SE %.3g, R = %d)", layout.contigs[c], factor, se, R)
+        chromosomes.append(ChromosomeReport(str(layout.contigs[c]), int(on_c.sum()), int(iters), status, R, factor, se))
     den[collinear] = np.nan
 
     results = []
@@ -537,8 +546,7 @@ def mixed_gwas(
         P, log10_p = chi2_p_values(chisq)
         ok = ~np.isnan(chisq)
         lam = float(np.median(chisq[ok]) / CHI2_MEDIAN) if ok.any() else float("nan")
-        results.append(MixedTraitResult(trait.name, n, beta_z * layout.scale, se_z * layout.scale, tstat, chisq,
-                                        P, log10_p, lam))
+        results.append(MixedTraitResult(trait.name, n, beta_z * layout.scale, se_z * layout.scale, tstat, chisq, P, log10_p, lam))
     t_end = time.perf_counter()
 
     stores = operator.layout.stores
@@ -556,28 +564,53 @@ def mixed_gwas(
         alleles = store.variant_allele[idx]
         ref[rows], alt[rows] = alleles[:, 0], alleles[:, 1]
     return MixedResult(
-        chrom=chrom.astype(str), pos=pos_, variant_id=vid.astype(str), ref=ref.astype(str), alt=alt.astype(str),
-        a1_freq=a1_freq, obs_ct=np.full(J, n, dtype=np.int64), traits=tuple(results), chromosomes=tuple(chromosomes),
-        config=config, passes=int(sum(passes_c) + decode_passes + 1),
-        timings={"row_stats": t_stats - t0, "decode": t_decode - t_stats, "solves": t_solve - t_decode,
-                 "numerators": t_num - t_solve, "statistics": t_end - t_num},
+        chrom=chrom.astype(str),
+        pos=pos_,
+        variant_id=vid.astype(str),
+        ref=ref.astype(str),
+        alt=alt.astype(str),
+        a1_freq=a1_freq,
+        obs_ct=np.full(J, n, dtype=np.int64),
+        traits=tuple(results),
+        chromosomes=tuple(chromosomes),
+        config=config,
+        passes=int(sum(passes_c) + decode_passes + 1),
+        timings={
+            "row_stats": t_stats - t0,
+            "decode": t_decode - t_stats,
+            "solves": t_solve - t_decode,
+            "numerators": t_num - t_solve,
+            "statistics": t_end - t_num,
+        },
         n_collinear=int(collinear.sum()),
     )
 
 
 # ----------------------------------------------------------------------------- output
 
+
 def glm_mixed_text(result: MixedResult, trait: MixedTraitResult) -> str:
     """The trait's PREFIX.<trait>.glm.mixed text: the marginal (plink2 --glm) columns plus CHISQ."""
-    columns = [result.chrom, result.pos.astype(str), result.variant_id, result.ref, result.alt, result.alt,
-               _g(result.a1_freq), result.obs_ct.astype(str), _g(trait.beta), _g(trait.se), _g(trait.t_stat),
-               _p_text(trait.p, trait.log10_p), _g(trait.chisq)]
+    columns = [
+        result.chrom,
+        result.pos.astype(str),
+        result.variant_id,
+        result.ref,
+        result.alt,
+        result.alt,
+        _g(result.a1_freq),
+        result.obs_ct.astype(str),
+        _g(trait.beta),
+        _g(trait.se),
+        _g(trait.t_stat),
+        _p_text(trait.p, trait.log10_p),
+        _g(trait.chisq),
+    ]
     lines = ["\t".join(HEADER)] + ["\t".join(map(str, row)) for row in zip(*columns)]
     return "\n".join(lines) + "\n"
 
 
-def write_mixed_outputs(result: MixedResult, prefix: str | Path, *, gz: bool = False,
-                        report: dict | None = None) -> list[Path]:
+def write_mixed_outputs(result: MixedResult, prefix: str | Path, *, gz: bool = False, report: dict | None = None) -> list[Path]:
     """PREFIX.<trait>.glm.mixed[.gz] per trait and PREFIX.gwas_mixed.json, each via a temporary name."""
     paths = []
     for trait in result.traits:

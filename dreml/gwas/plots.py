@@ -94,9 +94,11 @@ def _thin(x: np.ndarray, y: np.ndarray, nx: int, ny: int) -> np.ndarray:
     """Indices of one point per (x, y) cell of an nx x ny grid over the data's range."""
     if x.size == 0:
         return np.arange(0)
+
     def cell(v, k):
         lo, hi = float(v.min()), float(v.max())
         return np.zeros(v.size, np.int64) if hi <= lo else np.minimum((v - lo) / (hi - lo) * k, k - 1).astype(np.int64)
+
     _, keep = np.unique(cell(x, nx) * ny + cell(y, ny), return_index=True)
     return keep
 
@@ -123,8 +125,9 @@ def manhattan_coordinates(chrom: np.ndarray, pos: np.ndarray) -> tuple[np.ndarra
     return pos + offset[inverse], spans
 
 
-def write_manhattan(path: str | Path, chrom: np.ndarray, pos: np.ndarray, p: np.ndarray, title: str, *,
-                    log10_p: np.ndarray | None = None) -> Path:
+def write_manhattan(
+    path: str | Path, chrom: np.ndarray, pos: np.ndarray, p: np.ndarray, title: str, *, log10_p: np.ndarray | None = None
+) -> Path:
     """Manhattan plot of -log10 P by position (module docstring) to `path` (PNG).
 
     Arguments:
@@ -147,8 +150,7 @@ def write_manhattan(path: str | Path, chrom: np.ndarray, pos: np.ndarray, p: np.
     for _, start, _ in spans[1:]:
         ax.axvline(start, color="0.85", linewidth=0.6, zorder=0)
     ax.axhline(-np.log10(GENOME_WIDE_P), color="firebrick", linestyle="--", linewidth=0.8, label="P = 5e-8")
-    ax.set_xticks([(a + b) / 2 for _, a, b in spans], [name for name, _, _ in spans],
-                  fontsize=8 if len(spans) < 30 else 5)
+    ax.set_xticks([(a + b) / 2 for _, a, b in spans], [name for name, _, _ in spans], fontsize=8 if len(spans) < 30 else 5)
     if spans:
         pad = 0.005 * (spans[-1][2] - spans[0][1] + 1)
         ax.set_xlim(spans[0][1] - pad, spans[-1][2] + pad)
@@ -203,8 +205,9 @@ def write_qq(path: str | Path, p: np.ndarray, title: str, *, log10_p: np.ndarray
     return lam
 
 
-def write_trait_plots(result: MarginalResult, trait: TraitResult | str, prefix: str | Path, *,
-                      test: str | None = None) -> list[Path]:
+def write_trait_plots(
+    result: MarginalResult, trait: TraitResult | str, prefix: str | Path, *, test: str | None = None
+) -> list[Path]:
     """PREFIX.<trait>.manhattan.png and PREFIX.<trait>.qq.png of one trait of `result` (a
     marginal or a mixed-model result: both carry chrom, pos and per trait p, log10_p, n).
 
@@ -218,8 +221,9 @@ def write_trait_plots(result: MarginalResult, trait: TraitResult | str, prefix: 
             raise KeyError(f"no trait {trait!r} in the result (traits: {', '.join(by_name)})")
         trait = by_name[trait]
     title = f"{trait.name}: {test or f'marginal GWAS, {result.missing}'}, n = {trait.n}"
-    manhattan = write_manhattan(f"{prefix}.{trait.name}.manhattan.png", result.chrom, result.pos, trait.p, title,
-                                log10_p=trait.log10_p)
+    manhattan = write_manhattan(
+        f"{prefix}.{trait.name}.manhattan.png", result.chrom, result.pos, trait.p, title, log10_p=trait.log10_p
+    )
     qq = Path(f"{prefix}.{trait.name}.qq.png")
     write_qq(qq, trait.p, title, log10_p=trait.log10_p)
     return [manhattan, qq]

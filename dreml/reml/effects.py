@@ -52,7 +52,7 @@ class Effects:
         """e = theta_e P y, shape (n,)."""
         return float(theta[-1]) * self.Py
 
-    def shifted(self, beta_ols: np.ndarray) -> "Effects":
+    def shifted(self, beta_ols: np.ndarray) -> Effects:
         """The same effects for y = X beta_ols + y~ when these were computed for y~."""
         return Effects(self.beta + beta_ols, self.beta_covariance, self.Py, self.KPy, self.status)
 

@@ -45,8 +45,10 @@ def _check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) ->
 def _check_priors(priors: tuple[float, ...] | None, n_components: int) -> None:
     """`FitConfig` checked their values; only the operator knows how many there must be."""
     if priors is not None and len(priors) != n_components + 1:
-        raise InputError(f"priors must give {n_components + 1} values ({n_components} genetic variance(s), then the "
-                         f"residual), got {len(priors)}")
+        raise InputError(
+            f"priors must give {n_components + 1} values ({n_components} genetic variance(s), then the "
+            f"residual), got {len(priors)}"
+        )
 
 
 def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, config: FitConfig = FitConfig()) -> RemlResult:

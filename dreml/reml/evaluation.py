@@ -86,7 +86,7 @@ class Evaluator(Protocol):
     `count.passes` holds the operator passes by kind ("setup", "score", ...).
     """
 
-    count: "PassCounter"
+    count: PassCounter
 
     def start(self) -> np.ndarray:
         """Starting theta (randomised or exact Haseman-Elston)."""

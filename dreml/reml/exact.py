@@ -72,7 +72,9 @@ class ExactEvaluator:
         G1 = theta.shape[0]
         effects = Effects(cho_solve(A, HiX.T @ self.y), cho_solve(A, np.eye(self.X.shape[1])), Py, V[:, :-1].T)
         return Point(
-            theta=theta, score=-0.5 * traces + 0.5 * (Py @ V), score_cov=np.zeros((G1, G1)),
+            theta=theta,
+            score=-0.5 * traces + 0.5 * (Py @ V),
+            score_cov=np.zeros((G1, G1)),
             data={"P": P, "V": V, "loglik": loglik, "effects": effects},
         )
 

@@ -198,17 +198,26 @@ def run_ai(evaluator: Evaluator, config: FitConfig, start: np.ndarray) -> OptimR
     def record(it: int, point: Point, info: Information, **extra) -> None:
         failures.extend(point.failures + info.failures)
         row = {
-            "iteration": it, "theta": [float(t) for t in point.theta], "score_norm": float(np.linalg.norm(point.score)),
-            "passes": int(sum(passes.values())), "wall_s": time.perf_counter() - t0,
-            **extra, **point.stats, **info.stats,
+            "iteration": it,
+            "theta": [float(t) for t in point.theta],
+            "score_norm": float(np.linalg.norm(point.score)),
+            "passes": int(sum(passes.values())),
+            "wall_s": time.perf_counter() - t0,
+            **extra,
+            **point.stats,
+            **info.stats,
         }
         if np.isfinite(info.loglik):
             row.update(loglik=info.loglik, loglik_se=info.loglik_se)
         history.append(row)
         logger.info(
             "REML iteration %d: theta [%s], |score| %.3g, decrement %.3g, %d passes, %.1f s",
-            it, ", ".join(f"{t:.4g}" for t in point.theta), row["score_norm"], extra.get("decrement", float("nan")),
-            row["passes"], row["wall_s"],
+            it,
+            ", ".join(f"{t:.4g}" for t in point.theta),
+            row["score_norm"],
+            extra.get("decrement", float("nan")),
+            row["passes"],
+            row["wall_s"],
         )
 
     point = _score_at_start(evaluator, np.asarray(start, dtype=np.float64))
@@ -223,8 +232,10 @@ def run_ai(evaluator: Evaluator, config: FitConfig, start: np.ndarray) -> OptimR
         if trial.indefinite:
             logger.info("REML iteration %d: H indefinite at %d trial step(s), halved back", it + 1, trial.indefinite)
         if trial.point is None:
-            stopped = (f"H was indefinite at all {trial.indefinite} trial steps of iteration {it + 1} from theta "
-                       f"[{', '.join(f'{t:.4g}' for t in point.theta)}]; raise max_step_halvings or set priors")
+            stopped = (
+                f"H was indefinite at all {trial.indefinite} trial steps of iteration {it + 1} from theta "
+                f"[{', '.join(f'{t:.4g}' for t in point.theta)}]; raise max_step_halvings or set priors"
+            )
             break
         it += 1
         new = trial.point
@@ -235,8 +246,16 @@ def run_ai(evaluator: Evaluator, config: FitConfig, start: np.ndarray) -> OptimR
         floor = MC_FRACTION * monte_carlo_decrement(point.score_cov, info.ai, held)
         converged = decrement < max(config.tol_decrement, floor)
         info = evaluator.information(point, loglik=config.loglik and converged)
-        record(it, point, info, step_halvings=trial.halvings, indefinite_halvings=trial.indefinite, d_theta=d_theta,
-               decrement=decrement, decrement_floor=floor)
+        record(
+            it,
+            point,
+            info,
+            step_halvings=trial.halvings,
+            indefinite_halvings=trial.indefinite,
+            d_theta=d_theta,
+            decrement=decrement,
+            decrement_floor=floor,
+        )
         if converged:
             break
     if config.loglik and not converged:  # the last AI solve did not carry the SLQ columns
@@ -258,6 +277,13 @@ def run_ai(evaluator: Evaluator, config: FitConfig, start: np.ndarray) -> OptimR
     else:
         status = "converged"
     return OptimResult(
-        point=point, info=info, held=held, iterations=it, decrement=final_decrement,
-        converged=converged and not failures, status=status, history=history, indefinite_trials=indefinite_trials,
+        point=point,
+        info=info,
+        held=held,
+        iterations=it,
+        decrement=final_decrement,
+        converged=converged and not failures,
+        status=status,
+        history=history,
+        indefinite_trials=indefinite_trials,
     )

@@ -146,8 +146,10 @@ def block_pcg(
         curvature = np.einsum("nj,nj->j", P_active, HP[:, idx])
         if (curvature <= 0).any():
             j = int(np.argmin(curvature))
-            breakdown = (f"H is not positive definite: p^T H p = {curvature[j]:.3g} <= 0 in column {int(idx[j])} "
-                         f"at iteration {len(alphas) + 1}")
+            breakdown = (
+                f"H is not positive definite: p^T H p = {curvature[j]:.3g} <= 0 in column {int(idx[j])} "
+                f"at iteration {len(alphas) + 1}"
+            )
             alphas.append(np.zeros(k))  # the pass was made: one (frozen) row keeps iterations = passes
             betas.append(np.zeros(k))
             break

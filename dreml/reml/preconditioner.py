@@ -59,8 +59,10 @@ class CorePreconditioner:
         if self.d <= 0 or (lam.size and lam.min() <= 0):
             # M approximates H (U^T H U on span(U), H's mean residual eigenvalue elsewhere): at an
             # unconstrained theta it fails only where H itself is (nearly) indefinite
-            raise IndefiniteError(f"the preconditioner M(theta) is not positive definite (d = {self.d:.3g}, "
-                                  f"smallest core eigenvalue {lam.min(initial=np.inf):.3g})")
+            raise IndefiniteError(
+                f"the preconditioner M(theta) is not positive definite (d = {self.d:.3g}, "
+                f"smallest core eigenvalue {lam.min(initial=np.inf):.3g})"
+            )
         object.__setattr__(self, "_core_inv", (vecs / lam) @ vecs.T)
         object.__setattr__(self, "_core_sqrt", jnp.asarray((vecs * np.sqrt(lam)) @ vecs.T))
         object.__setattr__(self, "_logdet_core", float(np.sum(np.log(lam))))
@@ -109,9 +111,7 @@ class ProjectedCore:
         g, e = np.asarray(theta[:-1]), float(theta[-1])
         d = e + float(g @ self.resid_trace) / (n - r)
         core = np.einsum("g,gij->ij", g, self.KU) + e * np.eye(r)
-        return CorePreconditioner(
-            U=jnp.asarray(self.U), d=d, core=(core + core.T) / 2, KU=self.KU, resid_trace=self.resid_trace
-        )
+        return CorePreconditioner(U=jnp.asarray(self.U), d=d, core=(core + core.T) / 2, KU=self.KU, resid_trace=self.resid_trace)
 
 
 def range_basis(operator: GRMOperator, Omega: np.ndarray, power_iters: int) -> np.ndarray:

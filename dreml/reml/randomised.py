@@ -130,8 +130,16 @@ class RandomisedEvaluator:
         with self.count("warm_start"):
             return last.x, self._apply_H(theta, last.x)
 
-    def _solve(self, kind: str, theta: np.ndarray, rhs: np.ndarray, tol: np.ndarray, M: CorePreconditioner,
-               cold_columns: int = 0, label: str | None = None) -> PCGResult:
+    def _solve(
+        self,
+        kind: str,
+        theta: np.ndarray,
+        rhs: np.ndarray,
+        tol: np.ndarray,
+        M: CorePreconditioner,
+        cold_columns: int = 0,
+        label: str | None = None,
+    ) -> PCGResult:
         """H^-1 rhs by block PCG, warm-started from the last solve of `kind` except for the
         last `cold_columns` columns (started at 0); passes counted as `label` (default `kind`)."""
         warm = self._warm_start(kind, theta)
@@ -140,8 +148,15 @@ class RandomisedEvaluator:
             pad = np.zeros((rhs.shape[0], cold_columns))
             x0, Hx0 = np.hstack([warm[0], pad]), np.hstack([warm[1], pad])
         with self.count(label or kind):
-            result = block_pcg(lambda V: self._apply_H(theta, V), rhs, solve_M=M.solve, tol=tol,
-                               max_iter=self.config.pcg_max_iter, x0=x0, Hx0=Hx0)
+            result = block_pcg(
+                lambda V: self._apply_H(theta, V),
+                rhs,
+                solve_M=M.solve,
+                tol=tol,
+                max_iter=self.config.pcg_max_iter,
+                x0=x0,
+                Hx0=Hx0,
+            )
         if result.indefinite:  # nothing of this solve is kept for warm starts
             raise IndefiniteError(result.status)
         k = rhs.shape[1] - cold_columns
@@ -150,7 +165,7 @@ class RandomisedEvaluator:
         return result
 
     def score(self, theta: np.ndarray) -> Point:
-        p, B = self.X.shape[1], self.probes.W.shape[1]
+        p = self.X.shape[1]
         M = self.core.at(theta)
         result = self._solve("score", theta, self._main_rhs, self._main_tol, M)
         HiX = result.x[:, :p]
@@ -176,11 +191,19 @@ class RandomisedEvaluator:
         samples = np.vstack([np.einsum("gnb,nb->gb", self.KW, PW), np.einsum("nb,nb->b", W, PW)[None]])
         traces, traces_cov = hutchinson(samples, self.controls)
         return Point(
-            theta=theta, score=-0.5 * traces + 0.5 * (Py @ V), score_cov=traces_cov / 4,
+            theta=theta,
+            score=-0.5 * traces + 0.5 * (Py @ V),
+            score_cov=traces_cov / 4,
             failures=() if result.status == "converged" else (f"score solve: {result.status}",),
             stats={"pcg": result.stats(), "trace_se": np.sqrt(np.diag(traces_cov)).tolist()},
-            data={"Py": Py, "V": V, "project": project, "M": M, "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0])))),
-                  "effects": effects},
+            data={
+                "Py": Py,
+                "V": V,
+                "project": project,
+                "M": M,
+                "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0])))),
+                "effects": effects,
+            },
         )
 
     def information(self, point: Point, *, loglik: bool) -> Information:
@@ -191,8 +214,9 @@ class RandomisedEvaluator:
             slq_columns = self.probes.Z.shape[1]
             rhs = np.hstack([V, M.sqrt_apply(self.probes.Z)])
             tol = np.r_[tol, np.full(slq_columns, self.config.slq_tol)]
-        result = self._solve("information", point.theta, rhs, tol, M, cold_columns=slq_columns,
-                             label="final" if loglik else "information")
+        result = self._solve(
+            "information", point.theta, rhs, tol, M, cold_columns=slq_columns, label="final" if loglik else "information"
+        )
         x, r = result.x[:, :k], result.r[:, :k]
         ai = 0.5 * (V.T @ project(x, V) + x.T @ r)
         failures = () if result.status == "converged" else (f"information solve: {result.status}",)

@@ -69,8 +69,9 @@ class RemlResult:
         history: one dict per iterate: iteration, theta, score_norm, decrement, passes,
             wall_s, step_halvings, indefinite_halvings (those of step_halvings made because H was
             indefinite), d_theta, decrement_floor, loglik and loglik_se (the last row
-            on the randomised path, every row on the exact one) and, on the randomised path, `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations,
-            status) and `trace_se`.
+            on the randomised path, every row on the exact one) and, on the randomised path,
+            `pcg`, `pcg_ai` (iterations, max_residual, mean_column_iterations, status) and
+            `trace_se`.
         timings: seconds spent in "setup", "iterations", "total".
         effects: fixed effects (GLS), P y and K_g P y at theta (`dreml.reml.effects`), from the
             last score evaluation: no extra pass. Per-sample arrays: not in `to_dict()`.

@@ -18,13 +18,33 @@ from dreml.cluster import ClusterError, connect, local_cuda_cluster_options
 
 # LocalCUDACluster's own parameters, from dask_cuda/local_cuda_cluster.py (rapidsai/dask-cuda
 # at 63a1ea97, August 2026); every other keyword goes through **kwargs to LocalCluster
-DASK_CUDA_PARAMETERS = frozenset({
-    "CUDA_VISIBLE_DEVICES", "n_workers", "threads_per_worker", "memory_limit", "device_memory_limit",
-    "enable_cudf_spill", "cudf_spill_stats", "local_directory", "protocol", "enable_tcp_over_ucx",
-    "enable_infiniband", "enable_nvlink", "enable_rdmacm", "rmm_pool_size", "rmm_maximum_pool_size",
-    "rmm_managed_memory", "rmm_async", "rmm_allocator_external_lib_list", "rmm_release_threshold",
-    "rmm_log_directory", "rmm_track_allocations", "log_spilling", "pre_import",
-})
+DASK_CUDA_PARAMETERS = frozenset(
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "n_workers",
+        "threads_per_worker",
+        "memory_limit",
+        "device_memory_limit",
+        "enable_cudf_spill",
+        "cudf_spill_stats",
+        "local_directory",
+        "protocol",
+        "enable_tcp_over_ucx",
+        "enable_infiniband",
+        "enable_nvlink",
+        "enable_rdmacm",
+        "rmm_pool_size",
+        "rmm_maximum_pool_size",
+        "rmm_managed_memory",
+        "rmm_async",
+        "rmm_allocator_external_lib_list",
+        "rmm_release_threshold",
+        "rmm_log_directory",
+        "rmm_track_allocations",
+        "log_spilling",
+        "pre_import",
+    }
+)
 # LocalCluster parameters that only warn (DeprecationWarning) in distributed
 DEPRECATED_LOCAL_CLUSTER_PARAMETERS = frozenset({"ip", "start"})
 
@@ -79,7 +99,9 @@ def test_connect__local_cpu_workers_on_localhost():
 
 
 def test_connect__scheduler_address():
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    )
     try:
         client = connect(cluster.scheduler_address)
         assert client.cluster is None  # workers are managed elsewhere
@@ -101,7 +123,11 @@ def test_connect__local_cuda_cluster_when_gpus_and_dask_cuda(monkeypatch):
     client = connect(dashboard_address=None, device_memory_limit="70GiB")
     try:
         assert created == local_cuda_cluster_options(
-            n_workers=None, threads_per_worker=1, memory_limit=None, device_memory_limit="70GiB", dashboard_address=None,
+            n_workers=None,
+            threads_per_worker=1,
+            memory_limit=None,
+            device_memory_limit="70GiB",
+            dashboard_address=None,
         )
         assert created["host"] == "127.0.0.1" and "ip" not in created
     finally:
@@ -110,7 +136,11 @@ def test_connect__local_cuda_cluster_when_gpus_and_dask_cuda(monkeypatch):
 
 def _check_local_cuda_cluster_options(own_parameters: frozenset[str]) -> None:
     options = local_cuda_cluster_options(
-        n_workers=2, threads_per_worker=1, memory_limit=None, device_memory_limit=0.9, dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        memory_limit=None,
+        device_memory_limit=0.9,
+        dashboard_address=None,
     )
     local_cluster = set(inspect.signature(LocalCluster).parameters) - DEPRECATED_LOCAL_CLUSTER_PARAMETERS
     forwarded = set(options) - own_parameters
@@ -131,7 +161,9 @@ def test_local_cuda_cluster_options__documented_names():
 
 
 def test_connect__waits_for_workers_at_address():
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         cluster.scale(2)  # the second worker arrives while connect() waits
         client = connect(cluster.scheduler_address, wait_for_workers=2, wait_timeout=60)
         try:
@@ -141,9 +173,13 @@ def test_connect__waits_for_workers_at_address():
 
 
 def test_connect__raise_on_workers_missing_after_timeout():
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         address = cluster.scheduler_address
-        with pytest.raises(ClusterError, match=rf"^1 of 3 expected Dask worker\(s\) arrived at the scheduler {address} within 0.5 s$"):
+        with pytest.raises(
+            ClusterError, match=rf"^1 of 3 expected Dask worker\(s\) arrived at the scheduler {address} within 0.5 s$"
+        ):
             connect(address, wait_for_workers=3, wait_timeout=0.5)
 
 
@@ -154,7 +190,9 @@ def _cluster_args(argv: list[str]) -> argparse.Namespace:
 
 
 def test_cluster_client__wait_workers_option():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         with cluster_client(_cluster_args(["--scheduler", cluster.scheduler_address, "--wait-workers", "2"])) as client:
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
 

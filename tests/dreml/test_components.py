@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -42,7 +40,8 @@ def store(tmp_path_factory):
         dosage[j] = flat[:N] + flat[N:]
     dosage[11, 20:] = -1  # half missing (the ALT carriers are samples 0-2)
     write_plink1(
-        root / "c", dosage,
+        root / "c",
+        dosage,
         contig=np.array(["1"] * 5 + ["2"] * 5 + ["X"] * 2),
         variant_id=np.array([f"rs{j}" for j in range(M)]),
     )
@@ -254,18 +253,26 @@ def test_write_npz__round_trip(tmp_path):
     ("doc", "message"),
     [
         ('{"components": [', r":1: invalid JSON"),
-        ('[1, 2]', r"expected an object with a 'components' list"),
+        ("[1, 2]", r"expected an object with a 'components' list"),
         ('{"components": [3]}', r"component #1: expected an object, got int"),
         ('{"components": [{"name": "a", "variant_indices": [1], "weight": 2}]}', r"component #1: unknown field\(s\) weight"),
         ('{"components": [{"variant_indices": [1]}]}', r"component #1: missing field 'name'"),
         ('{"components": [{"name": "a"}]}', r"component #1: missing field 'variant_indices'"),
         ('{"components": [{"name": 1, "variant_indices": [1]}]}', r"component #1: 'name' must be a string"),
-        ('{"components": [{"name": "a", "variant_indices": ["rs1"]}]}', r"component 'a': 'variant_indices' must be a list of integers"),
-        ('{"components": [{"name": "a", "variant_indices": [1], "annotation": 3}]}', r"component 'a': 'annotation' must be an object"),
+        (
+            '{"components": [{"name": "a", "variant_indices": ["rs1"]}]}',
+            r"component 'a': 'variant_indices' must be a list of integers",
+        ),
+        (
+            '{"components": [{"name": "a", "variant_indices": [1], "annotation": 3}]}',
+            r"component 'a': 'annotation' must be an object",
+        ),
         ('{"components": [{"name": "a", "variant_indices": [1], "store": "x"}]}', r"component 'a': 'store' must be an integer"),
         ('{"components": [{"name": "a", "variant_indices": []}]}', r"component 'a': empty component"),
-        ('{"components": [{"name": "a", "variant_indices": [1]}, {"name": "a", "variant_indices": [2]}]}',
-         r"component 'a': duplicated component name"),
+        (
+            '{"components": [{"name": "a", "variant_indices": [1]}, {"name": "a", "variant_indices": [2]}]}',
+            r"component 'a': duplicated component name",
+        ),
     ],
 )
 def test_read_json__raise_on_bad_fields(tmp_path, doc, message):
@@ -316,7 +323,9 @@ def test_filter_components__report_counts(store):
     c, report = filter_components(by_chromosome(store), [VariantStats.from_store(store)], min_maf=0.05, max_missing=0.2)
     # chr1: 0 (mono), .0125, .025 (low MAF), .05, .1; chr2: .2, .5, .25, .0125 (low), 0 (mono); chrX: .25, 3/40 (missing .5)
     assert [(r.m_spec, r.m, r.n_monomorphic, r.n_high_missing, r.n_low_maf) for r in report.components] == [
-        (5, 2, 1, 0, 2), (5, 3, 1, 0, 1), (2, 1, 0, 1, 0)
+        (5, 2, 1, 0, 2),
+        (5, 3, 1, 0, 1),
+        (2, 1, 0, 1, 0),
     ]
     np.testing.assert_array_equal(c.variant_indices[0], [3, 4])
     assert list(report.m) == [2, 3, 1]

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from plink_reference import hand_alignment, read_dosage
 from scipy.linalg import cho_factor, cho_solve
 
 from converters import convert
@@ -26,8 +27,6 @@ from dreml.fit import ComponentChoice, prepare_inputs
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
-
-from plink_reference import hand_alignment, read_dosage
 
 N, M = 400, 1200  # the small cohort: two components, covariates
 NB, MB, H2 = 1500, 2500, 0.5  # the accuracy cohort: one component
@@ -73,8 +72,9 @@ def test_cross_validate__fixed_variance_matches_dense_formula(cohort, client):
     few cond(H_T) tol; cond(H_T) is computed below and cond * tol < 1e-10 leaves a margin of
     100 under 1e-8 (float64 products add about 1e-15 sqrt(m))."""
     root = cohort
-    inputs = prepare_inputs(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
-                            components=ComponentChoice(spec=root / "c.components.tsv"))
+    inputs = prepare_inputs(
+        root / "c.zarr", root / "c.pheno", covar=root / "c.covar", components=ComponentChoice(spec=root / "c.components.tsv")
+    )
     tol = 1e-12
     config = FitConfig(method="exact", worker_dtype="float64", pcg_tol=tol, loglik=False)
     options = CVOptions(folds=4, seed=13, fixed_variance=True)
@@ -258,22 +258,40 @@ def test_dreml_cv_cli__raise_on_bad_folds_before_any_output(cohort, tmp_path, ca
     root = cohort
     folds = tmp_path / "folds"
     folds.write_text("".join(f"I{i + 1} {i % 2}\n" for i in range(1, N)))  # no line for I1
-    extra = {"one_fold": ["--folds", "1"], "more_folds_than_samples": ["--folds", str(N + 1)],
-             "fold_file_missing_sample": ["--folds", "2", "--fold-file", str(folds)]}[case]
+    extra = {
+        "one_fold": ["--folds", "1"],
+        "more_folds_than_samples": ["--folds", str(N + 1)],
+        "fold_file_missing_sample": ["--folds", "2", "--fold-file", str(folds)],
+    }[case]
     code = dreml_main(_cv_args(root, tmp_path / "o", *extra))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     n = sum(line.split()[2] != "NA" for line in list(open(root / "c.pheno"))[1:])  # samples with a phenotype
-    expected = {"one_fold": "dreml: error: --folds must be a whole number of at least 2, got 1",
-                "more_folds_than_samples": f"dreml: error: --folds {N + 1} is more than the {n} analysed samples",
-                "fold_file_missing_sample": f"dreml: error: {folds}: no fold for 1 of the {n} analysed samples, e.g. IID 'I1'"}[case]
+    expected = {
+        "one_fold": "dreml: error: --folds must be a whole number of at least 2, got 1",
+        "more_folds_than_samples": f"dreml: error: --folds {N + 1} is more than the {n} analysed samples",
+        "fold_file_missing_sample": f"dreml: error: {folds}: no fold for 1 of the {n} analysed samples, e.g. IID 'I1'",
+    }[case]
     assert err[-1].startswith(expected)
     assert [p.name for p in tmp_path.glob("o*")] == ["o.log"]  # the run log, ending with the error
 
 
 def test_dreml_cv_cli__raise_on_invalid_setting(tmp_path, capsys):
-    code = dreml_main(["cv", "--store", str(tmp_path / "s.zarr"), "--pheno", str(tmp_path / "p"), "--folds", "3",
-                       "--out", str(tmp_path / "o"), "--n-probes", "0"])
+    code = dreml_main(
+        [
+            "cv",
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--pheno",
+            str(tmp_path / "p"),
+            "--folds",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+            "--n-probes",
+            "0",
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == "dreml: error: dreml cv: n_probes must be a positive integer, got 0"
 
@@ -286,9 +304,28 @@ def test_dreml_cv_cli__fold_file_files_and_table(cohort, client, tmp_path, capsy
     labels = {f"I{i + 1}": (10, -2, 7)[i % 3] for i in range(N)}
     (tmp_path / "folds").write_text("FID IID fold\n" + "".join(f"F{i[1:]} {i} {k}\n" for i, k in labels.items()))
     out = tmp_path / "res" / "cv"
-    assert dreml_main(_cv_args(root, out, "--covar-auto", str(root / "c.covar"), "--folds", "3", "--fold-file",
-                               str(tmp_path / "folds"), "--scheduler", client.scheduler.address, "--seed", "5",
-                               "--exact", "--worker-dtype", "float64")) == 0
+    assert (
+        dreml_main(
+            _cv_args(
+                root,
+                out,
+                "--covar-auto",
+                str(root / "c.covar"),
+                "--folds",
+                "3",
+                "--fold-file",
+                str(tmp_path / "folds"),
+                "--scheduler",
+                client.scheduler.address,
+                "--seed",
+                "5",
+                "--exact",
+                "--worker-dtype",
+                "float64",
+            )
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     keep, y, _ = hand_alignment(root, N)
     assert f"pooled: n {len(y)}" in printed and "wrote" in printed
@@ -307,7 +344,9 @@ def test_dreml_cv_cli__fold_file_files_and_table(cohort, client, tmp_path, capsy
     pooled = report["pooled"]
     assert pooled["converged"] and pooled["n"] == len(y)
     assert pooled["correlation"] == pytest.approx(np.corrcoef(observed, predicted)[0, 1], rel=1e-8)
-    assert pooled["r2"] == pytest.approx(1 - ((observed - predicted) ** 2).sum() / ((observed - observed.mean()) ** 2).sum(), rel=1e-8)
+    assert pooled["r2"] == pytest.approx(
+        1 - ((observed - predicted) ** 2).sum() / ((observed - observed.mean()) ** 2).sum(), rel=1e-8
+    )
     for f in report["folds"]:
         S = np.array([int(r[2]) == f["fold"] for r in rows[1:]])
         assert f["n_test"] == S.sum() and f["mse"] == pytest.approx(np.mean((observed[S] - predicted[S]) ** 2), rel=1e-8)

@@ -17,11 +17,11 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 _STANDINS = {
     "nvidia-smi": 'printf "GPU 0: H100 (UUID: GPU-a)\\nGPU 1: H100 (UUID: GPU-b)\\nGPU 2: H100 (UUID: GPU-c)\\n"',
-    "dask": '''echo "dask $*" >> "$RECORD"
+    "dask": """echo "dask $*" >> "$RECORD"
 if [ "$1" = scheduler ]; then
   while [ "$1" != --scheduler-file ]; do shift; done
   echo '{"address": "tcp://10.0.0.1:8786"}' > "$2"
-fi''',
+fi""",
     "srun": 'echo "srun $*" >> "$RECORD"',
     "dreml": 'echo "dreml $*" >> "$RECORD"',
 }
@@ -40,7 +40,10 @@ def _run(script: str, tmp_path: Path, env: dict[str, str]) -> list[str]:
     done = subprocess.run(
         ["bash", str(DEPLOY / script), "s.zarr", "p.pheno", "out", "--seed", "1"],
         env={**base, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record)},
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return record.read_text().splitlines()

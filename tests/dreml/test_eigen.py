@@ -40,8 +40,7 @@ def cohort(tmp_path_factory) -> tuple[Path, Store]:
     """A simulated cohort with two components (chromosomes 1-2 and 3-4) and its store; chunk
     sizes that divide neither n nor m."""
     root = tmp_path_factory.mktemp("eigen")
-    simulate_cohort(SimulationConfig(n_samples=N, n_variants=M, n_chromosomes=4, group_variances=(0.3, 0.2), seed=3),
-                    root / "c")
+    simulate_cohort(SimulationConfig(n_samples=N, n_variants=M, n_chromosomes=4, group_variances=(0.3, 0.2), seed=3), root / "c")
     return root / "c", convert("bed", root / "c", root / "c.zarr", variant_chunk=700, sample_chunk=900)
 
 
@@ -66,8 +65,12 @@ def reference(cohort) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, memory_limit="2GiB") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit="2GiB"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -96,8 +99,7 @@ def check_against_eigh(result, lam: np.ndarray, V: np.ndarray) -> None:
 def genome_results(operator) -> dict:
     """Top 10 of the GRM of all variants at tol 1e-5, by each method at its default oversampling
     (shared by the tests below)."""
-    return {method: top_eigenpairs(operator, 10, method=method, tol=1e-5, seed=1)
-            for method in METHODS}
+    return {method: top_eigenpairs(operator, 10, method=method, tol=1e-5, seed=1) for method in METHODS}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -209,8 +211,11 @@ def test_top_eigenpairs__raise_on_columns_above_n():
 
 
 def test_top_eigenpairs__raise_on_max_basis_below_two_blocks():
-    with pytest.raises(ValueError, match=r"max_basis must be at least 2 \(rank \+ oversampling\) = 16 "
-                                         r"for method 'krylov', got 15"):
+    with pytest.raises(
+        ValueError,
+        match=r"max_basis must be at least 2 \(rank \+ oversampling\) = 16 "
+        r"for method 'krylov', got 15",
+    ):
         top_eigenpairs(small_operator(), 3, oversampling=5, max_basis=15)
     # no limit where the basis cannot outgrow it (n = 40 columns at most), nor for subspace
     assert top_eigenpairs(small_operator(), 3, oversampling=5, max_basis=40, max_iter=1, seed=0).iterations == 1
@@ -224,14 +229,17 @@ def test_top_eigenpairs__raise_on_weights_missing_for_components():
         top_eigenpairs(op, 2, oversampling=2)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("tol", 0.0, r"tol must lie in \(0, 1\)"),
-    ("oversampling", -1, "oversampling must be a whole number of at least 0"),
-    ("max_iter", 0, "max_iter must be a whole number of at least 1"),
-    ("seed", -3, "seed must be a non-negative whole number"),
-    ("method", "lanczos", "method must be one of 'krylov', 'subspace', got 'lanczos'"),
-    ("max_basis", 1, "max_basis must be a whole number of at least 2"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("tol", 0.0, r"tol must lie in \(0, 1\)"),
+        ("oversampling", -1, "oversampling must be a whole number of at least 0"),
+        ("max_iter", 0, "max_iter must be a whole number of at least 1"),
+        ("seed", -3, "seed must be a non-negative whole number"),
+        ("method", "lanczos", "method must be one of 'krylov', 'subspace', got 'lanczos'"),
+        ("max_basis", 1, "max_basis must be a whole number of at least 2"),
+    ],
+)
 def test_eigen_config__raise_on_invalid_setting(field, value, match):
     with pytest.raises(ValueError, match=match):
         EigenConfig(**{"rank": 2, "oversampling": 10, field: value})
@@ -242,9 +250,26 @@ def test_cli_eigen__one_component_end_to_end(cohort, reference, client, tmp_path
     name = "chr1-2"
     lam, V = reference[name]
     out = tmp_path / "pcs"
-    rc = dreml_main(["-q", "eigen", "--store", str(store.path), "--component-file", f"{prefix}.components.tsv",
-                     "--component", name, "--rank", "4", "--seed", "5", "--out", str(out),
-                     "--scheduler", client.scheduler.address])
+    rc = dreml_main(
+        [
+            "-q",
+            "eigen",
+            "--store",
+            str(store.path),
+            "--component-file",
+            f"{prefix}.components.tsv",
+            "--component",
+            name,
+            "--rank",
+            "4",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     assert rc == 0
     report = json.loads(Path(f"{out}.eigen.json").read_text())
     assert report["converged"] and report["component"] == name
@@ -276,7 +301,8 @@ def test_cli_eigen__raise_on_rank_not_below_n(cohort, tmp_path, capsys):
     rc = dreml_main(["eigen", "--store", str(store.path), "--rank", str(N), "--out", str(tmp_path / "x"), "--workers", "1"])
     assert rc == 2
     assert capsys.readouterr().err.strip() == (
-        f"dreml: error: dreml eigen: --rank must be less than the number of samples ({N}), got {N}")
+        f"dreml: error: dreml eigen: --rank must be less than the number of samples ({N}), got {N}"
+    )
 
 
 def test_cli_eigen__raise_on_rank_below_one(cohort, tmp_path, capsys):
@@ -295,11 +321,27 @@ def test_cli_eigen__raise_on_columns_above_n(cohort, tmp_path, capsys):
 
 def test_cli_eigen__raise_on_unknown_component(cohort, tmp_path, capsys):
     prefix, store = cohort
-    rc = dreml_main(["eigen", "--store", str(store.path), "--component-file", f"{prefix}.components.tsv",
-                     "--component", "chr9", "--rank", "2", "--out", str(tmp_path / "x"), "--workers", "1"])
+    rc = dreml_main(
+        [
+            "eigen",
+            "--store",
+            str(store.path),
+            "--component-file",
+            f"{prefix}.components.tsv",
+            "--component",
+            "chr9",
+            "--rank",
+            "2",
+            "--out",
+            str(tmp_path / "x"),
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 2
     assert capsys.readouterr().err.strip() == (
-        "dreml: error: --component chr9: no such component (expected one of: chr1-2, chr3-4)")
+        "dreml: error: --component chr9: no such component (expected one of: chr1-2, chr3-4)"
+    )
 
 
 def test_cli_eigen__keep_and_chr_select_samples_and_variants(cohort, client, tmp_path):
@@ -309,9 +351,33 @@ def test_cli_eigen__keep_and_chr_select_samples_and_variants(cohort, client, tmp
     keep = np.arange(0, N, 2)
     (tmp_path / "keep").write_text("".join(f"{store.sample_family_id[i]} {store.sample_id[i]}\n" for i in keep))
     out = tmp_path / "sel"
-    assert dreml_main(["-q", "eigen", "--store", str(store.path), "--keep", str(tmp_path / "keep"), "--chr", "2-3",
-                       "--rank", "3", "--tol", "1e-6", "--worker-dtype", "float64", "--seed", "1", "--out", str(out),
-                       "--scheduler", client.scheduler.address]) == 0
+    assert (
+        dreml_main(
+            [
+                "-q",
+                "eigen",
+                "--store",
+                str(store.path),
+                "--keep",
+                str(tmp_path / "keep"),
+                "--chr",
+                "2-3",
+                "--rank",
+                "3",
+                "--tol",
+                "1e-6",
+                "--worker-dtype",
+                "float64",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--scheduler",
+                client.scheduler.address,
+            ]
+        )
+        == 0
+    )
     with open_bed(f"{prefix}.bed", count_A1=True) as bed:
         X = bed.read(dtype="float64")
     p = np.nansum(X, axis=0) / (2.0 * np.sum(~np.isnan(X), axis=0))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plink_reference import hand_alignment, read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -22,8 +23,6 @@ from dreml.plink_write import write_plink1
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 from dreml.store import open_store
-
-from plink_reference import hand_alignment, read_dosage
 
 N, M = 400, 1200
 
@@ -39,8 +38,14 @@ def cohort(tmp_path_factory):
 def test_fit__exact_matches_dense_reference(cohort, client):
     root, _ = cohort
     config = FitConfig(method="exact", worker_dtype="float64")
-    result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
-                 components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config)
+    result = fit(
+        root / "c.zarr",
+        root / "c.pheno",
+        covar=root / "c.covar",
+        components=ComponentChoice(spec=root / "c.components.tsv"),
+        client=client,
+        config=config,
+    )
     report = result.to_dict()
     # the reference standardises with frequencies over all samples of the store (dreml's
     # default), then keeps the hand-aligned samples and splits variants by the spec file
@@ -79,9 +84,15 @@ def test_fit__post_reml_effects_and_lrt_match_dense_numpy(cohort, client):
     root, _ = cohort
     # logL at the optimum is off by about half the final Newton decrement: converge far below 1e-8
     config = FitConfig(method="exact", worker_dtype="float64", tol_decrement=1e-12)
-    result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
-                 components=ComponentChoice(spec=root / "c.components.tsv"), client=client, config=config,
-                 reml_lrt=("1",))
+    result = fit(
+        root / "c.zarr",
+        root / "c.pheno",
+        covar=root / "c.covar",
+        components=ComponentChoice(spec=root / "c.components.tsv"),
+        client=client,
+        config=config,
+        reml_lrt=("1",),
+    )
     dosage = read_dosage(root / "c", N, M)
     Z_all, _ = standardise(dosage)
     keep, y, X = hand_alignment(root, N)
@@ -129,11 +140,39 @@ def test_fit__post_reml_effects_and_lrt_match_dense_numpy(cohort, client):
 
 def test_dreml_fit_cli__randomised_close_to_exact_and_files(cohort, client, tmp_path, capsys):
     root, truth = cohort
-    common = ["fit", "--store", str(root / "c.zarr"), "--component-file", str(root / "c.components.tsv"),
-              "--pheno", str(root / "c.pheno"), "--covar-auto", str(root / "c.covar"), "--worker-dtype", "float64"]
+    common = [
+        "fit",
+        "--store",
+        str(root / "c.zarr"),
+        "--component-file",
+        str(root / "c.components.tsv"),
+        "--pheno",
+        str(root / "c.pheno"),
+        "--covar-auto",
+        str(root / "c.covar"),
+        "--worker-dtype",
+        "float64",
+    ]
     # the randomised fit on the running cluster, the exact one on a cluster the CLI starts itself
-    assert dreml_main(common + ["--out", str(tmp_path / "res"), "--scheduler", client.scheduler.address, "--seed", "3",
-                                "--method", "randomised", "--reml-est-fix", "--reml-pred-rand", "--blup-snp"]) == 0
+    assert (
+        dreml_main(
+            common
+            + [
+                "--out",
+                str(tmp_path / "res"),
+                "--scheduler",
+                client.scheduler.address,
+                "--seed",
+                "3",
+                "--method",
+                "randomised",
+                "--reml-est-fix",
+                "--reml-pred-rand",
+                "--blup-snp",
+            ]
+        )
+        == 0
+    )
     assert dreml_main(common + ["--out", str(tmp_path / "exact"), "--workers", "1", "--exact"]) == 0
     printed = capsys.readouterr().out
     assert "total h2" in printed and "wrote" in printed
@@ -199,7 +238,9 @@ def test_dreml_fit_cli__raise_on_bad_phenotype_before_any_output(cohort, tmp_pat
 
 
 def test_dreml_fit_cli__raise_on_missing_store(tmp_path, capsys):
-    code = dreml_main(["fit", "--store", str(tmp_path / "none.zarr"), "--pheno", str(tmp_path / "p"), "--out", str(tmp_path / "o")])
+    code = dreml_main(
+        ["fit", "--store", str(tmp_path / "none.zarr"), "--pheno", str(tmp_path / "p"), "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip().endswith("none.zarr: no such store")
 
@@ -218,8 +259,19 @@ def test_component_choice_resolve__raise_on_several_stores(cohort, choice):
 
 
 def test_dreml_fit_cli__raise_on_invalid_setting(tmp_path, capsys):
-    code = dreml_main(["fit", "--store", str(tmp_path / "s.zarr"), "--pheno", str(tmp_path / "p"),
-                       "--out", str(tmp_path / "o"), "--n-probes", "0"])
+    code = dreml_main(
+        [
+            "fit",
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--pheno",
+            str(tmp_path / "p"),
+            "--out",
+            str(tmp_path / "o"),
+            "--n-probes",
+            "0",
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == "dreml: error: dreml fit: n_probes must be a positive integer, got 0"
 
@@ -276,12 +328,40 @@ def test_dreml_fit_cli__gcta_conventions_equal_the_same_analysis_on_plain_files(
     spec = [line.split() for line in open(root / "c.components.tsv") if not line.startswith("#")]
     (tmp_path / "g.comp").write_text("SNP component\n" + "".join(f"{s} {c}\n" for s, c in spec))
     chromosomes = sorted({b[0] for b in bim}, key=int)[:-1]  # all but the last chromosome
-    args = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(tmp_path / "g.pheno.gz"), "--mpheno", "2",
-            "--covar", str(tmp_path / "g.covar"), "--qcovar", str(tmp_path / "g.qcovar"),
-            "--keep", str(tmp_path / "g.keep"), "--remove", str(tmp_path / "g.remove"),
-            "--extract", str(tmp_path / "g.extract"), "--exclude", str(tmp_path / "g.exclude"),
-            "--chr", ",".join(chromosomes), "--component-file", str(tmp_path / "g.comp"), "--prevalence", "0.1",
-            "--exact", "--worker-dtype", "float64", "--scheduler", client.scheduler.address, "--out", str(tmp_path / "g")]
+    args = [
+        "fit",
+        "--store",
+        str(root / "c.zarr"),
+        "--pheno",
+        str(tmp_path / "g.pheno.gz"),
+        "--mpheno",
+        "2",
+        "--covar",
+        str(tmp_path / "g.covar"),
+        "--qcovar",
+        str(tmp_path / "g.qcovar"),
+        "--keep",
+        str(tmp_path / "g.keep"),
+        "--remove",
+        str(tmp_path / "g.remove"),
+        "--extract",
+        str(tmp_path / "g.extract"),
+        "--exclude",
+        str(tmp_path / "g.exclude"),
+        "--chr",
+        ",".join(chromosomes),
+        "--component-file",
+        str(tmp_path / "g.comp"),
+        "--prevalence",
+        "0.1",
+        "--exact",
+        "--worker-dtype",
+        "float64",
+        "--scheduler",
+        client.scheduler.address,
+        "--out",
+        str(tmp_path / "g"),
+    ]
     assert dreml_main(args) == 0
     gcta = json.loads((tmp_path / "g.json").read_text())
 
@@ -290,11 +370,18 @@ def test_dreml_fit_cli__gcta_conventions_equal_the_same_analysis_on_plain_files(
     (tmp_path / "p.pheno").write_text("FID IID y\n" + "".join(f"{f} {i} {case[i]}\n" for f, i in used))
     (tmp_path / "p.covar").write_text("FID IID sex age\n" + "".join(f"{f} {i} s{covar[i][0]} {covar[i][1]}\n" for f, i in used))
     kept = [s for s in extract[1:] if chrom_of[s] in chromosomes]
-    names = [c for c in dict.fromkeys(c for s, c in spec) if any(chrom_of[s] in chromosomes and s in kept for s, cc in spec if cc == c)]
+    names = [
+        c for c in dict.fromkeys(c for s, c in spec) if any(chrom_of[s] in chromosomes and s in kept for s, cc in spec if cc == c)
+    ]
     (tmp_path / "p.comp").write_text("".join(f"{s}\t{c}\n" for s, c in spec if s in kept))
-    plain = fit(root / "c.zarr", tmp_path / "p.pheno", covar=CovariateFile(tmp_path / "p.covar"),
-                components=ComponentChoice(spec=tmp_path / "p.comp"), client=client,
-                config=FitConfig(method="exact", worker_dtype="float64")).to_dict()
+    plain = fit(
+        root / "c.zarr",
+        tmp_path / "p.pheno",
+        covar=CovariateFile(tmp_path / "p.covar"),
+        components=ComponentChoice(spec=tmp_path / "p.comp"),
+        client=client,
+        config=FitConfig(method="exact", worker_dtype="float64"),
+    ).to_dict()
     assert [c["name"] for c in gcta["components"]] == names == [c["name"] for c in plain["components"]]
     assert gcta["n_samples"] == plain["n_samples"] == len(used)
     for a, b in zip(gcta["components"], plain["components"]):
@@ -326,14 +413,30 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
     for i, j in zip(observed, rng.permutation(observed)):
         shuffled[i] = rows[j][2]
     holes = [r[2] if k % 7 else "NA" for k, r in enumerate(rows)]
-    (tmp_path / "m.pheno").write_text("FID IID a b c\n" + "".join(
-        f"{r[0]} {r[1]} {r[2]} {s} {h}\n" for r, s, h in zip(rows, shuffled, holes)))
-    base = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(tmp_path / "m.pheno"), "--covar-auto", str(root / "c.covar"),
-            "--method", "randomised", "--worker-dtype", "float64", "--scheduler", client.scheduler.address]
+    (tmp_path / "m.pheno").write_text(
+        "FID IID a b c\n" + "".join(f"{r[0]} {r[1]} {r[2]} {s} {h}\n" for r, s, h in zip(rows, shuffled, holes))
+    )
+    base = [
+        "fit",
+        "--store",
+        str(root / "c.zarr"),
+        "--pheno",
+        str(tmp_path / "m.pheno"),
+        "--covar-auto",
+        str(root / "c.covar"),
+        "--method",
+        "randomised",
+        "--worker-dtype",
+        "float64",
+        "--scheduler",
+        client.scheduler.address,
+    ]
     assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--out", str(tmp_path / "m")]) == 0
     summary = json.loads((tmp_path / "m.traits.json").read_text())
     table = [line.split("\t") for line in (tmp_path / "m.traits.tsv").read_text().splitlines()]
-    assert table[0] == ["trait", "n", "h2", "SE", "converged", "passes", "seed", "status"] and [r[0] for r in table[1:]] == list("abc")
+    assert table[0] == ["trait", "n", "h2", "SE", "converged", "passes", "seed", "status"] and [r[0] for r in table[1:]] == list(
+        "abc"
+    )
     alone_passes = []
     for name, seed in zip("abc", trait_seeds(5, 3)):
         together = json.loads((tmp_path / f"m.{name}.json").read_text())
@@ -351,10 +454,22 @@ def test_dreml_fit_cli__gcta_reml_flags(cohort, client, tmp_path, capsys):
     """--reml-no-constrain, --reml-priors-var and --reml-maxit reach the engine (recorded in
     the report); maxit 1 is reported as not converged; a wrong prior count fails before a cluster."""
     root, _ = cohort
-    base = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "c.pheno"), "--exact",
-            "--scheduler", client.scheduler.address]
-    assert dreml_main(base + ["--reml-no-constrain", "--reml-priors-var", "0.3", "0.6", "--reml-maxit", "1",
-                              "--out", str(tmp_path / "a")]) == 0
+    base = [
+        "fit",
+        "--store",
+        str(root / "c.zarr"),
+        "--pheno",
+        str(root / "c.pheno"),
+        "--exact",
+        "--scheduler",
+        client.scheduler.address,
+    ]
+    assert (
+        dreml_main(
+            base + ["--reml-no-constrain", "--reml-priors-var", "0.3", "0.6", "--reml-maxit", "1", "--out", str(tmp_path / "a")]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["config"]["constrain"] is False and report["config"]["priors"] == [0.3, 0.6]
     assert report["config"]["max_iter"] == 1 and report["converged"] is False and report["iterations"] == 1

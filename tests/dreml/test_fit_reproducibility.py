@@ -16,13 +16,18 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("repro")
     simulate_cohort(SimulationConfig(n_samples=600, n_variants=1500, seed=21), root / "c")
     convert("bed", root / "c", root / "c.zarr", variant_chunk=250)
-    return prepare_inputs(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
-                          components=ComponentChoice(spec=root / "c.components.tsv"))
+    return prepare_inputs(
+        root / "c.zarr", root / "c.pheno", covar=root / "c.covar", components=ComponentChoice(spec=root / "c.components.tsv")
+    )
 
 
 def _fit(inputs, n_workers: int, seed: int) -> dict:
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         config = FitConfig(method="randomised", seed=seed)
         first = fit_prepared(inputs, client=client, config=config).to_dict()
         again = fit_prepared(inputs, client=client, config=config).to_dict()

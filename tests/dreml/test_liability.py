@@ -28,11 +28,14 @@ def test_case_fraction__both_codings(control, case):
     assert scale.prevalence == 0.05 and scale.case_fraction == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("values, match", [
-    ([0.5, 1.2, 3.0], r"phenotype 'bmi' is not coded as case-control: values 0.5, 1.2, 3 \(expected 0/1, or PLINK's 1/2"),
-    ([0, 1, 2], r"values 0, 1, 2 .*; for PLINK's 1/2 coding write a missing value as NA or -9, not 0"),
-    (list(range(10)), r"values 0, 1, 2, 3, 4, 5, \.\.\. \(10 distinct\)"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ([0.5, 1.2, 3.0], r"phenotype 'bmi' is not coded as case-control: values 0.5, 1.2, 3 \(expected 0/1, or PLINK's 1/2"),
+        ([0, 1, 2], r"values 0, 1, 2 .*; for PLINK's 1/2 coding write a missing value as NA or -9, not 0"),
+        (list(range(10)), r"values 0, 1, 2, 3, 4, 5, \.\.\. \(10 distinct\)"),
+    ],
+)
 def test_case_fraction__raise_on_other_coding(values, match):
     with pytest.raises(InputError, match=match):
         case_fraction(np.array(values, dtype=float), phenotype="bmi")

@@ -24,7 +24,9 @@ def pheno(tmp_path):
 
 @pytest.fixture
 def covar(tmp_path):
-    return write(tmp_path / "c.covar", "FID IID age sex site\nfa a 40 M s1\nfc c 50 F s2\nfd d NA F s1\nfe e 61 M s3\nff f 30 F s1\n")
+    return write(
+        tmp_path / "c.covar", "FID IID age sex site\nfa a 40 M s1\nfc c 50 F s2\nfd d NA F s1\nfe e 61 M s3\nff f 30 F s1\n"
+    )
 
 
 def test_load_analysis_data__phenotype_only(pheno):
@@ -35,8 +37,12 @@ def test_load_analysis_data__phenotype_only(pheno):
     np.testing.assert_array_equal(data.y, [1.0, 2.5, 0.5, 3.0])
     np.testing.assert_array_equal(data.X, np.ones((4, 1)))
     assert data.report == {
-        "store_samples": 6, "phenotype_file_samples": 6, "dropped_not_in_store": 1,
-        "dropped_missing_phenotype": 1, "dropped_missing_covariate": 0, "samples_used": 4,
+        "store_samples": 6,
+        "phenotype_file_samples": 6,
+        "dropped_not_in_store": 1,
+        "dropped_missing_phenotype": 1,
+        "dropped_missing_covariate": 0,
+        "samples_used": 4,
     }
 
 
@@ -124,7 +130,10 @@ def test_load_analysis_data__raise_on_constant_phenotype(tmp_path):
 
 def test_load_analysis_data__raise_on_rank_deficient_covariates(tmp_path, pheno):
     c = write(tmp_path / "c", "FID IID u v\nfa a 1 2\nfc c 2 4\nfd d 3 6\nfe e 4 8\n")
-    with pytest.raises(InputError, match=r"c: covariates are rank-deficient .* \(rank 2 < 3 columns: intercept, u, v\); v is a linear combination"):
+    with pytest.raises(
+        InputError,
+        match=r"c: covariates are rank-deficient .* \(rank 2 < 3 columns: intercept, u, v\); v is a linear combination",
+    ):
         load_analysis_data(STORE_IID, pheno, covar=c)
 
 

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from plink_reference import read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -23,8 +24,6 @@ from dreml.plink_write import write_plink1
 from dreml.predict import STATUS_NAMES, MatchStatus, check_overlap, match_variants, predict
 from dreml.reml import FitConfig
 from dreml.store import open_store
-
-from plink_reference import read_dosage
 
 N, M = 360, 1000
 AMBIGUOUS = {"AT", "TA", "CG", "GC"}
@@ -45,9 +44,14 @@ def trained(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("predict")
     simulate_cohort(SimulationConfig(n_samples=N, n_variants=M, seed=21, group_variances=(0.4, 0.2)), root / "c")
     convert("bed", root / "c", root / "c.zarr", variant_chunk=300, sample_chunk=256)
-    result = fit(root / "c.zarr", root / "c.pheno", covar=root / "c.covar",
-                 components=ComponentChoice(spec=root / "c.components.tsv"), client=client,
-                 config=FitConfig(method="exact", worker_dtype="float64"))
+    result = fit(
+        root / "c.zarr",
+        root / "c.pheno",
+        covar=root / "c.covar",
+        components=ComponentChoice(spec=root / "c.components.tsv"),
+        client=client,
+        config=FitConfig(method="exact", worker_dtype="float64"),
+    )
     write_outputs(result, root / "fit")
     state = FitState.load(root / "fit.fit.npz")  # what `dreml predict` reads
     return root, state
@@ -91,25 +95,44 @@ def new_store(trained):
             status[r] = "duplicate"
         else:
             swapped = fate[r] == "swap"
-            k = add(np.where(x < 0, -1, 2 - x).astype(np.int8) if swapped else x, contig[j], vid[j], pos[j],
-                    alt[j] if swapped else ref[j], ref[j] if swapped else alt[j])
+            k = add(
+                np.where(x < 0, -1, 2 - x).astype(np.int8) if swapped else x,
+                contig[j],
+                vid[j],
+                pos[j],
+                alt[j] if swapped else ref[j],
+                ref[j] if swapped else alt[j],
+            )
             if ref[j] + alt[j] in AMBIGUOUS:
                 status[r] = "ambiguous"
             else:
                 status[r], expected_row[r], sign[r] = ("swapped" if swapped else "matched"), k, -1.0 if swapped else 1.0
             if r % 10 == 0:  # a multi-allelic neighbour: same position, another ALT
-                add(rng.integers(0, 3, size=len(samples)).astype(np.int8), contig[j], vid[j] + "_m", pos[j], ref[j],
-                    bases[~np.isin(bases, [ref[j], alt[j]])][0])
+                add(
+                    rng.integers(0, 3, size=len(samples)).astype(np.int8),
+                    contig[j],
+                    vid[j] + "_m",
+                    pos[j],
+                    ref[j],
+                    bases[~np.isin(bases, [ref[j], alt[j]])][0],
+                )
     for j in rng.choice(M, size=20, replace=False):  # positions the fit never saw
         add(rng.integers(0, 3, size=len(samples)).astype(np.int8), contig[j], vid[j] + "_x", pos[j] + 1, "A", "G")
     order = rng.permutation(len(rows["id"]))
     new_row = np.argsort(order)  # where each added row lands
     expected_row[expected_row >= 0] = new_row[expected_row[expected_row >= 0]]
     prefix = root / "new"
-    write_plink1(prefix, np.array(rows["dosage"])[order], contig=np.array(rows["contig"])[order],
-                 variant_id=np.array(rows["id"])[order], position=np.array(rows["position"])[order],
-                 alt=np.array(rows["alt"])[order], ref=np.array(rows["ref"])[order],
-                 family_id=np.array([f"F{i + 1}" for i in samples]), sample_id=np.array([f"I{i + 1}" for i in samples]))
+    write_plink1(
+        prefix,
+        np.array(rows["dosage"])[order],
+        contig=np.array(rows["contig"])[order],
+        variant_id=np.array(rows["id"])[order],
+        position=np.array(rows["position"])[order],
+        alt=np.array(rows["alt"])[order],
+        ref=np.array(rows["ref"])[order],
+        family_id=np.array([f"F{i + 1}" for i in samples]),
+        sample_id=np.array([f"I{i + 1}" for i in samples]),
+    )
     convert("bed", prefix, root / "new.zarr", variant_chunk=170, sample_chunk=64)
     return root / "new.zarr", status, expected_row, sign, fate
 
@@ -180,8 +203,9 @@ def test_predict__cli_writes_scores_and_report(trained, new_store, client, tmp_p
     root, state = trained
     path, status, expected_row, sign, _ = new_store
     out = tmp_path / "out" / "p"  # the directory is created
-    rc = dreml_main(["predict", "--fit", str(root / "fit"), "--store", str(path), "--out", str(out),
-                     "--scheduler", client.scheduler.address])
+    rc = dreml_main(
+        ["predict", "--fit", str(root / "fit"), "--store", str(path), "--out", str(out), "--scheduler", client.scheduler.address]
+    )
     assert rc == 0
     assert "Wrote" in capsys.readouterr().out
     assert sorted(p.name for p in out.parent.iterdir()) == ["p.log", "p.predict.json", "p.score.tsv"]  # no .tmp left
@@ -221,8 +245,19 @@ def test_predict__raise_on_no_overlapping_variants(trained, elsewhere, client, t
     with pytest.raises(InputError, match="none of the fit's"):
         predict(state, elsewhere, client=client)
     out = tmp_path / "p"
-    rc = dreml_main(["predict", "--fit", str(root / "fit"), "--store", str(elsewhere), "--out", str(out),
-                     "--scheduler", client.scheduler.address])
+    rc = dreml_main(
+        [
+            "predict",
+            "--fit",
+            str(root / "fit"),
+            "--store",
+            str(elsewhere),
+            "--out",
+            str(out),
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and str(elsewhere) in err
     assert [p.name for p in tmp_path.iterdir()] == ["p.log"]  # the run log only
@@ -234,8 +269,19 @@ def test_predict__raise_on_missing_or_invalid_fit_file(trained, content, client,
     if content is not None:
         (tmp_path / "bad.fit.npz").write_bytes(content)
     before = sorted(tmp_path.iterdir())
-    rc = dreml_main(["predict", "--fit", str(tmp_path / "bad"), "--store", str(root / "c.zarr"),
-                     "--out", str(tmp_path / "p"), "--scheduler", client.scheduler.address])
+    rc = dreml_main(
+        [
+            "predict",
+            "--fit",
+            str(tmp_path / "bad"),
+            "--store",
+            str(root / "c.zarr"),
+            "--out",
+            str(tmp_path / "p"),
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "bad.fit.npz" in err
     assert sorted(tmp_path.iterdir()) == sorted([*before, tmp_path / "p.log"])  # the run log only
@@ -245,9 +291,17 @@ def test_predict__component_without_variants_scores_zero(trained, client, caplog
     root, state = trained
     dosage, contig, vid, pos, ref, alt = read_plink(root / "c", N, M)
     keep = np.flatnonzero(np.isin(contig, ["3", "4"]))  # the variants of component chr3-4 only
-    write_plink1(root / "chr34", dosage[keep][:, :40], contig=contig[keep], variant_id=vid[keep], position=pos[keep],
-                 alt=alt[keep], ref=ref[keep], family_id=np.array([f"F{i + 1}" for i in range(40)]),
-                 sample_id=np.array([f"I{i + 1}" for i in range(40)]))
+    write_plink1(
+        root / "chr34",
+        dosage[keep][:, :40],
+        contig=contig[keep],
+        variant_id=vid[keep],
+        position=pos[keep],
+        alt=alt[keep],
+        ref=ref[keep],
+        family_id=np.array([f"F{i + 1}" for i in range(40)]),
+        sample_id=np.array([f"I{i + 1}" for i in range(40)]),
+    )
     convert("bed", root / "chr34", root / "chr34.zarr")
     pred = predict(state, root / "chr34.zarr", client=client, dtype=np.float64, keep_ambiguous=True)
     assert pred.unscored == ("chr1-2",) and "component chr1-2: none of its" in caplog.text

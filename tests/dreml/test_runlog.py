@@ -42,8 +42,21 @@ def _header_and_end(lines: list[str], argv: list[str], status: int) -> None:
 
 def test_dreml_fit_cli__log_and_json_metadata(cohort, client, tmp_path):
     prefix = tmp_path / "out" / "fit"  # the directory is created
-    argv = ["-q", "fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"), "--out", str(prefix),
-            "--scheduler", client.scheduler.address, "--seed", "1", "--exact"]
+    argv = [
+        "-q",
+        "fit",
+        "--store",
+        str(cohort / "c.zarr"),
+        "--pheno",
+        str(cohort / "c.pheno"),
+        "--out",
+        str(prefix),
+        "--scheduler",
+        client.scheduler.address,
+        "--seed",
+        "1",
+        "--exact",
+    ]
     assert dreml_main(argv) == 0
     lines = (tmp_path / "out" / "fit.log").read_text().splitlines()
     _header_and_end(lines, ["dreml", *argv], 0)
@@ -72,8 +85,12 @@ def test_dreml_fit_cli__log_ends_with_the_error(cohort, tmp_path, capsys):
 def test_dreml_simulate_cli__quiet_stderr_full_log(tmp_path):
     # its own process: the entry point's stderr handler, not pytest's capture
     argv = ["-q", "simulate", "--out", str(tmp_path / "s"), "--samples", "20", "--variants", "30"]
-    done = subprocess.run([sys.executable, "-c", "import sys; from dreml.cli import main; sys.exit(main())", *argv],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from dreml.cli import main; sys.exit(main())", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stderr == ""
     lines = (tmp_path / "s.log").read_text().splitlines()
     _header_and_end(lines, ["dreml", *argv], 0)
@@ -93,16 +110,23 @@ def test_recording__records_filtered_by_logger_and_level(tmp_path):
         logging.getLogger("dreml.x").warning("after set_exit, still before the end lines")
     lines = path.read_text().splitlines()
     assert lines[1] == "Command: prog --out 'a b'"  # quoted as a shell would need it
-    assert lines[6:] == ["ours at info", "theirs at warning", "after set_exit, still before the end lines",
-                         "prog: error: it failed", lines[-2], "Exit status: 3"]
+    assert lines[6:] == [
+        "ours at info",
+        "theirs at warning",
+        "after set_exit, still before the end lines",
+        "prog: error: it failed",
+        lines[-2],
+        "Exit status: 3",
+    ]
     assert runlog.current().argv is None  # no run in progress after the block
     assert [logging.getLogger(name).level for name in runlog.OWN_LOGGERS] == levels
     logging.getLogger("dreml.x").warning("after the block")
     assert "after the block" not in path.read_text()
 
 
-@pytest.mark.parametrize("exc, status, line", [(ValueError("boom"), 1, "ValueError: boom"),
-                                               (KeyboardInterrupt(), 130, "KeyboardInterrupt")])
+@pytest.mark.parametrize(
+    "exc, status, line", [(ValueError("boom"), 1, "ValueError: boom"), (KeyboardInterrupt(), 130, "KeyboardInterrupt")]
+)
 def test_recording__exception_ends_the_log(tmp_path, exc, status, line):
     path = tmp_path / "r.log"
     with pytest.raises(type(exc)), runlog.recording(["prog"], path):

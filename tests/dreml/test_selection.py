@@ -30,8 +30,12 @@ def store(tmp_path_factory):
     rng = np.random.default_rng(0)
     dosage = rng.integers(0, 3, size=(8, 6)).astype(np.int8)
     dosage[:, 0] = 1  # no variant monomorphic
-    write_plink1(root / "s", dosage, contig=np.array(["1", "1", "2", "2", "3", "10", "X", "X"]),
-                 variant_id=np.array([f"rs{j}" for j in range(8)]))
+    write_plink1(
+        root / "s",
+        dosage,
+        contig=np.array(["1", "1", "2", "2", "3", "10", "X", "X"]),
+        variant_id=np.array([f"rs{j}" for j in range(8)]),
+    )
     return convert("bed", root / "s", root / "s.zarr")
 
 
@@ -40,10 +44,16 @@ def write(path, text):
     return path
 
 
-@pytest.mark.parametrize("text, fid", [
-    ("#FID IID\nf1 a\nf2 b\n", ["f1", "f2"]), ("FID IID\nf1 a\nf2 b\n", ["f1", "f2"]),
-    ("f1 a extra columns\nf2 b\n", ["f1", "f2"]), ("#IID\na\nb\n", None), ("a\nb\n", None),
-])
+@pytest.mark.parametrize(
+    "text, fid",
+    [
+        ("#FID IID\nf1 a\nf2 b\n", ["f1", "f2"]),
+        ("FID IID\nf1 a\nf2 b\n", ["f1", "f2"]),
+        ("f1 a extra columns\nf2 b\n", ["f1", "f2"]),
+        ("#IID\na\nb\n", None),
+        ("a\nb\n", None),
+    ],
+)
 def test_read_sample_list__formats(tmp_path, text, fid):
     listed = read_sample_list(write(tmp_path / "k", text))
     assert list(listed.iid) == ["a", "b"]
@@ -71,8 +81,14 @@ def test_SampleSelection__keep_then_remove(tmp_path):
     remove = write(tmp_path / "remove", "#IID\nb\n")
     mask, report = SampleSelection(keep, remove).mask(store_fid, store_iid)
     assert list(mask) == [True, False, True, False]
-    assert report == {"keep_file_samples": 4, "keep_not_in_store": 1, "after_keep": 3,  # f9 d: not the store's d
-                      "remove_file_samples": 1, "remove_not_in_store": 0, "after_remove": 2}
+    assert report == {
+        "keep_file_samples": 4,
+        "keep_not_in_store": 1,
+        "after_keep": 3,  # f9 d: not the store's d
+        "remove_file_samples": 1,
+        "remove_not_in_store": 0,
+        "after_remove": 2,
+    }
     with pytest.raises(InputError, match="no store sample left"):
         SampleSelection(remove=write(tmp_path / "all", "a\nb\nc\nd\n")).mask(store_fid, store_iid)
 
@@ -87,9 +103,14 @@ def test_read_variant_list__header_comments_and_compression(tmp_path, store):
         read_variant_list(write(tmp_path / "e2", "SNP\n"), ids)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("1-3,7", ("1", "2", "3", "7")), ("chr1-chr2 X", ("1", "2", "X")), ("22", ("22",)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1-3,7", ("1", "2", "3", "7")),
+        ("chr1-chr2 X", ("1", "2", "X")),
+        ("22", ("22",)),
+    ],
+)
 def test_parse_chromosomes(text, expected):
     assert parse_chromosomes(text) == expected
 
@@ -107,8 +128,16 @@ def test_VariantSelection__extract_exclude_chr_counts(tmp_path, store):
     selection = VariantSelection(extract=extract, exclude=exclude, chromosomes=parse_chromosomes("1-2,X"))
     (mask,), report = selection.masks([store])
     assert list(np.flatnonzero(mask)) == [0, 2, 6]
-    assert report == {"store_variants": 8, "extract_file_variants": 5, "extract_not_in_store": 1, "after_extract": 4,
-                      "exclude_file_variants": 1, "exclude_not_in_store": 0, "after_exclude": 3, "after_chr": 3}
+    assert report == {
+        "store_variants": 8,
+        "extract_file_variants": 5,
+        "extract_not_in_store": 1,
+        "after_extract": 4,
+        "exclude_file_variants": 1,
+        "exclude_not_in_store": 0,
+        "after_exclude": 3,
+        "after_chr": 3,
+    }
     (mask,), _ = VariantSelection(chromosomes=parse_chromosomes("10")).masks([store])
     assert list(np.flatnonzero(mask)) == [5]  # 10 is not 1
     with pytest.raises(InputError, match="no variant left"):

@@ -143,7 +143,7 @@ def test_store__sparse_calls_of_a_version_1_1_store(sparse_store_path):
     np.testing.assert_array_equal(4 + rows, sparse[(sparse >= 4) & (sparse < 29)])
     np.testing.assert_array_equal(calls.take(rows).dense(len(samples)), dosage[4 + rows][:, samples])
     for j in rows:  # ascending positions within a row
-        assert np.all(np.diff(calls.sample[calls.indptr[j]:calls.indptr[j + 1]]) > 0)
+        assert np.all(np.diff(calls.sample[calls.indptr[j] : calls.indptr[j + 1]]) > 0)
     assert np.all(np.diff(calls.indptr)[calls.allele < 0] == 0)
     assert f"sparse         {len(sparse)} variants below MAF 0.2: {store.variant_sparse_calls.sum()} calls" in store.summary()
     with pytest.raises(IndexError, match=r"variant range \[30, 32\) outside \[0, 31\)"):
@@ -154,7 +154,9 @@ def test_store__sparse_calls_of_a_version_1_1_store(sparse_store_path):
 def test_open_store__raise_on_unknown_minor_version(sparse_store_path, version):
     path, _ = sparse_store_path
     set_attr(path, format_version=version)
-    with pytest.raises(StoreError, match=rf"store format version {version!r} is not supported \(this dreml reads versions 1 and 1.1\)"):
+    with pytest.raises(
+        StoreError, match=rf"store format version {version!r} is not supported \(this dreml reads versions 1 and 1.1\)"
+    ):
         open_store(path)
 
 
@@ -181,7 +183,9 @@ def test_open_store__raise_on_sparse_offsets_disagreeing_with_calls(sparse_store
     group = zarr.open_group(str(path), mode="r+")
     n_calls = group["call_sparse_sample"].shape[0]
     group["call_sparse_indptr"][31] = n_calls - 1
-    with pytest.raises(StoreError, match=rf"array 'call_sparse_indptr' ends at {n_calls - 1} but the store holds {n_calls} sparse calls"):
+    with pytest.raises(
+        StoreError, match=rf"array 'call_sparse_indptr' ends at {n_calls - 1} but the store holds {n_calls} sparse calls"
+    ):
         open_store(path)
 
 

@@ -26,8 +26,9 @@ from dreml.store import open_store
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("annot")
-    simulate_cohort(SimulationConfig(n_samples=300, n_variants=500, n_chromosomes=2, group_variances=(0.4, 0.2),
-                                     seed=5), root / "c")
+    simulate_cohort(
+        SimulationConfig(n_samples=300, n_variants=500, n_chromosomes=2, group_variances=(0.4, 0.2), seed=5), root / "c"
+    )
     convert("bed", root / "c", root / "c.zarr", variant_chunk=200, sample_chunk=300)
     bim = [line.split() for line in (root / "c.bim").read_text().splitlines()]
     with gzip.open(root / "c.annot.gz", "wt") as f:
@@ -42,9 +43,26 @@ def _parse(argv):
 
 
 def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, capsys):
-    args = _parse(["fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"), "--annot",
-                   str(cohort / "c.annot.gz"), "--out", str(tmp_path / "r"), "--workers", "1", "--exact",
-                   "--worker-dtype", "float64", "--seed", "4"])
+    args = _parse(
+        [
+            "fit",
+            "--store",
+            str(cohort / "c.zarr"),
+            "--pheno",
+            str(cohort / "c.pheno"),
+            "--annot",
+            str(cohort / "c.annot.gz"),
+            "--out",
+            str(tmp_path / "r"),
+            "--workers",
+            "1",
+            "--exact",
+            "--worker-dtype",
+            "float64",
+            "--seed",
+            "4",
+        ]
+    )
     assert wants_annotations(args)
     assert run_annotated(args, config_from_args(args)) == 0
     assert "total h2" in capsys.readouterr().out
@@ -67,7 +85,18 @@ def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, caps
 
 
 def test_dreml_fit_annot__raise_on_model_without_annotations(cohort, tmp_path):
-    args = _parse(["fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"),
-                   "--variance-model", "mlp", "--out", str(tmp_path / "r")])
+    args = _parse(
+        [
+            "fit",
+            "--store",
+            str(cohort / "c.zarr"),
+            "--pheno",
+            str(cohort / "c.pheno"),
+            "--variance-model",
+            "mlp",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     with pytest.raises(InputError, match="--variance-model mlp needs --annot FILE"):
         run_annotated(args, config_from_args(args))

@@ -23,8 +23,15 @@ def test_constant_map__equals_one_component_fit():
     Z, _ = genotypes(200, 300, seed=11)
     y = phenotype(Z, np.full(300, 0.4 / 300), 0.6, seed=12)
     ref = fit_reml(DenseOperator.from_genotypes([Z]), y, None, REFERENCE)
-    fit = fit_annotated(Z, y, annotations=np.zeros((300, 0)), columns=(), variance_model="linear", config=EXACT,
-                        start=np.array([np.log(0.05 / 300), np.log(2.0)]))
+    fit = fit_annotated(
+        Z,
+        y,
+        annotations=np.zeros((300, 0)),
+        columns=(),
+        variance_model="linear",
+        config=EXACT,
+        start=np.array([np.log(0.05 / 300), np.log(2.0)]),
+    )
     assert fit.converged, fit.status
     assert abs(fit.h2 - ref.h2_total) < 1e-8
     assert abs(fit.loglik - ref.loglik) < 1e-8
@@ -62,8 +69,9 @@ def test_randomised__agrees_with_exact_within_monte_carlo_error():
     v = (2 * p * (1 - p)) ** 0.75
     y = phenotype(Z, 0.5 * v / v.sum(), 0.5, seed=32)
     exact = fit_annotated(Z, y, variance_model="ldak", frequencies=p, config=AnnotConfig(method="exact", seed=1))
-    rand = fit_annotated(Z, y, variance_model="ldak", frequencies=p,
-                         config=AnnotConfig(method="randomised", seed=2, pcg_tol=1e-7, probe_tol=1e-6))
+    rand = fit_annotated(
+        Z, y, variance_model="ldak", frequencies=p, config=AnnotConfig(method="randomised", seed=2, pcg_tol=1e-7, probe_tol=1e-6)
+    )
     assert exact.converged and rand.converged, (exact.status, rand.status)
     assert rand.passes_by_kind["score"] > 0 and rand.method == "randomised"
     assert np.all(rand.params_mc_se > 0)
@@ -129,8 +137,10 @@ def test_ldak_alpha__recovered_on_simulation():
     y = phenotype(Z, 0.5 * v / v.sum(), 0.5, seed=52)
     fit = fit_annotated(Z, y, variance_model="ldak", frequencies=p, config=AnnotConfig(method="exact", seed=1))
     alpha, se = fit.params[1], fit.params_se[1]
-    print(f"LDAK alpha: fitted {alpha:.4f} (SE {se:.4f}), truth -0.25; h2 {fit.h2:.4f} (SE {fit.h2_se:.4f}); "
-          f"iterations {fit.iterations}; {fit.timings['total']:.1f} s")
+    print(
+        f"LDAK alpha: fitted {alpha:.4f} (SE {se:.4f}), truth -0.25; h2 {fit.h2:.4f} (SE {fit.h2_se:.4f}); "
+        f"iterations {fit.iterations}; {fit.timings['total']:.1f} s"
+    )
     assert fit.converged, fit.status
     assert abs(alpha + 0.25) < 3 * se
     assert se < 0.5

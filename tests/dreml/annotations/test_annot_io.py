@@ -77,8 +77,9 @@ def test_output_texts():
     Z, _ = genotypes(80, 40, seed=3)
     A = np.zeros((40, 2))
     A[:25, 0] = A[25:, 1] = 1
-    fit = fit_annotated(Z, phenotype(Z, np.full(40, 0.01), 0.5, 4), annotations=A, columns=("a", "b"),
-                        config=AnnotConfig(method="exact", seed=1))
+    fit = fit_annotated(
+        Z, phenotype(Z, np.full(40, 0.01), 0.5, 4), annotations=A, columns=("a", "b"), config=AnnotConfig(method="exact", seed=1)
+    )
     ids = [f"rs{j}" for j in range(40)]
     rows = snpvar_text(ids, fit).splitlines()
     assert rows[0] == "SNP\tsigma2" and len(rows) == 41 and rows[1].startswith("rs0\t")

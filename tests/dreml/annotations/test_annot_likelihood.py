@@ -79,8 +79,10 @@ def test_exact_information__is_fisher_information():
     ai = ev.information(point)
     P, Py = point.data["P"], point.data["Py"]
     h = 1e-6
-    dsig = [(_numpy_sigma2("ldak", p, A, psi[:-1] + h * e) - _numpy_sigma2("ldak", p, A, psi[:-1] - h * e)) / (2 * h)
-            for e in np.eye(2)]
+    dsig = [
+        (_numpy_sigma2("ldak", p, A, psi[:-1] + h * e) - _numpy_sigma2("ldak", p, A, psi[:-1] - h * e)) / (2 * h)
+        for e in np.eye(2)
+    ]
     dH = [Z @ np.diag(d) @ Z.T for d in dsig] + [np.exp(psi[-1]) * np.eye(Z.shape[0])]
     ref = np.array([[0.5 * Py @ Da @ P @ Db @ Py for Db in dH] for Da in dH])
     np.testing.assert_allclose(ai, ref, rtol=1e-6)
@@ -94,8 +96,7 @@ def test_hutchinson_gradient__unbiased_within_stated_error(control_variates):
     vmap, phi = _maps(p, A)["linear"]
     psi = np.append(phi, np.log(0.6))
     exact = ExactEvaluator(DenseVariants(Z), vmap, y, X).evaluate(psi).grad
-    settings = SolverSettings(n_probes=30, pcg_tol=1e-10, probe_tol=1e-10, control_variates=control_variates,
-                              warm_start=False)
+    settings = SolverSettings(n_probes=30, pcg_tol=1e-10, probe_tol=1e-10, control_variates=control_variates, warm_start=False)
     grads, ses = [], []
     for seed in range(50):
         point = RandomisedEvaluator(DenseVariants(Z), vmap, y, X, settings, seed).evaluate(psi)

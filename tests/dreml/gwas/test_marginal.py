@@ -15,19 +15,17 @@ import subprocess
 
 import numpy as np
 import pytest
+from plink_reference import read_dosage
 from scipy import stats
 
 from converters import convert
 from dreml.cli import main as dreml_main
 from dreml.errors import InputError
-from dreml.gwas import marginal_gwas
-from dreml.gwas import load_traits, union_samples
+from dreml.gwas import load_traits, marginal_gwas, union_samples
 from dreml.gwas.marginal import HEADER, _p_text, glm_linear_text, log_t_sf, p_values
 from dreml.operators import GenotypeOperator
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import open_store
-
-from plink_reference import read_dosage
 
 N, M = 360, 600
 RTOL = 1e-10
@@ -36,8 +34,17 @@ RTOL = 1e-10
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("gwas")
-    config = SimulationConfig(n_samples=N, n_variants=M, seed=5, n_traits=2, missing_rate=0.05,
-                              phenotype_missing_rate=0.08, maf_min=0.002, group_variances=(0.3,), n_chromosomes=2)
+    config = SimulationConfig(
+        n_samples=N,
+        n_variants=M,
+        seed=5,
+        n_traits=2,
+        missing_rate=0.05,
+        phenotype_missing_rate=0.08,
+        maf_min=0.002,
+        group_variances=(0.3,),
+        n_chromosomes=2,
+    )
     simulate_cohort(config, root / "c")
     convert("bed", root / "c", root / "c.zarr", variant_chunk=170, sample_chunk=150)
     return root
@@ -95,8 +102,9 @@ def runs(cohort, client):
     out = {}
     for covariates in (False, True):
         traits = load_traits(store.sample_id, root / "c.pheno", covar=root / "c.covar" if covariates else None)
-        with GenotypeOperator(root / "c.zarr", None, union_samples(traits), client=client, dtype=np.float64,
-                              shard_variants=130) as op:
+        with GenotypeOperator(
+            root / "c.zarr", None, union_samples(traits), client=client, dtype=np.float64, shard_variants=130
+        ) as op:
             for missing in ("complete-case", "mean-impute"):
                 out[covariates, missing] = marginal_gwas(op, traits, missing=missing)
             out[covariates, "passes"] = op.passes
@@ -118,8 +126,13 @@ def test_marginal_gwas__matches_numpy_ols(cohort, runs, missing, covariates):
         np.testing.assert_array_equal(np.isnan(trait.beta), np.isnan(ref["beta"]))
         assert np.isnan(trait.beta).sum() > 0  # some monomorphic variants are reported NA
         assert trait.n_tested == int(np.sum(~np.isnan(ref["beta"])))
-        for ours, theirs in ((trait.beta, ref["beta"]), (trait.se, ref["se"]), (trait.t_stat, ref["t"]),
-                             (trait.p, ref["p"]), (trait.a1_freq, ref["freq"])):
+        for ours, theirs in (
+            (trait.beta, ref["beta"]),
+            (trait.se, ref["se"]),
+            (trait.t_stat, ref["t"]),
+            (trait.p, ref["p"]),
+            (trait.a1_freq, ref["freq"]),
+        ):
             np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=0, equal_nan=True)
         assert sum(trait.skipped.values()) == len(trait.beta) - trait.n_tested
         assert 0.5 < trait.lambda_gc < 2.0
@@ -151,8 +164,18 @@ def test_p_values__below_float_range_from_the_log():
 
 def test_dreml_gwas_marginal_cli__files_header_and_gz_round_trip(cohort, runs, client, tmp_path):
     root = cohort
-    args = ["gwas", "marginal", "--store", str(root / "c.zarr"), "--pheno", str(root / "c.pheno"),
-            "--covar-auto", str(root / "c.covar"), "--scheduler", client.scheduler.address]
+    args = [
+        "gwas",
+        "marginal",
+        "--store",
+        str(root / "c.zarr"),
+        "--pheno",
+        str(root / "c.pheno"),
+        "--covar-auto",
+        str(root / "c.covar"),
+        "--scheduler",
+        client.scheduler.address,
+    ]
     assert dreml_main(args + ["--out", str(tmp_path / "plain")]) == 0
     assert dreml_main(args + ["--out", str(tmp_path / "z"), "--gz", "--pheno-name", "trait2", "--plot"]) == 0
     for kind in ("manhattan", "qq"):
@@ -184,7 +207,8 @@ def test_dreml_gwas_marginal_cli__files_header_and_gz_round_trip(cohort, runs, c
     full = (tmp_path / "plain.trait1.glm.linear").read_text().splitlines()
     wanted = {b[1] for b in bim[::3] if b[0] == bim[0][0]}
     assert (tmp_path / "sel.trait1.glm.linear").read_text().splitlines() == [full[0]] + [
-        line for line in full[1:] if line.split("\t")[2] in wanted]
+        line for line in full[1:] if line.split("\t")[2] in wanted
+    ]
 
 
 def test_load_traits__raise_on_too_few_values(cohort, tmp_path):
@@ -206,8 +230,22 @@ def test_load_traits__raise_on_collinear_covariates(cohort, tmp_path):
 
 
 def test_dreml_gwas_marginal_cli__raise_on_bad_trait_before_any_cluster(cohort, tmp_path, capsys):
-    code = dreml_main(["gwas", "marginal", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"),
-                       "--pheno-name", "trait1,nope", "--out", str(tmp_path / "o"), "--workers", "1"])
+    code = dreml_main(
+        [
+            "gwas",
+            "marginal",
+            "--store",
+            str(cohort / "c.zarr"),
+            "--pheno",
+            str(cohort / "c.pheno"),
+            "--pheno-name",
+            "trait1,nope",
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no column named 'nope'" in err[0]
@@ -217,9 +255,25 @@ def test_dreml_gwas_marginal_cli__raise_on_bad_trait_before_any_cluster(cohort, 
 @pytest.mark.skipif(shutil.which("plink2") is None, reason="plink2 is not installed: the plink2 --glm comparison did not run")
 def test_dreml_gwas_marginal__matches_plink2_glm(cohort, runs, tmp_path):
     root = cohort
-    subprocess.run(["plink2", "--bfile", str(root / "c"), "--pheno", str(root / "c.pheno"), "--covar", str(root / "c.covar"),
-                    "--glm", "omit-ref", "hide-covar", "--covar-variance-standardize", "--out", str(tmp_path / "p")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "plink2",
+            "--bfile",
+            str(root / "c"),
+            "--pheno",
+            str(root / "c.pheno"),
+            "--covar",
+            str(root / "c.covar"),
+            "--glm",
+            "omit-ref",
+            "hide-covar",
+            "--covar-variance-standardize",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     expected = runs[True, "complete-case"]
     for trait in expected.traits:
         rows = [line.rstrip("\n").split("\t") for line in open(tmp_path / f"p.{trait.name}.glm.linear")]

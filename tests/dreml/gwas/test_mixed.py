@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from plink_reference import read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -33,8 +34,6 @@ from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import open_store
 
-from plink_reference import read_dosage
-
 N, M = 360, 720
 RTOL = 1e-8
 
@@ -43,13 +42,27 @@ RTOL = 1e-8
 def cohort(tmp_path_factory):
     """Store, exact float64 fit of trait1 with covariates (PREFIX fit.*), and its state."""
     root = tmp_path_factory.mktemp("mixed")
-    config = SimulationConfig(n_samples=N, n_variants=M, seed=11, n_traits=2, missing_rate=0.03,
-                              phenotype_missing_rate=0.0, maf_min=0.01, group_variances=(0.3, 0.2), n_chromosomes=3)
+    config = SimulationConfig(
+        n_samples=N,
+        n_variants=M,
+        seed=11,
+        n_traits=2,
+        missing_rate=0.03,
+        phenotype_missing_rate=0.0,
+        maf_min=0.01,
+        group_variances=(0.3, 0.2),
+        n_chromosomes=3,
+    )
     simulate_cohort(config, root / "c")
     convert("bed", root / "c", root / "c.zarr", variant_chunk=170, sample_chunk=150)
-    result = fit(root / "c.zarr", root / "c.pheno", pheno_name="trait1", covar=root / "c.covar",
-                 components=ComponentChoice(maf_bins=(0.0, 0.2, 0.5)),
-                 config=FitConfig(method="exact", worker_dtype="float64", seed=1))
+    result = fit(
+        root / "c.zarr",
+        root / "c.pheno",
+        pheno_name="trait1",
+        covar=root / "c.covar",
+        components=ComponentChoice(maf_bins=(0.0, 0.2, 0.5)),
+        config=FitConfig(method="exact", worker_dtype="float64", seed=1),
+    )
     write_outputs(result, str(root / "fit"))
     return root, FitState.load(root / "fit.fit.npz")
 
@@ -101,8 +114,7 @@ def _run(root, state, client, names, config):
     traits = load_traits(store.sample_id, root / "c.pheno", pheno_names=names, covar=root / "c.covar")
     check_fit_inputs(state, [store], traits)
     layout = loco_layout(state, [store])
-    with loco_operator([store], layout, traits[0].sample_index, client=client, dtype=np.float64,
-                       shard_variants=250) as op:
+    with loco_operator([store], layout, traits[0].sample_index, client=client, dtype=np.float64, shard_variants=250) as op:
         result = mixed_gwas(op, state, layout, traits, config=config)
         assert op.passes == result.passes
     return result
@@ -128,8 +140,7 @@ def test_mixed_gwas__exact_matches_dense_loco(cohort, exact):
     for t, trait in enumerate(exact.traits):
         # near-zero statistics (a cancellation in z^T P y) are compared on the scale of the SE
         np.testing.assert_allclose(trait.chisq, ref["chisq"][:, t], rtol=RTOL, atol=RTOL)
-        np.testing.assert_allclose(trait.beta / ref["se"][:, t], ref["beta"][:, t] / ref["se"][:, t], rtol=RTOL,
-                                   atol=RTOL)
+        np.testing.assert_allclose(trait.beta / ref["se"][:, t], ref["beta"][:, t] / ref["se"][:, t], rtol=RTOL, atol=RTOL)
         np.testing.assert_allclose(trait.se, ref["se"][:, t], rtol=RTOL)
         np.testing.assert_allclose(trait.t_stat**2, trait.chisq, rtol=1e-12)
         assert np.isfinite(trait.lambda_gc)  # polygenic traits at n = 360: inflated, as expected
@@ -140,7 +151,8 @@ def test_mixed_gwas__two_traits_share_passes(cohort, client, calibrated):
     root, state = cohort
     single = _run(root, state, client, ["trait2"], MixedConfig(calibration_variants=30, seed=3))
     assert [c.calibration_factor for c in single.chromosomes] == pytest.approx(
-        [c.calibration_factor for c in calibrated.chromosomes], rel=1e-10)
+        [c.calibration_factor for c in calibrated.chromosomes], rel=1e-10
+    )
     for field in ("chisq", "beta", "se", "p"):
         np.testing.assert_allclose(getattr(single.traits[0], field), getattr(calibrated.traits[1], field), rtol=1e-9)
     # each column runs its own CG recurrence: the pair costs the passes of its slowest column
@@ -160,8 +172,7 @@ def test_mixed_gwas__calibrated_within_monte_carlo_bound(calibrated, exact):
         # per chromosome, calibrated chi2 = exact chi2 * r_j / factor: the relative differences
         # are the spread of r_j around its mean (sd = SE sqrt(R)); their median is below 1 sd
         # for a normal spread (0.67 sd), 2 sd leaves room for the factor's own error
-        spread = max(c.calibration_se * np.sqrt(c.calibration_variants) / c.calibration_factor
-                     for c in cal.chromosomes)
+        spread = max(c.calibration_se * np.sqrt(c.calibration_variants) / c.calibration_factor for c in cal.chromosomes)
         assert np.median(rel) < 2 * spread
         assert abs(cal.traits[t].lambda_gc / exact.traits[t].lambda_gc - 1) < 4 * spread
 
@@ -189,8 +200,20 @@ def test_check_fit_inputs__raise_on_other_samples(cohort, tmp_path, capsys):
     with pytest.raises(InputError, match="a fit from other samples"):
         check_fit_inputs(state, [store], traits)
     # the CLI: one line, exit status 2, before any cluster starts
-    rc = dreml_main(["gwas", "mixed", "--fit", str(root / "fit"), "--pheno", str(tmp_path / "p"), "--pheno-name",
-                     "trait1", "--out", str(tmp_path / "o")])
+    rc = dreml_main(
+        [
+            "gwas",
+            "mixed",
+            "--fit",
+            str(root / "fit"),
+            "--pheno",
+            str(tmp_path / "p"),
+            "--pheno-name",
+            "trait1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2
     assert "a fit from other samples" in capsys.readouterr().err
 
@@ -209,17 +232,46 @@ def test_check_fit_inputs__raise_on_another_store(cohort, tmp_path):
 def test_cli_gwas_mixed__end_to_end(cohort, client, calibrated, tmp_path, capsys):
     root, _ = cohort
     out = tmp_path / "m"
-    rc = dreml_main(["gwas", "mixed", "--fit", str(root / "fit"), "--pheno-name", "trait1,trait2",
-                     "--seed", "3", "--worker-dtype", "float64", "--out", str(out), "--plot",
-                     "--scheduler", client.scheduler.address])
+    rc = dreml_main(
+        [
+            "gwas",
+            "mixed",
+            "--fit",
+            str(root / "fit"),
+            "--pheno-name",
+            "trait1,trait2",
+            "--seed",
+            "3",
+            "--worker-dtype",
+            "float64",
+            "--out",
+            str(out),
+            "--plot",
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     assert rc == 0
     assert (tmp_path / "m.trait1.qq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((tmp_path / "m.gwas_mixed.json").read_text())
     assert report["denominator"] == "calibrated" and report["seed"] == 3 and len(report["chromosomes"]) == 3
     assert [t["name"] for t in report["traits"]] == ["trait1", "trait2"]
     lines = (tmp_path / "m.trait2.glm.mixed").read_text().splitlines()
-    assert lines[0].split("\t") == ["#CHROM", "POS", "ID", "REF", "ALT", "A1", "A1_FREQ", "OBS_CT", "BETA", "SE",
-                                    "T_STAT", "P", "CHISQ"]
+    assert lines[0].split("\t") == [
+        "#CHROM",
+        "POS",
+        "ID",
+        "REF",
+        "ALT",
+        "A1",
+        "A1_FREQ",
+        "OBS_CT",
+        "BETA",
+        "SE",
+        "T_STAT",
+        "P",
+        "CHISQ",
+    ]
     chisq = np.array([float(line.split("\t")[12]) for line in lines[1:]])
     np.testing.assert_allclose(chisq, calibrated.traits[1].chisq, rtol=1e-5)
     assert "lambda_GC" in capsys.readouterr().out

@@ -43,11 +43,32 @@ def _result(m: int = 3001, seed: int = 0) -> tuple[MarginalResult, TraitResult]:
         log10_p = np.log10(p)
     p[tiny], log10_p[tiny] = 0.0, -400.0
     nan = np.full(m, np.nan)
-    trait = TraitResult(name="height", n=100, covariate_names=("intercept",), beta=nan, se=nan, t_stat=nan, p=p,
-                        log10_p=log10_p, a1_freq=nan, obs_ct=np.full(m, 100), skipped={}, lambda_gc=lambda_gc(p, log10_p))
-    result = MarginalResult(missing="complete-case", chrom=chrom, pos=pos, variant_id=np.arange(m).astype(str),
-                            ref=np.full(m, "A"), alt=np.full(m, "C"), traits=(trait,), passes=1, timings={},
-                            n_driver_variants=0)
+    trait = TraitResult(
+        name="height",
+        n=100,
+        covariate_names=("intercept",),
+        beta=nan,
+        se=nan,
+        t_stat=nan,
+        p=p,
+        log10_p=log10_p,
+        a1_freq=nan,
+        obs_ct=np.full(m, 100),
+        skipped={},
+        lambda_gc=lambda_gc(p, log10_p),
+    )
+    result = MarginalResult(
+        missing="complete-case",
+        chrom=chrom,
+        pos=pos,
+        variant_id=np.arange(m).astype(str),
+        ref=np.full(m, "A"),
+        alt=np.full(m, "C"),
+        traits=(trait,),
+        passes=1,
+        timings={},
+        n_driver_variants=0,
+    )
     return result, trait
 
 
@@ -113,8 +134,10 @@ def test_write_trait_plots__png_files_and_no_temporary_files(tmp_path):
     assert [p.name for p in paths] == ["out.height.manhattan.png", "out.height.qq.png"]
     assert all(_is_png(p) for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
-    assert write_trait_plots(result, "height", tmp_path / "by_name") == [tmp_path / "by_name.height.manhattan.png",
-                                                                         tmp_path / "by_name.height.qq.png"]
+    assert write_trait_plots(result, "height", tmp_path / "by_name") == [
+        tmp_path / "by_name.height.manhattan.png",
+        tmp_path / "by_name.height.qq.png",
+    ]
 
 
 def test_write_trait_plots__raise_on_unknown_trait(tmp_path):

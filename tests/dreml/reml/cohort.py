@@ -24,7 +24,11 @@ def genotype_blocks(n: int, m: int, n_groups: int, seed: int) -> tuple[np.ndarra
     """Standardised Z_g (n x m_g, polymorphic SNPs only), one per chromosome group."""
     prefix = _TMP / f"c{n}_{m}_{n_groups}_{seed}"
     cfg = SimulationConfig(
-        n_samples=n, n_variants=m, n_chromosomes=n_groups, group_variances=(0.1,) * n_groups, seed=seed,
+        n_samples=n,
+        n_variants=m,
+        n_chromosomes=n_groups,
+        group_variances=(0.1,) * n_groups,
+        seed=seed,
         phenotype_missing_rate=0.0,
     )
     truth = simulate_cohort(cfg, prefix)
@@ -38,8 +42,9 @@ def genotype_blocks(n: int, m: int, n_groups: int, seed: int) -> tuple[np.ndarra
     return tuple(Z[np.isin(contig, g) & polymorphic].T.copy() for g in groups)
 
 
-def phenotype(Z: tuple[np.ndarray, ...], variances: tuple[float, ...], residual: float, X: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
+def phenotype(
+    Z: tuple[np.ndarray, ...], variances: tuple[float, ...], residual: float, X: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """y = X 1 + sum_g Z_g beta_g + e with beta_g ~ N(0, variance_g / m_g), e ~ N(0, residual)."""
     n = X.shape[0]
     y = X.sum(axis=1) + rng.standard_normal(n) * np.sqrt(residual)

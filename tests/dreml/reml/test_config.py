@@ -9,8 +9,7 @@ from dreml.reml import FitConfig
 
 @pytest.mark.parametrize("priors", [None, (0.2, -0.1, 0.7)])
 def test_fit_config__json_round_trip(priors):
-    config = FitConfig(n_probes=17, seed=3, method="exact", worker_dtype="float32", loglik=False, constrain=False,
-                       priors=priors)
+    config = FitConfig(n_probes=17, seed=3, method="exact", worker_dtype="float32", loglik=False, constrain=False, priors=priors)
     assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

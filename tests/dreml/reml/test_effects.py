@@ -8,14 +8,13 @@ in the solves of H^-1 X and H^-1 y~, so the tests allow a small multiple of kapp
 
 import numpy as np
 import pytest
+from cohort import covariates, dense_operator, genotype_blocks, phenotype
 
 from dreml.operators import DenseOperator, RestrictedOperator
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.effects import effects_at
 from dreml.reml.probes import draw_probes
 from dreml.reml.randomised import RandomisedEvaluator
-
-from cohort import covariates, dense_operator, genotype_blocks, phenotype
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from cohort import covariates, dense_operator, genotype_blocks, negative_variance_cases, phenotype
 from scipy.optimize import minimize
 
 from dreml.errors import InputError
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.exact import ExactEvaluator
-
-from cohort import covariates, dense_operator, genotype_blocks, negative_variance_cases, phenotype
 
 N = 400
 TIGHT = FitConfig(method="exact", tol_decrement=1e-16, max_iter=50)
@@ -60,8 +59,13 @@ def test_exact__optimum_matches_scipy_and_score_vanishes(data):
     assert result.converged and result.status == "converged"
     assert np.abs(result.score).max() < 1e-6
     assert not result.at_boundary.any()
-    ref = minimize(lambda t: -dense_parts(op.K, y, X, t)[0], x0=np.full(3, 0.3), method="L-BFGS-B",
-                   bounds=[(0, None)] * 2 + [(1e-6, None)], options={"ftol": 1e-15, "gtol": 1e-9})
+    ref = minimize(
+        lambda t: -dense_parts(op.K, y, X, t)[0],
+        x0=np.full(3, 0.3),
+        method="L-BFGS-B",
+        bounds=[(0, None)] * 2 + [(1e-6, None)],
+        options={"ftol": 1e-15, "gtol": 1e-9},
+    )
     np.testing.assert_allclose(result.theta, ref.x, atol=1e-6)
     assert abs(result.loglik - (-ref.fun)) < 1e-8
     # SEs from the inverse AI, h2 by the delta method (independent arithmetic)
@@ -110,8 +114,7 @@ def negative_reml(theta, K, y, X):
 
 def unbounded_optimum(K, y, X):
     """The REML maximum without bounds by SciPy's BFGS on the dense formulas, from a start of our own."""
-    ref = minimize(negative_reml, x0=np.array([0.5, 0.0, 0.5]), args=(K, y, X), jac=True, method="BFGS",
-                   options={"gtol": 1e-10})
+    ref = minimize(negative_reml, x0=np.array([0.5, 0.0, 0.5]), args=(K, y, X), jac=True, method="BFGS", options={"gtol": 1e-10})
     # at the maximum: "precision loss" stops BFGS short of gtol, but its remaining Newton step is
     # below 1e-7 SE (the decrement with BFGS's inverse Hessian, about cov(theta))
     assert ref.jac @ ref.hess_inv @ ref.jac < 1e-14
@@ -141,7 +144,7 @@ def test_exact__unconstrained_negative_component_matches_scipy(negative_cases, c
 
 
 def test_exact__unconstrained_stops_when_every_trial_is_indefinite(negative_cases):
-    """"few": the first full AI step from the start makes H indefinite; with no halvings allowed
+    """ "few": the first full AI step from the start makes H indefinite; with no halvings allowed
     the fit stays at the start and says why."""
     op, y, X = negative_cases["few"]
     result = fit_reml(op, y, X, dataclasses.replace(UNCONSTRAINED, max_step_halvings=0))
@@ -173,7 +176,10 @@ def test_exact__max_iter_reached_is_not_converged(data):
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        (FitConfig(method="exact", priors=(0.3, 0.5)), r"priors must give 3 values \(2 genetic variance\(s\), then the residual\), got 2"),
+        (
+            FitConfig(method="exact", priors=(0.3, 0.5)),
+            r"priors must give 3 values \(2 genetic variance\(s\), then the residual\), got 2",
+        ),
         (FitConfig(method="exact", priors=(0.3, -5.0, 0.5), constrain=False), r"priors \[0.3, -5, 0.5\] make H .* indefinite"),
     ],
 )

@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from cohort import covariates, dense_operator, genotype_blocks, negative_variance_cases, phenotype
 
 from dreml.errors import InputError
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig, fit_reml
-
-from cohort import covariates, dense_operator, genotype_blocks, negative_variance_cases, phenotype
 
 EXACT = FitConfig(method="exact", tol_decrement=1e-12)  # the reference: at the optimum to rounding
 RAND = FitConfig(method="randomised", seed=0)
@@ -164,8 +163,9 @@ def test_randomised__single_component_K_Py_without_a_pass():
     before = op.passes
     point = ev.score(np.array([0.4, 0.6]))
     assert op.passes - before == point.stats["pcg"]["iterations"]  # the solve's passes only
-    np.testing.assert_allclose(point.data["V"][:, 0], op.matmat(point.data["Py"])[0], rtol=1e-7,
-                               atol=1e-7 * np.abs(point.data["V"][:, 0]).max())
+    np.testing.assert_allclose(
+        point.data["V"][:, 0], op.matmat(point.data["Py"])[0], rtol=1e-7, atol=1e-7 * np.abs(point.data["V"][:, 0]).max()
+    )
 
 
 def test_randomised__warm_start_product_without_a_pass_for_one_component():

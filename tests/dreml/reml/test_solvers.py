@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from cohort import dense_operator, genotype_blocks
 
 import dreml.reml  # noqa: F401  (x64 on)
 from dreml.reml.evaluation import IndefiniteError
@@ -9,8 +10,6 @@ from dreml.reml.pcg import block_pcg
 from dreml.reml.preconditioner import build_projected_core, range_basis
 from dreml.reml.probes import rademacher
 from dreml.reml.slq import slq_logdet
-
-from cohort import dense_operator, genotype_blocks
 
 N = 400
 THETA = np.array([0.3, 0.2, 0.5])

@@ -70,8 +70,9 @@ def test_SharedPasses__weighted_and_stacked_requests_in_one_pass(problem):
     V = np.random.default_rng(0).standard_normal((N, 3))
     member = shared.member(0)
     np.testing.assert_allclose(member.matmat(V), op.matmat(V), rtol=1e-13)
-    np.testing.assert_allclose(member.matmat(V[:, 0], weights=np.array([0.3, 2.0])),
-                               op.matmat(V[:, 0], weights=np.array([0.3, 2.0])), rtol=1e-13)
+    np.testing.assert_allclose(
+        member.matmat(V[:, 0], weights=np.array([0.3, 2.0])), op.matmat(V[:, 0], weights=np.array([0.3, 2.0])), rtol=1e-13
+    )
     assert shared.passes == member.passes == 2
     member.leave()
 

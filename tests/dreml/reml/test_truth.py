@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from cohort import covariates, dense_operator, genotype_blocks, phenotype
 
 from dreml.reml import FitConfig, fit_reml
-
-from cohort import covariates, dense_operator, genotype_blocks, phenotype
 
 N, REPLICATES, H2 = 3000, 20, 0.4
 

@@ -74,18 +74,26 @@ class RareReader:
         block[rng.random((r, n), dtype=np.float32) < missing] = -1
         return block
 
-    def for_chunk(self, start: int, stop: int) -> "RareReader":
+    def for_chunk(self, start: int, stop: int) -> RareReader:
         return self
 
 
 def rare_source(n: int, m: int) -> Source:
     ids = np.array([f"s{i}" for i in range(n)])
     variants = VariantTable(
-        contig_id=np.array(["1"]), contig=np.zeros(m, dtype=np.int32), position=np.arange(1, m + 1, dtype=np.int64),
-        variant_id=np.array([f"rv{j}" for j in range(m)]), allele=np.tile(np.array(["A", "G"]), (m, 1)),
+        contig_id=np.array(["1"]),
+        contig=np.zeros(m, dtype=np.int32),
+        position=np.arange(1, m + 1, dtype=np.int64),
+        variant_id=np.array([f"rv{j}" for j in range(m)]),
+        allele=np.tile(np.array(["A", "G"]), (m, 1)),
     )
-    return Source(format="synthetic", files=(), samples=SampleTable(family_id=ids, sample_id=ids), variants=variants,
-                  genotypes=RareReader(n, m))
+    return Source(
+        format="synthetic",
+        files=(),
+        samples=SampleTable(family_id=ids, sample_id=ids),
+        variants=variants,
+        genotypes=RareReader(n, m),
+    )
 
 
 def rare_store(n: int, m: int, client) -> tuple[Store, float]:
@@ -114,9 +122,16 @@ def operator_row(store: Store, client, k: int, sparse: bool, V: np.ndarray) -> t
     resident = sum(op.resident_bytes().values())
     n, m = op.shape[0], int(op.m.sum())
     row = {
-        "shards": "sparse" if sparse else "dense int8", "n": n, "m": m, "k": k, "n_shards": len(op.shards),
-        "resident_mib": resident / 2**20, "bytes_per_genotype": resident / (n * m),
-        "load_s": load_s, "pass_s": min(op.pass_times[1:]), "peak_worker_rss_gib": peak / 2**30,
+        "shards": "sparse" if sparse else "dense int8",
+        "n": n,
+        "m": m,
+        "k": k,
+        "n_shards": len(op.shards),
+        "resident_mib": resident / 2**20,
+        "bytes_per_genotype": resident / (n * m),
+        "load_s": load_s,
+        "pass_s": min(op.pass_times[1:]),
+        "peak_worker_rss_gib": peak / 2**30,
     }
     op.close()
     return row, KV
@@ -130,12 +145,18 @@ def run(quick: bool) -> list[dict]:
         store, convert_s = rare_store(size["n"], size["m"], client)
         sparse_variants = int(np.sum(store.variant_sparse_allele >= 0))
         calls = int(store.variant_sparse_calls.sum())
-        rows = [{
-            "shards": "store", "n": store.n_samples, "m": store.n_variants, "convert_s": convert_s,
-            "sparse_variants": sparse_variants, "calls_per_variant": calls / max(1, sparse_variants),
-            "call_dosage_mib": store.array_bytes("call_dosage") / 2**20,
-            "sparse_arrays_mib": sum(store.array_bytes(a) for a in SPARSE_ARRAYS) / 2**20,
-        }]
+        rows = [
+            {
+                "shards": "store",
+                "n": store.n_samples,
+                "m": store.n_variants,
+                "convert_s": convert_s,
+                "sparse_variants": sparse_variants,
+                "calls_per_variant": calls / max(1, sparse_variants),
+                "call_dosage_mib": store.array_bytes("call_dosage") / 2**20,
+                "sparse_arrays_mib": sum(store.array_bytes(a) for a in SPARSE_ARRAYS) / 2**20,
+            }
+        ]
         V = np.random.default_rng(1).standard_normal((store.n_samples, size["k"]))
         sparse_row, sparse_KV = operator_row(store, client, size["k"], True, V)
         dense_row, dense_KV = operator_row(store, client, size["k"], False, V)

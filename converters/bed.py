@@ -119,9 +119,7 @@ def check_bed_magic(path: Path) -> None:
     if magic != BED_MAGIC:
         found = magic.hex(" ") or "nothing"
         hint = " (a sample-major .bed: rewrite it with plink --make-bed)" if magic == BED_MAGIC[:2] + b"\x00" else ""
-        raise InputError(
-            f"{path}: not a variant-major PLINK1 .bed: first bytes are {found}, expected {BED_MAGIC.hex(' ')}{hint}"
-        )
+        raise InputError(f"{path}: not a variant-major PLINK1 .bed: first bytes are {found}, expected {BED_MAGIC.hex(' ')}{hint}")
 
 
 def check_bed_size(path: Path, n_samples: int, n_variants: int, bim: Path, fam: Path) -> None:

@@ -76,9 +76,7 @@ def bgen_package() -> ModuleType:
     try:
         import bgen
     except ImportError:
-        raise MissingDependencyError(
-            "reading BGEN needs the optional package 'bgen': pip install 'dreml[bgen]'"
-        ) from None
+        raise MissingDependencyError("reading BGEN needs the optional package 'bgen': pip install 'dreml[bgen]'") from None
     return bgen
 
 
@@ -143,9 +141,7 @@ def read_oxford_sample(path: Path) -> SampleTable:
     elif header[:1] == ["ID"]:
         n_ids = 1
     else:
-        raise InputError(
-            f"{path}: line {lineno}: expected a header starting 'ID_1 ID_2' (or 'ID'), found {' '.join(header)!r}"
-        )
+        raise InputError(f"{path}: line {lineno}: expected a header starting 'ID_1 ID_2' (or 'ID'), found {' '.join(header)!r}")
     lineno, types = next(lines, (lineno + 1, []))
     if len(types) != len(header) or types[:n_ids] != ["0"] * n_ids:
         raise InputError(
@@ -155,9 +151,7 @@ def read_oxford_sample(path: Path) -> SampleTable:
     family_id, sample_id, first_line = [], [], {}
     for lineno, fields in lines:
         if len(fields) != len(header):
-            raise InputError(
-                f"{path}: line {lineno}: expected {len(header)} columns as in the header, found {len(fields)}"
-            )
+            raise InputError(f"{path}: line {lineno}: expected {len(header)} columns as in the header, found {len(fields)}")
         iid = fields[n_ids - 1]
         seen = first_line.setdefault(iid, lineno)
         if seen != lineno:
@@ -302,9 +296,7 @@ def bgen_samples(path: Path, header: BgenHeader, sample: Path | None) -> SampleT
     if sample is not None:
         samples = read_oxford_sample(sample)
         if len(samples) != header.n_samples:
-            raise InputError(
-                f"{path}: header counts {header.n_samples} samples, expected {len(samples)} as in {sample.name}"
-            )
+            raise InputError(f"{path}: header counts {header.n_samples} samples, expected {len(samples)} as in {sample.name}")
         return samples
     if not header.has_sample_ids:
         raise InputError(f"{path}: holds no sample identifiers; pass the .sample file (--sample F.sample)")
@@ -317,8 +309,7 @@ def bgen_samples(path: Path, header: BgenHeader, sample: Path | None) -> SampleT
     for i, iid in enumerate(ids.tolist()):
         if first.setdefault(iid, i) != i:
             raise InputError(
-                f"{path}: embedded sample {i} duplicates sample ID {iid!r} (first at {first[iid]}); "
-                "sample IDs must be unique"
+                f"{path}: embedded sample {i} duplicates sample ID {iid!r} (first at {first[iid]}); sample IDs must be unique"
             )
     return SampleTable(family_id=ids.copy(), sample_id=ids)
 
@@ -351,9 +342,7 @@ def open_bgen(
     samples = bgen_samples(path, header, sample)
     kept = scan_bgen_variants(path, header, skip_multiallelic=max_alleles == 2)
     if header.n_samples == 0 or kept.n_input == 0:
-        raise InputError(
-            f"{path}: {header.n_samples} samples x {kept.n_input} variants (expected at least one of each)"
-        )
+        raise InputError(f"{path}: {header.n_samples} samples x {kept.n_input} variants (expected at least one of each)")
     if len(kept.table) == 0:
         raise InputError(f"{path}: all {kept.n_input} variants are multi-allelic (nothing left to store)")
     return build_source(

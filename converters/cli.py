@@ -73,9 +73,7 @@ def _add_format_options(p: argparse.ArgumentParser, fmt: str) -> None:
             help="skip multi-allelic variants (and count them) instead of stopping at the first",
         )
     if fmt == "bgen":
-        p.add_argument(
-            "--sample", metavar="F.sample", help="Oxford .sample file (default: the sample IDs stored in the BGEN)"
-        )
+        p.add_argument("--sample", metavar="F.sample", help="Oxford .sample file (default: the sample IDs stored in the BGEN)")
         p.add_argument(
             "--hard-call-threshold",
             type=float,

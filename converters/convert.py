@@ -154,17 +154,13 @@ def _run_chunks(
     """Run one `convert_variant_chunk` task per variant chunk; return their statistics."""
     if client is None:
         tasks = [
-            dask.delayed(convert_variant_chunk, pure=False)(
-                source.genotypes.for_chunk(start, stop), str(store_path), start, stop
-            )
+            dask.delayed(convert_variant_chunk, pure=False)(source.genotypes.for_chunk(start, stop), str(store_path), start, stop)
             for start, stop in bounds
         ]
         with _ProgressCallback(bar):
             return list(dask.compute(*tasks, scheduler="threads"))
     futures = [
-        client.submit(
-            convert_variant_chunk, source.genotypes.for_chunk(start, stop), str(store_path), start, stop, pure=False
-        )
+        client.submit(convert_variant_chunk, source.genotypes.for_chunk(start, stop), str(store_path), start, stop, pure=False)
         for start, stop in bounds
     ]
     results = []
@@ -185,9 +181,7 @@ def _run_sparse(
     m = len(plan.allele)
     bounds = [(a, min(a + variant_chunk, m)) for a in range(0, m, variant_chunk)]
     args = [
-        (str(store_path), a, b, plan.allele[a:b], plan.indptr[a:b + 1])
-        for a, b in bounds
-        if plan.indptr[b] > plan.indptr[a]
+        (str(store_path), a, b, plan.allele[a:b], plan.indptr[a : b + 1]) for a, b in bounds if plan.indptr[b] > plan.indptr[a]
     ]
     bar.reset(total=len(args))
     if client is None:
@@ -207,9 +201,7 @@ def _run_sparse(
         client.cancel(futures)
 
 
-def convert(
-    fmt: str, prefix: str | Path, out: str | Path, *, selection: Selection | None = None, **options: Any
-) -> Store:
+def convert(fmt: str, prefix: str | Path, out: str | Path, *, selection: Selection | None = None, **options: Any) -> Store:
     """Convert the input `prefix` of format `fmt` into a genotype store at `out` and open it.
 
     Arguments:
@@ -269,9 +261,7 @@ def write_store(
     if partial.exists() or partial.is_symlink():
         logger.info("removing %s left by an earlier conversion", partial)
     _remove(partial)
-    group = create_store(
-        partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk, sparse_below=sparse_below
-    )
+    group = create_store(partial, source, variant_chunk=variant_chunk, sample_chunk=sample_chunk, sparse_below=sparse_below)
     m = source.n_variants
     bounds = [(start, min(start + variant_chunk, m)) for start in range(0, m, variant_chunk)]
     logger.info("converting %d variants x %d samples in %d chunks into %s", m, source.n_samples, len(bounds), out)
@@ -284,7 +274,10 @@ def write_store(
         create_sparse_arrays(group, plan)
         logger.info(
             "%d of %d variants below MAF %g stored sparse too: %d calls",
-            int(np.sum(plan.allele >= 0)), m, sparse_below, plan.n_calls,
+            int(np.sum(plan.allele >= 0)),
+            m,
+            sparse_below,
+            plan.n_calls,
         )
         with tqdm(total=0, unit="chunk", disable=not progress, desc="sparse") as bar:
             _run_sparse(group, partial, plan, variant_chunk, client, bar)

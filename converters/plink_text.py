@@ -72,8 +72,7 @@ def _unique_samples(path: Path, family_id: list[str], sample_id: list[str], line
         seen = first_line.setdefault(iid, lineno)
         if seen != lineno:
             raise InputError(
-                f"{path}: line {lineno}: duplicate sample ID {iid!r} (first on line {seen}); "
-                "sample IDs (IID) must be unique"
+                f"{path}: line {lineno}: duplicate sample ID {iid!r} (first on line {seen}); sample IDs (IID) must be unique"
             )
     return SampleTable(family_id=np.array(family_id, dtype=str), sample_id=np.array(sample_id, dtype=str))
 
@@ -94,9 +93,7 @@ def _header_columns(path: Path, lineno: int, fields: list[str], required: tuple[
     columns = {name: k for k, name in enumerate([fields[0][1:], *fields[1:]])}
     absent = [name for name in required if name not in columns]
     if absent:
-        raise InputError(
-            f"{path}: line {lineno}: header lacks column(s) {', '.join(absent)} (expected {' '.join(required)})"
-        )
+        raise InputError(f"{path}: line {lineno}: header lacks column(s) {', '.join(absent)} (expected {' '.join(required)})")
     return columns
 
 

@@ -51,7 +51,7 @@ class GenotypeReader(Protocol):
         """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing."""
         ...
 
-    def for_chunk(self, start: int, stop: int) -> "GenotypeReader":
+    def for_chunk(self, start: int, stop: int) -> GenotypeReader:
         """A reader that answers `read` on [start, stop) alike, and is what one Dask task receives.
 
         Readers that carry per-variant lookups return a copy carrying only this range's;
@@ -107,7 +107,7 @@ def row_runs(rows: np.ndarray, *, max_rows: int, max_gap: int = 1) -> list[tuple
 def select_rows(reader: GenotypeReader, index: np.ndarray) -> GenotypeReader:
     """A reader of the variants `index` (ascending, into `reader`'s variants) of an unwindowed
     reader with a `rows` field: the locators compose (a subset of a subset reads the input)."""
-    rows = getattr(reader, "rows")
+    rows = reader.rows
     if rows is not None and (rows.first != 0 or len(rows.locator) != reader.n_variants):
         raise ValueError("select_rows needs a whole reader, not one task's window")
     base = np.arange(reader.n_variants, dtype=np.int64) if rows is None else rows.locator

@@ -121,9 +121,7 @@ def select(source: Source, selection: Selection | None) -> Source:
         **{key.replace("_not_in_store", "_not_in_input"): count for key, count in variant_report.items()},
         "kept": len(variant_index),
     }
-    logger.info(
-        "selected %d of %d samples and %d of %d variants", len(sample_index), n, len(variant_index), m
-    )
+    logger.info("selected %d of %d samples and %d of %d variants", len(sample_index), n, len(variant_index), m)
     genotypes = source.genotypes if len(variant_index) == m else select_rows(source.genotypes, variant_index)
     if len(sample_index) < n:
         genotypes = SampleSubsetReader(inner=genotypes, kept=np.packbits(sample_mask), n_samples=len(sample_index))

@@ -70,12 +70,10 @@ class VariantTable:
     @classmethod
     def from_columns(
         cls, chrom: list[str], variant_id: list[str], position: list[int], ref: list[str], alt: list[str]
-    ) -> "VariantTable":
+    ) -> VariantTable:
         """Build the table from per-variant columns, numbering contigs by first appearance."""
         contig_index: dict[str, int] = {}
-        contig = np.fromiter(
-            (contig_index.setdefault(c, len(contig_index)) for c in chrom), dtype=np.int32, count=len(chrom)
-        )
+        contig = np.fromiter((contig_index.setdefault(c, len(contig_index)) for c in chrom), dtype=np.int32, count=len(chrom))
         return cls(
             contig_id=np.array(list(contig_index), dtype=str),
             contig=contig,

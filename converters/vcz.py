@@ -83,9 +83,7 @@ def _array(path: Path, group: zarr.Group, name: str, shape: tuple[int | None, ..
     array = group[name]
     if len(array.shape) != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = ", ".join("any" if want is None else str(want) for want in shape)
-        raise InputError(
-            f"{path}: VCF Zarr array '{name}' has shape {tuple(array.shape)}, expected ({expected}) = {dims}"
-        )
+        raise InputError(f"{path}: VCF Zarr array '{name}' has shape {tuple(array.shape)}, expected ({expected}) = {dims}")
     return array
 
 
@@ -118,8 +116,7 @@ def read_vcz_samples(path: Path, group: zarr.Group) -> SampleTable:
         seen = first.setdefault(iid, i)
         if seen != i:
             raise InputError(
-                f"{path}: sample_id[{i}] duplicates sample ID {iid!r} (first at index {seen}); "
-                "sample IDs must be unique"
+                f"{path}: sample_id[{i}] duplicates sample ID {iid!r} (first at index {seen}); sample IDs must be unique"
             )
     return SampleTable(family_id=sample_id.copy(), sample_id=sample_id)
 
@@ -157,9 +154,7 @@ def scan_vcz_variants(path: Path, group: zarr.Group, *, skip_multiallelic: bool)
     unnamed = (ids == ".") | (ids == "")
     synthetic = [f"{c}:{p}:{r}:{a}" for c, p, r, a in zip(chrom[kept], position[kept], ref, alt)]
     ids = np.where(unnamed, np.array(synthetic, dtype=str) if len(kept) else ids, ids)
-    table = VariantTable.from_columns(
-        chrom[kept].tolist(), ids.tolist(), position[kept].tolist(), ref.tolist(), alt.tolist()
-    )
+    table = VariantTable.from_columns(chrom[kept].tolist(), ids.tolist(), position[kept].tolist(), ref.tolist(), alt.tolist())
     return KeptVariants(table=table, locator=kept.astype(np.int64), n_input=m)
 
 
@@ -245,9 +240,7 @@ def open_vcz(path: str | Path, *, max_alleles: int | None = None) -> Source:
     if genotype.dtype.kind not in "iu":
         raise InputError(f"{path}: VCF Zarr array 'call_genotype' has dtype {genotype.dtype}, expected an integer type")
     if genotype.shape[2] not in (1, 2):
-        raise InputError(
-            f"{path}: call_genotype has ploidy {genotype.shape[2]}; dreml converts diploid (and haploid) calls only"
-        )
+        raise InputError(f"{path}: call_genotype has ploidy {genotype.shape[2]}; dreml converts diploid (and haploid) calls only")
     for what, count in (("sample_id", len(samples)), ("variant_position", kept.n_input)):
         if count == 0:
             raise InputError(f"{path}: '{what}' is empty (expected at least one {what.split('_')[0]})")

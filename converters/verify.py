@@ -104,9 +104,7 @@ def _source_options(store: Store, prefix: str | Path, fmt: str, sample: str | Pa
     return options
 
 
-def verify(
-    store: Store, prefix: str | Path, *, fmt: str | None = None, sample: str | Path | None = None
-) -> VerifyReport:
+def verify(store: Store, prefix: str | Path, *, fmt: str | None = None, sample: str | Path | None = None) -> VerifyReport:
     """Compare `store` with its input, chunk by chunk of the store's variants.
 
     Arguments:

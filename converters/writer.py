@@ -242,6 +242,7 @@ def finalize_store(group: zarr.Group, stats: list[ChunkStats]) -> None:
 
 # ----------------------------------------------------------------------------- sparse representation
 
+
 @dataclass(frozen=True)
 class SparsePlan:
     """Which variants a store holds sparse, and where their calls go.
@@ -333,9 +334,7 @@ def sparse_rows(block: np.ndarray, allele: np.ndarray) -> tuple[np.ndarray, np.n
     return np.bincount(row, minlength=len(block)).astype(np.int64), sample.astype(np.int32), counted[row, sample]
 
 
-def sparse_variant_chunk(
-    store_path: str, start: int, stop: int, allele: np.ndarray, indptr: np.ndarray
-) -> list[SparsePiece]:
+def sparse_variant_chunk(store_path: str, start: int, stop: int, allele: np.ndarray, indptr: np.ndarray) -> list[SparsePiece]:
     """The Dask task of step 3b: the sparse calls of variants [start, stop).
 
     Arguments:
@@ -358,10 +357,10 @@ def sparse_variant_chunk(
     first, last = -(-lo // chunk) * chunk, hi // chunk * chunk  # the whole chunks inside [lo, hi)
     if first >= last:
         return [SparsePiece(lo, sample, dosage)] if hi > lo else []
-    group["call_sparse_sample"][first:last] = sample[first - lo:last - lo]
-    group["call_sparse_dosage"][first:last] = dosage[first - lo:last - lo]
+    group["call_sparse_sample"][first:last] = sample[first - lo : last - lo]
+    group["call_sparse_dosage"][first:last] = dosage[first - lo : last - lo]
     return [
-        SparsePiece(offset, sample[a - lo:b - lo], dosage[a - lo:b - lo])
+        SparsePiece(offset, sample[a - lo : b - lo], dosage[a - lo : b - lo])
         for offset, a, b in ((lo, lo, first), (last, last, hi))
         if b > a
     ]
@@ -370,5 +369,5 @@ def sparse_variant_chunk(
 def write_sparse_piece(group: zarr.Group, piece: SparsePiece) -> None:
     """Write a task's partial chunks (on the driver, one piece at a time)."""
     end = piece.offset + len(piece.sample)
-    group["call_sparse_sample"][piece.offset:end] = piece.sample
-    group["call_sparse_dosage"][piece.offset:end] = piece.dosage
+    group["call_sparse_sample"][piece.offset : end] = piece.sample
+    group["call_sparse_dosage"][piece.offset : end] = piece.dosage

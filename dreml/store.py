@@ -75,12 +75,9 @@ def _check_arrays(path: Path, group: zarr.Group, arrays: dict[str, ArraySpec], s
         expected = tuple(sizes[d] for d in spec.dims)
         if tuple(array.shape) != expected:
             raise StoreError(
-                f"{path}: array '{name}' has shape {tuple(array.shape)}, expected {expected} "
-                f"({' x '.join(spec.dims)})"
+                f"{path}: array '{name}' has shape {tuple(array.shape)}, expected {expected} ({' x '.join(spec.dims)})"
             )
-        kind_ok = (
-            array.dtype.kind in "UTO" if spec.dtype == "str" else array.dtype == np.dtype(spec.dtype)
-        )
+        kind_ok = array.dtype.kind in "UTO" if spec.dtype == "str" else array.dtype == np.dtype(spec.dtype)
         if not kind_ok:
             raise StoreError(f"{path}: array '{name}' has dtype {array.dtype}, expected {spec.dtype}")
 
@@ -96,8 +93,7 @@ def _validate(path: Path, group: zarr.Group) -> None:
         )
     if attrs.get("complete") is not True:
         raise StoreError(
-            f"{path}: store is incomplete (conversion was interrupted or is still running); "
-            "rerun dreml-convert with --overwrite"
+            f"{path}: store is incomplete (conversion was interrupted or is still running); rerun dreml-convert with --overwrite"
         )
     missing_attrs = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing_attrs:
@@ -136,7 +132,7 @@ class SparseCalls:
     def n_rows(self) -> int:
         return len(self.allele)
 
-    def take(self, rows: np.ndarray) -> "SparseCalls":
+    def take(self, rows: np.ndarray) -> SparseCalls:
         """The rows `rows` (indices into this block's rows, in that order)."""
         rows = np.asarray(rows, dtype=np.int64)
         lengths = np.diff(self.indptr)[rows]
@@ -227,7 +223,7 @@ class Store:
             raise StoreError(f"{self.path}: format version {self.format_version!r} has no sparse representation")
         if not 0 <= start <= stop <= self.n_variants:
             raise IndexError(f"variant range [{start}, {stop}) outside [0, {self.n_variants})")
-        indptr = self.group["call_sparse_indptr"][start:stop + 1]
+        indptr = self.group["call_sparse_indptr"][start : stop + 1]
         lo, hi = int(indptr[0]), int(indptr[-1])
         sample = self.group["call_sparse_sample"][lo:hi]
         dosage = self.group["call_sparse_dosage"][lo:hi]
@@ -385,7 +381,7 @@ def open_store(path: str | Path) -> Store:
     return Store(path=path, group=group)
 
 
-def open_stores(stores: "Store | str | Path | Sequence[Store | str | Path]") -> tuple[Store, ...]:
+def open_stores(stores: Store | str | Path | Sequence[Store | str | Path]) -> tuple[Store, ...]:
     """Open one or several stores; several must hold the same samples in the same order (InputError)."""
     items = [stores] if isinstance(stores, (Store, str, Path)) else list(stores)
     if not items:
@@ -403,6 +399,7 @@ def open_stores(stores: "Store | str | Path | Sequence[Store | str | Path]") -> 
             i = int(differ[0])
             raise InputError(
                 f"stores {first.path} and {other.path} differ in sample order: sample {i} is "
-                f"{str(first.sample_id[i])!r} vs {str(other.sample_id[i])!r}; multi-store operators need the same samples in the same order"
+                f"{str(first.sample_id[i])!r} vs {str(other.sample_id[i])!r}; "
+                "multi-store operators need the same samples in the same order"
             )
     return opened

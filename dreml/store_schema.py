@@ -50,22 +50,16 @@ class ArraySpec:
 
 ARRAYS: dict[str, ArraySpec] = {
     "sample_id": ArraySpec("str", ("samples",), "individual ID (.fam column 2 / .psam IID)"),
-    "sample_family_id": ArraySpec(
-        "str", ("samples",), "family ID (.fam column 1 / .psam FID; IID when the .psam has none)"
-    ),
+    "sample_family_id": ArraySpec("str", ("samples",), "family ID (.fam column 1 / .psam FID; IID when the .psam has none)"),
     "contig_id": ArraySpec("str", ("contigs",), "chromosome names in order of first appearance"),
     "variant_contig": ArraySpec("int32", ("variants",), "index into contig_id"),
     "variant_position": ArraySpec("int64", ("variants",), "base-pair coordinate"),
     "variant_id": ArraySpec("str", ("variants",), "variant ID (.bim column 2 / .pvar ID)"),
     "variant_allele": ArraySpec("str", ("variants", "alleles"), "REF, ALT"),
-    "call_dosage": ArraySpec(
-        "int8", ("variants", "samples"), "ALT allele count 0/1/2, -1 missing"
-    ),
+    "call_dosage": ArraySpec("int8", ("variants", "samples"), "ALT allele count 0/1/2, -1 missing"),
     "variant_call_count": ArraySpec("int64", ("variants",), "number of non-missing calls"),
     "variant_dosage_sum": ArraySpec("int64", ("variants",), "sum of ALT counts over observed calls"),
-    "variant_dosage_sq_sum": ArraySpec(
-        "int64", ("variants",), "sum of squared ALT counts over observed calls"
-    ),
+    "variant_dosage_sq_sum": ArraySpec("int64", ("variants",), "sum of squared ALT counts over observed calls"),
     "variant_allele_frequency": ArraySpec(
         "float64", ("variants",), "ALT frequency among observed calls: dosage_sum / (2 call_count); NaN if none"
     ),
@@ -74,19 +68,17 @@ ARRAYS: dict[str, ArraySpec] = {
 # Version 1.1 only: the sparse representation of the variants below `sparse_below`.
 SPARSE_ARRAYS: dict[str, ArraySpec] = {
     "variant_sparse_allele": ArraySpec(
-        "int8", ("variants",),
+        "int8",
+        ("variants",),
         "allele (index into variant_allele: 0 REF, 1 ALT) whose dosage the sparse calls count; -1: not sparse",
     ),
     "call_sparse_indptr": ArraySpec(
-        "int64", ("variant_offsets",),
+        "int64",
+        ("variant_offsets",),
         "the calls of variant j are [indptr[j], indptr[j + 1]) (empty for a variant that is not sparse)",
     ),
-    "call_sparse_sample": ArraySpec(
-        "int32", ("sparse_calls",), "sample index of each sparse call, ascending within a variant"
-    ),
-    "call_sparse_dosage": ArraySpec(
-        "int8", ("sparse_calls",), "dosage of the counted allele 1 or 2, or -1 for a missing call"
-    ),
+    "call_sparse_sample": ArraySpec("int32", ("sparse_calls",), "sample index of each sparse call, ascending within a variant"),
+    "call_sparse_dosage": ArraySpec("int8", ("sparse_calls",), "dosage of the counted allele 1 or 2, or -1 for a missing call"),
 }
 
 # Group attributes every complete store carries.

@@ -6,4 +6,12 @@ from dreml.operators.protocol import GRMOperator
 from dreml.operators.streaming import StreamingOperator, dense_reference
 from dreml.operators.subset import RestrictedOperator, SelectedComponents
 
-__all__ = ["DenseOperator", "GRMOperator", "GenotypeOperator", "RestrictedOperator", "SelectedComponents", "StreamingOperator", "dense_reference"]
+__all__ = [
+    "DenseOperator",
+    "GRMOperator",
+    "GenotypeOperator",
+    "RestrictedOperator",
+    "SelectedComponents",
+    "StreamingOperator",
+    "dense_reference",
+]

@@ -30,7 +30,7 @@ class DenseOperator:
         self._passes = 0
 
     @classmethod
-    def from_genotypes(cls, Z: Sequence[np.ndarray], names: Sequence[str] | None = None) -> "DenseOperator":
+    def from_genotypes(cls, Z: Sequence[np.ndarray], names: Sequence[str] | None = None) -> DenseOperator:
         """Build K_g = Z_g Z_g^T / m_g from standardised genotype matrices Z_g (n x m_g)."""
         return cls(np.stack([z @ z.T / z.shape[1] for z in Z]), names)
 

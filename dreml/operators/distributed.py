@@ -74,7 +74,7 @@ def _tree_sum(client: Client, parts: list[Future]) -> Future:
     """Sum futures pairwise on the cluster, log2(len(parts)) levels deep."""
     while len(parts) > 1:
         pairs = [client.submit(add_partials, a, b, pure=False) for a, b in zip(parts[0::2], parts[1::2])]
-        parts = pairs + parts[len(pairs) * 2:]
+        parts = pairs + parts[len(pairs) * 2 :]
     return parts[0]
 
 
@@ -135,8 +135,14 @@ class GenotypeOperator(GenotypeOperatorBase):
                 client, self._owns_client = connect(), True
         self.client = client
         layout = build_layout(
-            stores, components, samples, min_maf=min_maf, max_missing=max_missing, frequencies=frequencies,
-            sparse=sparse, count_map=lambda args: client.gather([client.submit(call_counts, *a, pure=False) for a in args]),
+            stores,
+            components,
+            samples,
+            min_maf=min_maf,
+            max_missing=max_missing,
+            frequencies=frequencies,
+            sparse=sparse,
+            count_map=lambda args: client.gather([client.submit(call_counts, *a, pure=False) for a in args]),
         )
         super().__init__(layout, dtype)
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
@@ -147,7 +153,9 @@ class GenotypeOperator(GenotypeOperatorBase):
         if not workers:
             raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
         capacity = min(client.run(worker_capacity, backend).values())
-        self.memory_budget = int(parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION)
+        self.memory_budget = int(
+            parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION
+        )
         # resident: the int8 genotype codes (1 byte each) of dense shards, the calls (5 bytes
         # each) of sparse shards, and small per-row arrays; working space: one decode block
         # of the worker dtype per pass task a worker runs at once
@@ -178,7 +186,10 @@ class GenotypeOperator(GenotypeOperatorBase):
         self._ensure_resident()
         logger.info(
             "%d shards (%s per worker of a %s budget) loaded on %d worker(s)",
-            len(self.shards), format_bytes(per_worker), format_bytes(self.memory_budget), len(workers),
+            len(self.shards),
+            format_bytes(per_worker),
+            format_bytes(self.memory_budget),
+            len(workers),
         )
 
     @property
@@ -262,12 +273,16 @@ class GenotypeOperator(GenotypeOperatorBase):
         budget). Blocks in `shared` (an n x k V) are broadcast to the workers once; with
         `reduce` the results are summed on the cluster and only the sum is gathered.
         """
+
         def submit() -> list[Future]:
-            args = [self.client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.ndim == 2 else a
-                    for a in shared]
+            args = [
+                self.client.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) and a.ndim == 2 else a
+                for a in shared
+            ]
             futures = [
-                self.client.submit(func, s, *args, *(per_shard[i] if per_shard else ()), pure=False,
-                                   workers=[w], allow_other_workers=False)
+                self.client.submit(
+                    func, s, *args, *(per_shard[i] if per_shard else ()), pure=False, workers=[w], allow_other_workers=False
+                )
                 for i, (s, w) in enumerate(zip(self.shards, self.shard_workers))
             ]
             return [_tree_sum(self.client, futures)] if reduce else futures
@@ -296,7 +311,7 @@ class GenotypeOperator(GenotypeOperatorBase):
             if cluster is not None:
                 cluster.close()
 
-    def __enter__(self) -> "GenotypeOperator":
+    def __enter__(self) -> GenotypeOperator:
         return self
 
     def __exit__(self, *exc) -> None:

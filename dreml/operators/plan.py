@@ -166,7 +166,7 @@ def _specs(path, s, gs, variant_indices, m, frequencies, edges, of_kind, sparse,
         groups = []
         for g in gs:
             idx = variant_indices[g]
-            idx = idx[np.searchsorted(idx, start):np.searchsorted(idx, stop)]
+            idx = idx[np.searchsorted(idx, start) : np.searchsorted(idx, stop)]
             local = idx[of_kind[idx]] - start
             if local.size:
                 groups.append((g, local))

@@ -156,7 +156,7 @@ class _Scratch:
     product: object  # shape: (n, k), worker dtype: C_b^T U_b
 
     @classmethod
-    def allocate(cls, xp, shard: Shard, k: int) -> "_Scratch":
+    def allocate(cls, xp, shard: Shard, k: int) -> _Scratch:
         r, n = min(_block_rows(shard.n_samples, shard.dtype), shard.n_rows), shard.n_samples
         return cls(xp.empty((r, n), dtype=shard.dtype), xp.empty((r, n), dtype=bool), xp.empty((n, k), dtype=shard.dtype))
 
@@ -166,9 +166,9 @@ def code_counts(codes: np.ndarray) -> np.ndarray:  # shape: (c, n) int8 -> (c, 4
     counts = np.empty((len(codes), 4), dtype=np.int64)
     step = max(1, _COUNT_BYTES // max(1, codes.shape[1]))
     for a in range(0, len(codes), step):
-        block = codes[a:a + step]
+        block = codes[a : a + step]
         for code in (-1, 0, 1):
-            counts[a:a + step, code + 1] = np.count_nonzero(block == code, axis=1)
+            counts[a : a + step, code + 1] = np.count_nonzero(block == code, axis=1)
     counts[:, 3] = codes.shape[1] - counts[:, :3].sum(axis=1)
     return counts
 
@@ -191,9 +191,13 @@ def load_shard(
     # a shard of one component reads its rows in order: keep the block read, without a copy
     codes = dosage if np.array_equal(spec.rows, np.arange(len(dosage))) else dosage[spec.rows]  # shape: (c, n)
     return Shard(
-        codes=xp.asarray(codes), frequencies=np.asarray(spec.frequencies, dtype=np.float64),
-        counts=code_counts(codes), dtype=np.dtype(dtype),
-        components=spec.components, bounds=spec.bounds, inv_m=spec.inv_m,
+        codes=xp.asarray(codes),
+        frequencies=np.asarray(spec.frequencies, dtype=np.float64),
+        counts=code_counts(codes),
+        dtype=np.dtype(dtype),
+        components=spec.components,
+        bounds=spec.bounds,
+        inv_m=spec.inv_m,
     )
 
 
@@ -252,11 +256,12 @@ class _Centring:
     scale_sq: object  # shape: (c,)
 
     @classmethod
-    def of(cls, shard: Shard, xp) -> "_Centring":
+    def of(cls, shard: Shard, xp) -> _Centring:
         centre, scale = row_standardisation(shard.frequencies)
         high = centre.astype(shard.dtype)
-        return cls(xp.asarray(high), xp.asarray((centre - high).astype(shard.dtype)), scale,
-                   xp.asarray((scale**2).astype(shard.dtype)))
+        return cls(
+            xp.asarray(high), xp.asarray((centre - high).astype(shard.dtype)), scale, xp.asarray((scale**2).astype(shard.dtype))
+        )
 
 
 class _Transposed:
@@ -404,7 +409,10 @@ def add_partials(a: Partial, b: Partial) -> Partial:
 
 
 def call_counts(
-    store_path: str, start: int, stop: int, samples: np.ndarray | None  # samples shape: (n,)
+    store_path: str,
+    start: int,
+    stop: int,
+    samples: np.ndarray | None,  # samples shape: (n,)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Observed calls and ALT dosage sums of variants [start, stop) over `samples`."""
     dosage = open_store(store_path).dosage(start, stop, samples)

@@ -108,8 +108,13 @@ class SparseShard:
     def nbytes(self) -> int:
         """Resident bytes: the calls (5 each) and the per-row and per-group arrays."""
         return int(
-            self.sample.nbytes + self.dosage.nbytes + self.indptr.nbytes + self.flipped.nbytes
-            + self.frequencies.nbytes + self.counts.nbytes + self.inv_m.nbytes
+            self.sample.nbytes
+            + self.dosage.nbytes
+            + self.indptr.nbytes
+            + self.flipped.nbytes
+            + self.frequencies.nbytes
+            + self.counts.nbytes
+            + self.inv_m.nbytes
         )
 
     @property
@@ -170,10 +175,17 @@ def load_sparse_shard(
     n = store.n_samples if samples is None else len(samples)
     flipped = calls.allele == 0
     return SparseShard(
-        indptr=calls.indptr, sample=xp.asarray(calls.sample), dosage=xp.asarray(calls.dosage), flipped=flipped,
-        n_samples=n, frequencies=np.asarray(spec.frequencies, dtype=np.float64),
-        counts=_alt_counts(np.diff(calls.indptr), calls.dosage, flipped, n), dtype=np.dtype(dtype),
-        components=spec.components, bounds=spec.bounds, inv_m=spec.inv_m,
+        indptr=calls.indptr,
+        sample=xp.asarray(calls.sample),
+        dosage=xp.asarray(calls.dosage),
+        flipped=flipped,
+        n_samples=n,
+        frequencies=np.asarray(spec.frequencies, dtype=np.float64),
+        counts=_alt_counts(np.diff(calls.indptr), calls.dosage, flipped, n),
+        dtype=np.dtype(dtype),
+        components=spec.components,
+        bounds=spec.bounds,
+        inv_m=spec.inv_m,
     )
 
 
@@ -181,7 +193,7 @@ def _entry_rows(xp, indptr: np.ndarray, lo: int, hi: int, entries=None):
     """The row (offset from lo) of each call of rows [lo, hi), or of the calls `entries`
     (positions from indptr[lo]), in the backend: searchsorted over the row offsets (CuPy's
     repeat takes no device counts)."""
-    ends = xp.asarray(indptr[lo + 1:hi + 1] - indptr[lo])
+    ends = xp.asarray(indptr[lo + 1 : hi + 1] - indptr[lo])
     if entries is None:
         entries = xp.arange(int(indptr[hi] - indptr[lo]))
     return xp.searchsorted(ends, entries, side="right")
@@ -199,13 +211,18 @@ class _Centring:
     scale_sq: object  # shape: (c,)
 
     @classmethod
-    def of(cls, shard: SparseShard, xp) -> "_Centring":
+    def of(cls, shard: SparseShard, xp) -> _Centring:
         centre, scale = row_standardisation(shard.frequencies)
         centre = np.where(shard.flipped, 2.0 - centre, centre)  # 2 q
         scale = np.where(shard.flipped, -scale, scale)
         high = centre.astype(shard.dtype)
-        return cls(centre, xp.asarray(high), xp.asarray((centre - high).astype(shard.dtype)), scale,
-                   xp.asarray((scale**2).astype(shard.dtype)))
+        return cls(
+            centre,
+            xp.asarray(high),
+            xp.asarray((centre - high).astype(shard.dtype)),
+            scale,
+            xp.asarray((scale**2).astype(shard.dtype)),
+        )
 
 
 def _blocks(shard: SparseShard, skip: frozenset = frozenset()):
@@ -231,7 +248,7 @@ def _matrix(shard: SparseShard, xp, sp, lo: int, hi: int, high):
     if shard.counts[lo:hi, 0].any():
         missing = xp.flatnonzero(values < 0)
         data[missing] = high[lo:hi][_entry_rows(xp, shard.indptr, lo, hi, missing)]
-    indptr = xp.asarray((shard.indptr[lo:hi + 1] - e0).astype(np.int32))
+    indptr = xp.asarray((shard.indptr[lo : hi + 1] - e0).astype(np.int32))
     return sp.csr_matrix((data, shard.sample[e0:e1], indptr), shape=(hi - lo, shard.n_samples))
 
 

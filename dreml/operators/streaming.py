@@ -159,14 +159,15 @@ def build_layout(
             ranges = [(str(s.path), a, min(a + step, s.n_variants), idx) for a in range(0, s.n_variants, step)]
             counts = list(count_map(ranges))
             n = s.n_samples if idx is None else len(idx)
-            stats.append(VariantStats.from_counts(np.concatenate([c for c, _ in counts]), np.concatenate([d for _, d in counts]), n))
+            stats.append(
+                VariantStats.from_counts(np.concatenate([c for c, _ in counts]), np.concatenate([d for _, d in counts]), n)
+            )
     else:
         raise ValueError(f"frequencies must be 'store' or 'samples', got {frequencies!r}")
     kept, report = filter_components(components, stats, min_maf=min_maf, max_missing=max_missing)
     logger.info("components after filters:\n%s", report.table())
     sparse_calls = tuple(
-        np.where(s.variant_sparse_allele >= 0, s.variant_sparse_calls, -1) if sparse and s.has_sparse else None
-        for s in opened
+        np.where(s.variant_sparse_allele >= 0, s.variant_sparse_calls, -1) if sparse and s.has_sparse else None for s in opened
     )
     return Layout(opened, idx, kept, report, tuple(st.allele_frequency for st in stats), sparse_calls)
 
@@ -232,8 +233,10 @@ class GenotypeOperatorBase:
         if self._row_positions is None:
             indices = self.layout.components.variant_indices
             self._row_positions = [
-                [(g, a, b, np.searchsorted(indices[g], spec.start + spec.rows[a:b]))
-                 for g, a, b in zip(spec.components, spec.bounds[:-1], spec.bounds[1:])]
+                [
+                    (g, a, b, np.searchsorted(indices[g], spec.start + spec.rows[a:b]))
+                    for g, a, b in zip(spec.components, spec.bounds[:-1], spec.bounds[1:])
+                ]
                 for spec in self.shard_specs
             ]
         return self._row_positions
@@ -355,7 +358,11 @@ class StreamingOperator(GenotypeOperatorBase):
     def map_shards(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         results, total = [], None
         for i, spec in enumerate(self._specs):
-            part = func(load_shard(spec, self.layout.samples, self.dtype.name, self.backend), *shared, *(per_shard[i] if per_shard else ()))
+            part = func(
+                load_shard(spec, self.layout.samples, self.dtype.name, self.backend),
+                *shared,
+                *(per_shard[i] if per_shard else ()),
+            )
             if reduce:
                 total = part if total is None else add_partials(total, part)
             else:

@@ -174,9 +174,7 @@ def expected_calls(variants: list[Variant], threshold: float) -> np.ndarray:
             if units is None:
                 row.append(-1)
                 continue
-            k = (2 * units + v.scale) // (
-                2 * v.scale
-            )  # nearest integer to units / scale (no ties: scale odd or T off-grid)
+            k = (2 * units + v.scale) // (2 * v.scale)  # nearest integer to units / scale (no ties: scale odd or T off-grid)
             row.append(k if abs(units - k * v.scale) <= threshold * v.scale else -1)
         rows.append(row)
     return np.array(rows, dtype=np.int8)
@@ -265,9 +263,7 @@ def test_cli__bgen_sample_option_and_report(tmp_path, rng, capsys):
     args = ["-q", "bgen", str(tmp_path / "x.bgen"), "--sample", str(tmp_path / "x.sample"), out, "--workers", "1"]
     assert main([*args, "--max-alleles", "2", "--hard-call-threshold", "0.2"]) == 0
     printed = capsys.readouterr().out
-    assert (
-        "skipped        1 multi-allelic variant(s)" in printed and "option         hard-call-threshold 0.2" in printed
-    )
+    assert "skipped        1 multi-allelic variant(s)" in printed and "option         hard-call-threshold 0.2" in printed
     assert main(["-q", "verify", out, str(tmp_path / "x.bgen"), "--sample", str(tmp_path / "x.sample")]) == 0
     assert main(args[:-2] + ["--workers", "1", "--overwrite"]) == 2  # multi-allelic without --max-alleles
     assert "variant 4: variant 'rs4' at 1:1040 (alleles A,G,T) is multi-allelic" in capsys.readouterr().err

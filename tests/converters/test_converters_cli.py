@@ -31,8 +31,7 @@ def test_cli__raise_on_missing_companion_file_exit_2(tmp_path):
     result = run_cli("bed", str(tmp_path / "absent"), str(tmp_path / "x.zarr"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"dreml-convert: error: {tmp_path / 'absent.bed'}: no such file "
-        "(a fileset needs absent.bed, absent.bim, absent.fam)"
+        f"dreml-convert: error: {tmp_path / 'absent.bed'}: no such file (a fileset needs absent.bed, absent.bim, absent.fam)"
     ]
     assert not (tmp_path / "x.zarr").exists()
 
@@ -50,10 +49,7 @@ def test_cli__info_verify_and_existing_output(tmp_path, rng, capsys):
     dosage = random_dosage(rng, 30, 11)
     write_bed_fileset(tmp_path / "x", dosage)
     # in-process with a 1-worker local cluster: the same code path as the console script
-    assert (
-        main(["-q", "bed", str(tmp_path / "x"), str(tmp_path / "x.zarr"), "--workers", "1", "--variant-chunk", "8"])
-        == 0
-    )
+    assert main(["-q", "bed", str(tmp_path / "x"), str(tmp_path / "x.zarr"), "--workers", "1", "--variant-chunk", "8"]) == 0
     assert main(["info", str(tmp_path / "x.zarr")]) == 0
     assert "variants       30" in capsys.readouterr().out
     assert main(["-q", "verify", str(tmp_path / "x.zarr"), str(tmp_path / "x")]) == 0
@@ -82,9 +78,7 @@ def test_cli__killed_midway_leaves_no_valid_store_and_rerun_succeeds(tmp_path, r
         "256",
     ]
     # own session, so that the whole process group (the CLI and its Dask worker) can be killed
-    process = subprocess.Popen(
-        [SCRIPT, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen([SCRIPT, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     chunks = partial_path(out) / "call_dosage" / "c"
     deadline = time.monotonic() + 60
     while not (chunks.is_dir() and any(chunks.iterdir())):
@@ -127,8 +121,20 @@ def test_main__subset_writes_run_log_beside_store(tmp_path, rng, capsys):
     write_bed_fileset(tmp_path / "x", random_dosage(rng, 30, 11))  # contigs chr1, 2, chr3: 10 variants each
     (tmp_path / "keep").write_text("#IID\nind1\nind4\nind7\n")
     out = f"{tmp_path / 'x.zarr'}/"  # the log is OUT.log without the trailing slash
-    argv = ["-q", "bed", str(tmp_path / "x"), out, "--workers", "1", "--variant-chunk", "4",
-            "--keep", str(tmp_path / "keep"), "--chr", "1-2"]
+    argv = [
+        "-q",
+        "bed",
+        str(tmp_path / "x"),
+        out,
+        "--workers",
+        "1",
+        "--variant-chunk",
+        "4",
+        "--keep",
+        str(tmp_path / "keep"),
+        "--chr",
+        "1-2",
+    ]
     assert main(argv) == 0
     log = (tmp_path / "x.zarr.log").read_text().splitlines()
     assert log[:2] == [f"dreml {__version__}", f"Command: {shlex.join(['dreml-convert', *argv])}"]

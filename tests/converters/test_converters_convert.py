@@ -91,9 +91,7 @@ def test_convert__on_cluster_bed_equals_pgen(tmp_path, rng, client):
     bed_store = convert("bed", tmp_path / "x", tmp_path / "bed.zarr", client=client, variant_chunk=40, sample_chunk=16)
     # BED -> PGEN through pgenlib's writer, fed by pgenlib's own reading of the .bed
     write_pgen_fileset(tmp_path / "x", read_bed_with_pgenlib(tmp_path / "x.bed", 37), meta)
-    pgen_store = convert(
-        "pgen", tmp_path / "x", tmp_path / "pgen.zarr", client=client, variant_chunk=40, sample_chunk=16
-    )
+    pgen_store = convert("pgen", tmp_path / "x", tmp_path / "pgen.zarr", client=client, variant_chunk=40, sample_chunk=16)
     assert_store_matches(bed_store, dosage, meta)
     assert_store_matches(pgen_store, dosage, meta)
     for name in ARRAYS:
@@ -105,9 +103,7 @@ def test_convert__on_cluster_bed_equals_pgen(tmp_path, rng, client):
 
 
 def test_convert__pgen_dosages_become_hard_calls(tmp_path):
-    writer = pgenlib.PgenWriter(
-        str(tmp_path / "d.pgen").encode(), 6, variant_ct=1, nonref_flags=False, dosage_present=True
-    )
+    writer = pgenlib.PgenWriter(str(tmp_path / "d.pgen").encode(), 6, variant_ct=1, nonref_flags=False, dosage_present=True)
     writer.append_dosages(np.array([0.0, 0.95, 1.12, 1.5, 2.0, -9], dtype=np.float32))
     writer.close()
     (tmp_path / "d.pvar").write_text("#CHROM\tPOS\tID\tREF\tALT\n1\t5\tv\tA\tC\n")
@@ -271,9 +267,7 @@ def test_convert__raise_on_duplicate_sample_ids(tmp_path, rng):
 
 
 def test_convert__raise_on_multiallelic_pgen_variant(tmp_path):
-    writer = pgenlib.PgenWriter(
-        str(tmp_path / "m.pgen").encode(), 3, variant_ct=2, nonref_flags=False, allele_ct_limit=3
-    )
+    writer = pgenlib.PgenWriter(str(tmp_path / "m.pgen").encode(), 3, variant_ct=2, nonref_flags=False, allele_ct_limit=3)
     writer.append_alleles(np.array([0, 1, 1, 1, 0, 0], dtype=np.int32))
     writer.append_alleles(np.array([0, 1, 1, 2, 0, 0], dtype=np.int32))
     writer.close()
@@ -335,9 +329,7 @@ def test_verify__reports_changed_genotype(tmp_path, rng):
     write_bed_fileset(tmp_path / "x", dosage)
     report = verify(store, tmp_path / "x")
     assert not report.ok
-    assert any(
-        "call_dosage differs from the source at 1 variant(s) of [5, 10), first 'snp7'" in m for m in report.mismatches
-    )
+    assert any("call_dosage differs from the source at 1 variant(s) of [5, 10), first 'snp7'" in m for m in report.mismatches)
 
 
 def test_verify__reports_changed_metadata_and_counts(tmp_path, rng):
@@ -355,9 +347,7 @@ def test_verify__reports_changed_metadata_and_counts(tmp_path, rng):
         f"{store.path}: attribute 'source' differs (files or sizes changed)",
     ]
     write_bed_fileset(tmp_path / "x", dosage[:5])
-    assert verify(store, tmp_path / "x").mismatches == [
-        f"{store.path}: 6 variants x 5 samples, source has 5 x 5"
-    ]
+    assert verify(store, tmp_path / "x").mismatches == [f"{store.path}: 6 variants x 5 samples, source has 5 x 5"]
 
 
 @pytest.mark.parametrize("present", [(), ("bed", "pgen")], ids=["neither", "both"])
@@ -381,9 +371,7 @@ def test_finalize_store__raise_on_lost_variants(tmp_path):
 # ---- compressed text companions (PLINK 2 allows PREFIX.pvar.zst, PREFIX.bim.gz...) ----
 
 
-@pytest.mark.parametrize(
-    ("fmt", "compressed"), [("bed", {"bim": "gz", "fam": "zst"}), ("pgen", {"pvar": "zst", "psam": "gz"})]
-)
+@pytest.mark.parametrize(("fmt", "compressed"), [("bed", {"bim": "gz", "fam": "zst"}), ("pgen", {"pvar": "zst", "psam": "gz"})])
 def test_convert__compressed_companions_equal_plain(tmp_path, rng, fmt, compressed):
     dosage = random_dosage(rng, 23, 7)
     meta = write_bed_fileset(tmp_path / "x", dosage)
@@ -410,7 +398,12 @@ def test_convert__pgen_max_alleles_skips_multiallelic(tmp_path, rng, variant_chu
     skipped = [0, 4, 5, 13, 19]
     kept = write_pgen_with_multiallelic(tmp_path / "x", dosage, meta, skipped)
     store = convert(
-        "pgen", tmp_path / "x", tmp_path / "x.zarr", max_alleles=2, variant_chunk=variant_chunk, sample_chunk=4,
+        "pgen",
+        tmp_path / "x",
+        tmp_path / "x.zarr",
+        max_alleles=2,
+        variant_chunk=variant_chunk,
+        sample_chunk=4,
         client=client if variant_chunk == 3 else None,
     )
     np.testing.assert_array_equal(store.dosage(0, store.n_variants), kept)
@@ -440,10 +433,13 @@ def test_convert__raise_on_pgen_all_multiallelic(tmp_path, rng):
     assert_no_complete_store(tmp_path / "x.zarr")
 
 
-@pytest.mark.parametrize(("fmt", "options", "message"), [
-    ("pgen", {"max_alleles": 3}, r"max_alleles must be 2 \(skip multi-allelic variants\) or unset, got 3"),
-    ("bed", {"max_alleles": 2}, r"option 'max_alleles' does not apply to format 'bed'"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "options", "message"),
+    [
+        ("pgen", {"max_alleles": 3}, r"max_alleles must be 2 \(skip multi-allelic variants\) or unset, got 3"),
+        ("bed", {"max_alleles": 2}, r"option 'max_alleles' does not apply to format 'bed'"),
+    ],
+)
 def test_convert__raise_on_bad_source_option(tmp_path, rng, fmt, options, message):
     dosage = random_dosage(rng, 3, 4)
     meta = write_bed_fileset(tmp_path / "x", dosage)

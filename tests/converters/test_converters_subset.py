@@ -74,8 +74,12 @@ def write_lists(tmp_path, meta: dict[str, np.ndarray], rng: np.random.Generator)
     (tmp_path / "remove.txt").write_text("".join(f"{meta['sample_id'][i]}\n" for i in removed) + "absent\n")
     extracted = np.sort(rng.choice(m, size=2 * m // 3, replace=False))
     (tmp_path / "extract.txt").write_text("SNP\n" + "".join(f"{meta['variant_id'][j]}\n" for j in extracted) + "rs_none\n")
-    files = {"keep": tmp_path / "keep.txt", "remove": tmp_path / "remove.txt", "extract": tmp_path / "extract.txt",
-             "chromosomes": "2-4"}
+    files = {
+        "keep": tmp_path / "keep.txt",
+        "remove": tmp_path / "remove.txt",
+        "extract": tmp_path / "extract.txt",
+        "chromosomes": "2-4",
+    }
     samples = np.setdiff1d(rest, removed)
     bare = np.char.replace(meta["contig"], "chr", "")
     variants = extracted[np.isin(bare[extracted], ["2", "3", "4"])]
@@ -101,15 +105,23 @@ def test_convert__subset_equals_full_conversion_indexed(tmp_path, rng, fmt, vari
     keep_lines = (tmp_path / "keep.txt").read_text().splitlines()[1:]
     remove_lines = (tmp_path / "remove.txt").read_text().splitlines()
     assert recorded["samples"] == {
-        "input": 23, "keep_file_samples": len(keep_lines), "keep_not_in_input": 2,
+        "input": 23,
+        "keep_file_samples": len(keep_lines),
+        "keep_not_in_input": 2,
         "after_keep": len(keep_lines) - 2,  # neither the wrong family nor the unknown sample
-        "remove_file_samples": len(remove_lines), "remove_not_in_input": 1, "after_remove": len(samples),  # "absent"
+        "remove_file_samples": len(remove_lines),
+        "remove_not_in_input": 1,
+        "after_remove": len(samples),  # "absent"
         "kept": len(samples),
     }
     extract_lines = (tmp_path / "extract.txt").read_text().splitlines()[1:]
     assert recorded["variants"] == {
-        "input": 101, "extract_file_variants": len(extract_lines), "extract_not_in_input": 1,
-        "after_extract": len(extract_lines) - 1, "after_chr": len(variants), "kept": len(variants),
+        "input": 101,
+        "extract_file_variants": len(extract_lines),
+        "extract_not_in_input": 1,
+        "after_extract": len(extract_lines) - 1,
+        "after_chr": len(variants),
+        "kept": len(variants),
     }
     assert verify(sub, tmp_path / "x").ok
 
@@ -123,8 +135,13 @@ def test_convert__subset_of_pgen_with_skipped_multiallelic(tmp_path, rng):
     (tmp_path / "r").write_text("#IID\nind4\nind0\n")
     options = {"max_alleles": 2, "variant_chunk": 3, "sample_chunk": 4}
     full = convert("pgen", tmp_path / "x", tmp_path / "full.zarr", **options)
-    sub = convert("pgen", tmp_path / "x", tmp_path / "sub.zarr", selection=selection(extract=tmp_path / "e",
-                  remove=tmp_path / "r"), **options)
+    sub = convert(
+        "pgen",
+        tmp_path / "x",
+        tmp_path / "sub.zarr",
+        selection=selection(extract=tmp_path / "e", remove=tmp_path / "r"),
+        **options,
+    )
     kept = np.setdiff1d(np.arange(40), [1, 2, 17, 30])  # full store row j is input row kept[j]
     variants = np.flatnonzero(np.isin(kept, [0, 3, 4, 16, 18, 29, 31, 39]))
     assert_subset_of(sub, full, np.setdiff1d(np.arange(9), [0, 4]), variants)
@@ -142,8 +159,14 @@ def test_convert__subset_of_vcz_sparse_rows(tmp_path, rng, variant_chunk):
     rows = np.array([0, 1, 3, 4, 5, 11, 12, 30, 31, 32, 33, 34, 35, 41])  # indices into the full store
     (tmp_path / "e").write_text("\n".join(full.variant_id[rows]) + "\n")
     (tmp_path / "k").write_text("S1\nS2\nS6\n")
-    sub = convert("vcz", tmp_path / "in.vcz", tmp_path / "sub.zarr", max_alleles=2, variant_chunk=variant_chunk,
-                  selection=selection(keep=tmp_path / "k", extract=tmp_path / "e"))
+    sub = convert(
+        "vcz",
+        tmp_path / "in.vcz",
+        tmp_path / "sub.zarr",
+        max_alleles=2,
+        variant_chunk=variant_chunk,
+        selection=selection(keep=tmp_path / "k", extract=tmp_path / "e"),
+    )
     assert_subset_of(sub, full, np.array([1, 2, 6]), rows)
     assert verify(sub, tmp_path / "in.vcz").ok
 
@@ -158,8 +181,13 @@ def test_convert__subset_of_bgen(tmp_path, rng):
     full = convert("bgen", tmp_path / "x.bgen", tmp_path / "full.zarr", **options)
     (tmp_path / "k").write_text("FID IID\nFs1 s1\nFs3 s3\nF9 s9\nFs10 s10\n")  # s9: another family
     (tmp_path / "x").write_text("rs3\nrs9\nrs10\n")
-    sub = convert("bgen", tmp_path / "x.bgen", tmp_path / "sub.zarr", selection=selection(
-        keep=tmp_path / "k", exclude=tmp_path / "x", chromosomes="1-2"), **options)
+    sub = convert(
+        "bgen",
+        tmp_path / "x.bgen",
+        tmp_path / "sub.zarr",
+        selection=selection(keep=tmp_path / "k", exclude=tmp_path / "x", chromosomes="1-2"),
+        **options,
+    )
     variants = np.flatnonzero(~np.isin(full.variant_id, ["rs3", "rs9", "rs10"]))
     assert_subset_of(sub, full, np.array([1, 3, 10]), variants)
     assert verify(sub, tmp_path / "x.bgen").ok
@@ -195,8 +223,7 @@ def test_verify__subset_compares_only_the_selection(tmp_path, rng):
     meta = write_bed_fileset(tmp_path / "x", dosage)
     (tmp_path / "k").write_text("fam0 ind0\nfam1 ind2\nfam1 ind3\n")
     (tmp_path / "e").write_text("snp2\nsnp5\nsnp11\n")
-    store = convert("bed", tmp_path / "x", tmp_path / "x.zarr", selection=selection(keep=tmp_path / "k",
-                    extract=tmp_path / "e"))
+    store = convert("bed", tmp_path / "x", tmp_path / "x.zarr", selection=selection(keep=tmp_path / "k", extract=tmp_path / "e"))
     assert verify(store, tmp_path / "x").ok and verify(store, tmp_path / "x").n_genotypes == 9
     dosage[5, 7] = (dosage[5, 7] + 1) % 3  # a sample left out: not compared
     dosage[4, 2] = (dosage[4, 2] + 1) % 3  # a variant left out: not compared
@@ -221,13 +248,16 @@ def test_verify__subset_compares_only_the_selection(tmp_path, rng):
         verify(store, tmp_path / "x")
 
 
-@pytest.mark.parametrize(("lists", "message"), [
-    ({"keep": "nofam ind0\nnofam ind1\n"}, "k: no input sample left after --keep/--remove"),
-    ({"remove": "#IID\n" + "".join(f"ind{i}\n" for i in range(6))}, "r: no input sample left after --keep/--remove"),
-    ({"extract": "SNP\nnot_there\n"}, "no variant left after --extract/--exclude/--chr"),
-    ({"chromosomes": "22"}, "no variant left after --extract/--exclude/--chr"),
-    ({"keep": ""}, "k: no samples"),
-])
+@pytest.mark.parametrize(
+    ("lists", "message"),
+    [
+        ({"keep": "nofam ind0\nnofam ind1\n"}, "k: no input sample left after --keep/--remove"),
+        ({"remove": "#IID\n" + "".join(f"ind{i}\n" for i in range(6))}, "r: no input sample left after --keep/--remove"),
+        ({"extract": "SNP\nnot_there\n"}, "no variant left after --extract/--exclude/--chr"),
+        ({"chromosomes": "22"}, "no variant left after --extract/--exclude/--chr"),
+        ({"keep": ""}, "k: no samples"),
+    ],
+)
 def test_convert__raise_on_empty_selection(tmp_path, rng, lists, message):
     write_bed_fileset(tmp_path / "x", random_dosage(rng, 9, 6))
     paths = {"keep": tmp_path / "k", "remove": tmp_path / "r", "extract": tmp_path / "e"}

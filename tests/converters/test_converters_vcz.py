@@ -20,9 +20,7 @@ from dreml.errors import InputError
 FILL = ""  # variant_allele padding of sites with fewer alleles
 
 
-def write_vcz(
-    path: Path, arrays: dict[str, np.ndarray], *, zarr_format: int = 2, chunk: int = 5, sample_chunk: int = 3
-):
+def write_vcz(path: Path, arrays: dict[str, np.ndarray], *, zarr_format: int = 2, chunk: int = 5, sample_chunk: int = 3):
     """A VCF Zarr group: every array chunked `chunk` along variants and `sample_chunk` along samples,
     with its dimension names (`_ARRAY_DIMENSIONS` in format 2, `dimension_names` in format 3)."""
     dims = {
@@ -39,14 +37,10 @@ def write_vcz(
     group.attrs.update({"vcf_zarr_version": "0.4", "source": "dreml tests"})
     for name, values in arrays.items():
         names = dims[name]
-        chunks = tuple(
-            {"variants": chunk, "samples": sample_chunk}.get(d, size) for d, size in zip(names, values.shape)
-        )
+        chunks = tuple({"variants": chunk, "samples": sample_chunk}.get(d, size) for d, size in zip(names, values.shape))
         naming = {"attributes": {"_ARRAY_DIMENSIONS": list(names)}} if zarr_format == 2 else {"dimension_names": names}
         dtype = str if values.dtype.kind == "U" else values.dtype
-        array = group.create_array(
-            name, shape=values.shape, dtype=dtype, chunks=tuple(max(1, c) for c in chunks), **naming
-        )
+        array = group.create_array(name, shape=values.shape, dtype=dtype, chunks=tuple(max(1, c) for c in chunks), **naming)
         array[...] = values
     return path
 
@@ -120,9 +114,7 @@ def assert_store_equals(store, arrays: dict[str, np.ndarray], keep: np.ndarray) 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize(("variant_chunk", "sample_chunk"), [(4, 3), (64, 64), (1, 5)])
-def test_convert__vcz_skips_multiallelic_and_equals_plain_decode(
-    tmp_path, rng, zarr_format, variant_chunk, sample_chunk
-):
+def test_convert__vcz_skips_multiallelic_and_equals_plain_decode(tmp_path, rng, zarr_format, variant_chunk, sample_chunk):
     arrays = cohort(rng)
     write_vcz(tmp_path / "in.vcz", arrays, zarr_format=zarr_format)
     store = convert(
@@ -186,9 +178,7 @@ def test_cli__vcz_reports_skipped(tmp_path, rng, capsys):
 
 def test_convert__raise_on_vcz_multiallelic_without_option(tmp_path, rng):
     write_vcz(tmp_path / "in.vcz", cohort(rng))
-    expected = (
-        r"in\.vcz: variant row 6: variant 'rs106' at chr\w+:613 \(alleles G,AT,TT\) is multi-allelic; .*--max-alleles 2"
-    )
+    expected = r"in\.vcz: variant row 6: variant 'rs106' at chr\w+:613 \(alleles G,AT,TT\) is multi-allelic; .*--max-alleles 2"
     with pytest.raises(InputError, match=expected):
         convert("vcz", tmp_path / "in.vcz", tmp_path / "x.zarr")
     assert_no_complete_store(tmp_path / "x.zarr")

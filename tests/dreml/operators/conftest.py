@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-from genotype_reference import M, N, Cohort, RareCohort, read_bed
+from genotype_reference import Cohort, M, N, RareCohort, read_bed
 
 from converters import convert
 from dreml.plink_write import write_plink1
@@ -40,8 +40,9 @@ def rare_cohort(tmp_path_factory) -> RareCohort:
     root = tmp_path_factory.mktemp("rare")
     prefix = root / "rare"
     simulate_cohort(
-        SimulationConfig(n_samples=N, n_variants=M, n_chromosomes=3, group_variances=(0.2, 0.1, 0.1),
-                         maf_min=0.003, missing_rate=0.03, seed=11),
+        SimulationConfig(
+            n_samples=N, n_variants=M, n_chromosomes=3, group_variances=(0.2, 0.1, 0.1), maf_min=0.003, missing_rate=0.03, seed=11
+        ),
         prefix,
     )
     chunks = {"variant_chunk": 50, "sample_chunk": 40}
@@ -60,17 +61,28 @@ def split_cohort(cohort, tmp_path_factory) -> tuple[list[Store], list[np.ndarray
     stores = []
     for i, idx in enumerate(parts):
         prefix = root / f"part{i}"
-        write_plink1(prefix, dosage[idx], sample_id=np.array([f"I{j + 1}" for j in range(N)]),
-                     variant_id=np.array([f"p{i}v{j}" for j in idx]))
+        write_plink1(
+            prefix,
+            dosage[idx],
+            sample_id=np.array([f"I{j + 1}" for j in range(N)]),
+            variant_id=np.array([f"p{i}v{j}" for j in idx]),
+        )
         stores.append(convert("bed", prefix, root / f"part{i}.zarr", variant_chunk=33, sample_chunk=64))
     return stores, parts
 
 
 def _client(n_workers: int) -> Iterator[Client]:
-    with LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, memory_limit="2GiB",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="2GiB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 

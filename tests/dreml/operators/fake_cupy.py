@@ -112,7 +112,9 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 (CuPy's name)
         return _on_device(func)(*args, **kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly.")
+        raise TypeError(
+            "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly."
+        )
 
     def get(self) -> np.ndarray:
         """A host copy."""
@@ -228,7 +230,7 @@ class spmatrix:  # noqa: N801 (cupyx's name)
         return self._m.nnz
 
     @property
-    def T(self) -> "spmatrix":  # noqa: N802 (scipy's name)
+    def T(self) -> spmatrix:  # noqa: N802 (scipy's name)
         return spmatrix(self._m.T)
 
     def __matmul__(self, other) -> ndarray:

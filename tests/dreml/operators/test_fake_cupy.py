@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 
 import fake_cupy
-
 import numpy as np
 import pytest
 from genotype_reference import N, reference_KV, reference_Z, rel_err
@@ -132,7 +131,9 @@ def test_genotype_operator__cupy_workers(cohort, cupy_client, dtype):
     Z, polymorphic = reference_Z(cohort.genotypes)
     before = _device_bytes(client)
 
-    op = GenotypeOperator(cohort.store, by_chromosome(cohort.store), client=client, dtype=dtype, shard_variants=SHARD_ROWS, backend="cupy")
+    op = GenotypeOperator(
+        cohort.store, by_chromosome(cohort.store), client=client, dtype=dtype, shard_variants=SHARD_ROWS, backend="cupy"
+    )
     loaded = _device_bytes(client)
     stacked, weighted, traces = op.matmat(V), op.matmat(V, weights=theta), op.traces()
 
@@ -158,7 +159,12 @@ def test_genotype_operator__cupy_workers(cohort, cupy_client, dtype):
 
 def test_GenotypeOperator__raise_on_device_too_small(cohort, client1):
     # 403 rows x 157 samples = 63 kB of int8 codes; a 40 kB device gives a 20 kB budget
-    with _on_workers(client1, device_bytes=40_000), pytest.raises(InputError, match=r"the shards need .* per worker but memory_budget is 19.53 kiB \(genotypes resident as int8"):
+    with (
+        _on_workers(client1, device_bytes=40_000),
+        pytest.raises(
+            InputError, match=r"the shards need .* per worker but memory_budget is 19.53 kiB \(genotypes resident as int8"
+        ),
+    ):
         GenotypeOperator(cohort.store, client=client1, backend="cupy")
 
 
@@ -167,7 +173,9 @@ def test_fit_reml__cupy_workers_equal_numpy_workers(cohort, client2):
 
     Z, polymorphic = reference_Z(cohort.genotypes)
     rng = np.random.default_rng(11)
-    y = Z[:, polymorphic] @ rng.standard_normal(polymorphic.sum()) * np.sqrt(0.5 / polymorphic.sum()) + rng.standard_normal(N) * np.sqrt(0.5)
+    y = Z[:, polymorphic] @ rng.standard_normal(polymorphic.sum()) * np.sqrt(0.5 / polymorphic.sum()) + rng.standard_normal(
+        N
+    ) * np.sqrt(0.5)
     X = np.ones((N, 1))
     config = FitConfig(method="randomised", seed=5)
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import psutil
 import pytest
-from genotype_reference import N, reference_KV, rel_err
 from distributed import Client, LocalCluster
+from genotype_reference import N, reference_KV, rel_err
 
 from dreml.components import by_chromosome
 from dreml.operators import GenotypeOperator

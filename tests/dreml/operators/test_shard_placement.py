@@ -34,9 +34,22 @@ class _Workers:
         address = self.client.scheduler.address
         self.procs += [
             subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny", "--nthreads", "1",
-                 "--memory-limit", "2GiB", "--host", "127.0.0.1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--no-nanny",
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "2GiB",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             for _ in range(count)
         ]
@@ -56,8 +69,10 @@ class _Workers:
 
 @pytest.fixture
 def workers() -> Iterator[_Workers]:
-    with LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         pool = _Workers(client)
         try:
             yield pool
@@ -95,8 +110,14 @@ def test_genotype_operator__shard_loads_pinned(cohort, client2):
 def test_genotype_operator__replans_departed_shards_within_budget(cohort, workers):
     workers.start(3)
     budget = _budget(workers.client, cohort, 0.6, np.float64)  # a third of the shards each now, half each on 2 survivors
-    op = GenotypeOperator(cohort.store, by_chromosome(cohort.store), client=workers.client, dtype=np.float64,
-                          shard_variants=37, memory_budget=budget)
+    op = GenotypeOperator(
+        cohort.store,
+        by_chromosome(cohort.store),
+        client=workers.client,
+        dtype=np.float64,
+        shard_variants=37,
+        memory_budget=budget,
+    )
     V = np.random.default_rng(3).standard_normal((N, 4))
     assert rel_err(op.matmat(V), _expected(cohort, V)) <= 1e-12
     total = sum(op.resident_bytes().values())
@@ -121,9 +142,12 @@ def test_genotype_operator__raise_on_survivors_short_of_budget(cohort, workers):
     op = GenotypeOperator(cohort.store, client=workers.client, shard_variants=37, memory_budget=budget)
     victim = op.shard_workers[0]
     workers.kill(victim)
-    with pytest.raises(ClusterError, match=(
-        rf"^\d+ shard\(s\) \(.+\) of departed worker\(s\) {victim} do not fit on the 1 live worker\(s\) "
-        r"within memory_budget .+ per worker \(.+ free on them\): add workers or raise memory_budget$"
-    )):
+    with pytest.raises(
+        ClusterError,
+        match=(
+            rf"^\d+ shard\(s\) \(.+\) of departed worker\(s\) {victim} do not fit on the 1 live worker\(s\) "
+            r"within memory_budget .+ per worker \(.+ free on them\): add workers or raise memory_budget$"
+        ),
+    ):
         op.matmat(np.ones((N, 1)))
     op.close()

@@ -60,9 +60,19 @@ def _case(name, store):
 
 def _operator(kind, store, components, samples, frequencies, dtype, request, **options):
     if kind == "streaming":
-        return StreamingOperator(store, components, samples, dtype=dtype, frequencies=frequencies, shard_variants=SHARD_ROWS, **options)
-    return GenotypeOperator(store, components, samples, client=request.getfixturevalue("client2"), dtype=dtype,
-                            frequencies=frequencies, shard_variants=SHARD_ROWS, **options)
+        return StreamingOperator(
+            store, components, samples, dtype=dtype, frequencies=frequencies, shard_variants=SHARD_ROWS, **options
+        )
+    return GenotypeOperator(
+        store,
+        components,
+        samples,
+        client=request.getfixturevalue("client2"),
+        dtype=dtype,
+        frequencies=frequencies,
+        shard_variants=SHARD_ROWS,
+        **options,
+    )
 
 
 def _close(op) -> None:
@@ -71,6 +81,7 @@ def _close(op) -> None:
 
 
 # ----------------------------------------------------------------------------- the cohort
+
 
 def test_rare_cohort__sparse_store_mixes_kinds_in_components(rare_cohort):
     store = rare_cohort.sparse
@@ -90,6 +101,7 @@ def test_rare_cohort__sparse_store_mixes_kinds_in_components(rare_cohort):
 
 # ----------------------------------------------------------------------------- planning
 
+
 @pytest.mark.parametrize(("max_rows", "max_bytes", "multiple_of"), [(1000, 400, 1), (7, 10_000, 2), (30, 600, 3)])
 def test_plan_shards__sparse_rows_in_sparse_shards_within_bounds(max_rows, max_bytes, multiple_of):
     rng = np.random.default_rng(0)
@@ -98,8 +110,17 @@ def test_plan_shards__sparse_rows_in_sparse_shards_within_bounds(max_rows, max_b
     indices = [np.arange(0, 80), np.arange(50, 120), np.arange(3, 120, 4)]  # overlapping
     m = np.array([len(i) for i in indices])
 
-    specs = plan_shards(["s"], indices, [0, 0, 0], m, [np.linspace(0.1, 0.4, n_var)], max_rows, multiple_of,
-                        sparse_calls=[calls], max_bytes=max_bytes)
+    specs = plan_shards(
+        ["s"],
+        indices,
+        [0, 0, 0],
+        m,
+        [np.linspace(0.1, 0.4, n_var)],
+        max_rows,
+        multiple_of,
+        sparse_calls=[calls],
+        max_bytes=max_bytes,
+    )
 
     seen = {g: [] for g in range(3)}
     for spec in specs:
@@ -131,6 +152,7 @@ def test_plan_shards__without_sparse_calls_unchanged():
 
 # ----------------------------------------------------------------------------- one shard
 
+
 def _shards(store, dtype, samples=None, indices=None):
     """(sparse shard, dense shard of the same rows) of the sparse variants 0..200 of two
     overlapping components."""
@@ -139,10 +161,13 @@ def _shards(store, dtype, samples=None, indices=None):
     indices = indices or [sparse_idx[sparse_idx < 200], sparse_idx[(sparse_idx > 60) & (sparse_idx < 300)]]
     m = np.array([len(i) for i in indices])
     calls = np.where(store.variant_sparse_allele >= 0, store.variant_sparse_calls, -1)
-    spec = plan_shards([str(store.path)], indices, [0, 0], m, [store.variant_allele_frequency], 1000,
-                       sparse_calls=[calls])[0]
+    spec = plan_shards([str(store.path)], indices, [0, 0], m, [store.variant_allele_frequency], 1000, sparse_calls=[calls])[0]
     assert spec.sparse and spec.n_rows == m.sum()
-    return load_shard(spec, samples, dtype, "numpy"), load_shard(dataclasses.replace(spec, sparse=False), samples, dtype, "numpy"), spec
+    return (
+        load_shard(spec, samples, dtype, "numpy"),
+        load_shard(dataclasses.replace(spec, sparse=False), samples, dtype, "numpy"),
+        spec,
+    )
 
 
 @pytest.mark.parametrize("samples", [None, np.array([150, 3, 77, 12, 99, 0, 42])])
@@ -213,13 +238,16 @@ def test_sparse_shard__gwas_shard_functions_see_the_dense_view(rare_cohort):
 
 # ----------------------------------------------------------------------------- operators
 
+
 @pytest.mark.parametrize("kind", ["streaming", "dask2"])
 @pytest.mark.parametrize("case", ["one", "three", "overlapping", "subset_sample_frequencies"])
 def test_operator__sparse_store_equals_dense_store(case, kind, rare_cohort, request):
     """K_g V (stacked, weighted), Z_g^T U, Z_g B, diag(K_g), tr(K_g): float64 workers, 1e-12."""
     components, samples, frequencies, indices = _case(case, rare_cohort.sparse)
-    ops = [_operator(kind, store, components, samples, frequencies, np.float64, request)
-           for store in (rare_cohort.sparse, rare_cohort.dense)]
+    ops = [
+        _operator(kind, store, components, samples, frequencies, np.float64, request)
+        for store in (rare_cohort.sparse, rare_cohort.dense)
+    ]
     sparse, dense = ops
     n = N if samples is None else len(samples)
     rng = np.random.default_rng(4)
@@ -307,11 +335,14 @@ def test_genotype_operator__budget_bounds_sparse_shard_bytes(rare_cohort, client
 
 
 def test_GenotypeOperator__raise_on_budget_too_small_for_sparse_shards(rare_cohort, client1):
-    with pytest.raises(InputError, match=r"the shards need .* per worker but memory_budget is 1.95 kiB .*or as sparse calls, 5 bytes each"):
+    with pytest.raises(
+        InputError, match=r"the shards need .* per worker but memory_budget is 1.95 kiB .*or as sparse calls, 5 bytes each"
+    ):
         GenotypeOperator(rare_cohort.sparse, client=client1, memory_budget=2000)
 
 
 # ----------------------------------------------------------------------------- the CUDA branch
+
 
 @pytest.fixture
 def cupy():
@@ -323,7 +354,11 @@ def cupy():
 def test_fake_cupyx__refuses_host_arrays_and_integer_data(cupy):
     import cupyx.scipy.sparse as cupyx_sparse
 
-    data, indices, indptr = cupy.asarray([1.0, 2.0]), cupy.asarray(np.array([0, 2], np.int32)), cupy.asarray(np.array([0, 1, 2], np.int32))
+    data, indices, indptr = (
+        cupy.asarray([1.0, 2.0]),
+        cupy.asarray(np.array([0, 2], np.int32)),
+        cupy.asarray(np.array([0, 1, 2], np.int32)),
+    )
     A = cupyx_sparse.csr_matrix((data, indices, indptr), shape=(2, 3))
     assert sparse_module.sparse_module(cupy) is cupyx_sparse
     np.testing.assert_array_equal(to_numpy(A @ cupy.ones((3, 1))), [[1.0], [2.0]])
@@ -341,13 +376,19 @@ def test_streaming__cupy_sparse_shards_equal_numpy(rare_cohort, cupy, dtype):
     store = rare_cohort.sparse
     components, samples, frequencies, _ = _case("subset_sample_frequencies", store)
     V = np.random.default_rng(7).standard_normal((len(samples), K))
-    host = StreamingOperator(store, components, samples, dtype=dtype, frequencies=frequencies, backend="numpy", shard_variants=SHARD_ROWS)
-    device = StreamingOperator(store, components, samples, dtype=dtype, frequencies=frequencies, backend="cupy", shard_variants=SHARD_ROWS)
+    host = StreamingOperator(
+        store, components, samples, dtype=dtype, frequencies=frequencies, backend="numpy", shard_variants=SHARD_ROWS
+    )
+    device = StreamingOperator(
+        store, components, samples, dtype=dtype, frequencies=frequencies, backend="cupy", shard_variants=SHARD_ROWS
+    )
     B = [np.ones((int(m), 1)) for m in host.m]
     before = cupy.get_default_memory_pool().used_bytes()
 
-    results = [(op.matmat(V), op.matmat(V, weights=np.array([1.0, 0.0, 2.0])), op.zt_matmat(V), op.z_matmat(B), op.diagonal())
-               for op in (device, host)]
+    results = [
+        (op.matmat(V), op.matmat(V, weights=np.array([1.0, 0.0, 2.0])), op.zt_matmat(V), op.z_matmat(B), op.diagonal())
+        for op in (device, host)
+    ]
 
     tol = 1e-12 if dtype == np.float64 else 1e-6
     for a, b in zip(*results):
@@ -361,15 +402,26 @@ def test_streaming__cupy_sparse_shards_equal_numpy(rare_cohort, cupy, dtype):
 def test_load_shard__sparse_calls_on_device(rare_cohort, cupy):
     store = rare_cohort.sparse
     calls = np.where(store.variant_sparse_allele >= 0, store.variant_sparse_calls, -1)
-    spec = plan_shards([str(store.path)], [np.arange(store.n_variants)], [0], np.array([store.n_variants]),
-                       [store.variant_allele_frequency], 10_000, sparse_calls=[calls])[1]
+    spec = plan_shards(
+        [str(store.path)],
+        [np.arange(store.n_variants)],
+        [0],
+        np.array([store.n_variants]),
+        [store.variant_allele_frequency],
+        10_000,
+        sparse_calls=[calls],
+    )[1]
     before = cupy.get_default_memory_pool().used_bytes()
 
     shard = load_shard(spec, None, "float32", "cupy")
 
     assert spec.sparse and type(shard.sample).__module__ == "cupy" and type(shard.dosage).__module__ == "cupy"
     # the device holds the calls only: 5 bytes each
-    assert cupy.get_default_memory_pool().used_bytes() - before == SPARSE_CALL_BYTES * shard.n_calls == SPARSE_CALL_BYTES * spec.n_calls
+    assert (
+        cupy.get_default_memory_pool().used_bytes() - before
+        == SPARSE_CALL_BYTES * shard.n_calls
+        == SPARSE_CALL_BYTES * spec.n_calls
+    )
     dense = load_shard(dataclasses.replace(spec, sparse=False), None, "float32", "numpy")
     np.testing.assert_array_equal(to_numpy(shard.codes), dense.codes)
 
@@ -400,6 +452,7 @@ def test_genotype_operator__cupy_workers_hold_sparse_calls(rare_cohort, client2)
 
 # ----------------------------------------------------------------------------- a fit
 
+
 def test_fit_reml__sparse_store_equals_dense_store(rare_cohort):
     from dreml.reml import FitConfig, fit_reml
 
@@ -410,8 +463,10 @@ def test_fit_reml__sparse_store_equals_dense_store(rare_cohort):
     X = np.column_stack([np.ones(N), rng.standard_normal(N)])
     config = FitConfig(method="exact", tol_decrement=1e-12)
 
-    fits = [fit_reml(StreamingOperator(store, by_chromosome(store), dtype=np.float64), y, X, config)
-            for store in (rare_cohort.sparse, rare_cohort.dense)]
+    fits = [
+        fit_reml(StreamingOperator(store, by_chromosome(store), dtype=np.float64), y, X, config)
+        for store in (rare_cohort.sparse, rare_cohort.dense)
+    ]
 
     np.testing.assert_allclose(fits[0].theta, fits[1].theta, rtol=1e-8)
     np.testing.assert_allclose(fits[0].loglik, fits[1].loglik, rtol=1e-10)

@@ -68,7 +68,7 @@ def _compare_sparse_plan(store: Store, report: VerifyReport) -> None:
         "dosage_sum": store.variant_dosage_sum,
         "dosage_sq_sum": store.variant_dosage_sq_sum,
     }
-    plan = plan_sparse(columns, store.n_samples, store.sparse_below)
+    plan = plan_sparse(columns, store.n_samples, float(store.attrs["sparse_below"]))
     if not np.array_equal(plan.allele, store.variant_sparse_allele):
         report.mismatches.append(
             f"{store.path}: variant_sparse_allele differs from the sparse variants below MAF {store.sparse_below:g}"

@@ -151,7 +151,7 @@ def plan_shards(
             if not rows_of_kind.any():
                 continue
             weight = rows_of_kind
-            if sparse and max_bytes is not None:  # bytes, in rows of a shard of max_bytes
+            if sparse and calls is not None and max_bytes is not None:  # bytes, in rows of a shard of max_bytes
                 fill = sparse_row_bytes(np.maximum(calls, 0)) * max(1, max_rows) / max(1, max_bytes)
                 weight = rows_of_kind * np.maximum(1.0, fill)
             edges = _cuts(weight, max_rows, int(rows_of_kind.sum()), multiple_of)

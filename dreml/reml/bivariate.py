@@ -40,11 +40,11 @@ from dreml.errors import InputError
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.bivariate_exact import BivariateExactEvaluator
 from dreml.reml.bivariate_model import Parametrisation, StackedLayout
+from dreml.reml.bivariate_optimizer import run_bivariate_ai
 from dreml.reml.bivariate_randomised import BivariateRandomisedEvaluator
 from dreml.reml.config import FitConfig, fresh_seed
-from dreml.reml.evaluation import IndefiniteError, Information, Point, residualise
+from dreml.reml.evaluation import IndefiniteError, residualise
 from dreml.reml.method import choose_method
-from dreml.reml.optimizer import MC_FRACTION, monte_carlo_decrement, newton
 from dreml.reml.probes import draw_probes
 
 logger = logging.getLogger(__name__)
@@ -164,126 +164,6 @@ class BivariateResult:
             return value
 
         return {f.name: convert(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-# ----------------------------------------------------------------------------- the iterations
-
-
-@dataclass(frozen=True)
-class _Eval:
-    """The score at phi: the evaluator's `Point` at theta(phi) and its phi-level score."""
-
-    phi: np.ndarray
-    score: np.ndarray  # D^T s_theta, shape (q,)
-    score_cov: np.ndarray  # D^T Sigma_s D, shape (q, q)
-    D: np.ndarray  # d theta / d phi, shape (C, q)
-    point: Point
-
-
-@dataclass(frozen=True)
-class _Optim:
-    current: _Eval
-    info: Information
-    ai: np.ndarray  # D^T AI_theta D, shape (q, q)
-    held: np.ndarray
-    iterations: int
-    decrement: float
-    converged: bool
-    status: str
-    history: list[dict]
-
-
-def _evaluate(evaluator, param: Parametrisation, phi: np.ndarray) -> _Eval:
-    point = evaluator.score(param.theta(phi))
-    D = param.jacobian(phi)
-    return _Eval(phi, D.T @ point.score, D.T @ point.score_cov @ D, D, point)
-
-
-def _information(evaluator, current: _Eval, loglik: bool) -> tuple[Information, np.ndarray]:
-    info = evaluator.information(current.point, loglik=loglik)
-    return info, current.D.T @ info.ai @ current.D
-
-
-def run_bivariate_ai(evaluator, param: Parametrisation, config: FitConfig, start: np.ndarray) -> _Optim:
-    """AI iterations over phi from `start` (shape (q,)), as `dreml.reml.optimizer.run_ai` does over
-    theta: the same step control and stopping rule, with `param`'s projection and active set."""
-    t0 = time.perf_counter()
-    history: list[dict] = []
-    failures: list[str] = []
-
-    def record(it: int, cur: _Eval, info: Information, **extra) -> None:
-        failures.extend(cur.point.failures + info.failures)
-        row = {
-            "iteration": it,
-            "theta": [float(t) for t in cur.point.theta],
-            "score_norm": float(np.linalg.norm(cur.score)),
-            "passes": int(sum(evaluator.count.passes.values())),
-            "wall_s": time.perf_counter() - t0,
-            **extra,
-            **cur.point.stats,
-            **info.stats,
-        }
-        if np.isfinite(info.loglik):
-            row.update(loglik=info.loglik, loglik_se=info.loglik_se)
-        history.append(row)
-        logger.info(
-            "bivariate REML iteration %d: theta [%s], |score| %.3g, decrement %.3g",
-            it,
-            ", ".join(f"{t:.4g}" for t in cur.point.theta),
-            row["score_norm"],
-            extra.get("decrement", float("nan")),
-        )
-
-    cur = _evaluate(evaluator, param, param.project(np.asarray(start, dtype=np.float64)))
-    info, ai = _information(evaluator, cur, False)
-    record(0, cur, info, step_halvings=0)
-    converged, it, stopped = False, 0, ""
-    while it < config.max_iter:
-        step, step_decrement = newton(cur.score, ai, param.held(cur.phi, cur.score))
-        new, halvings = None, 0
-        for halvings in range(config.max_step_halvings + 1):
-            try:
-                trial = _evaluate(evaluator, param, param.project(cur.phi + step))
-            except IndefiniteError:
-                step = step / 2
-                continue
-            delta = trial.phi - cur.phi  # overshoot: s(phi')^T delta < -s(phi)^T delta (`optimizer._overshoot`)
-            if halvings == config.max_step_halvings or step_decrement < 1.0 or not trial.score @ delta < -(cur.score @ delta):
-                new = trial
-                break
-            failures.extend(trial.point.failures)
-            step = step / 2
-        if new is None:
-            stopped = f"V was indefinite at every trial step of iteration {it + 1}"
-            break
-        it += 1
-        cur = new
-        held = param.held(cur.phi, cur.score)
-        _, decrement = newton(cur.score, ai, held)
-        floor = MC_FRACTION * monte_carlo_decrement(cur.score_cov, ai, held)
-        converged = decrement < max(config.tol_decrement, floor)
-        info, ai = _information(evaluator, cur, config.loglik and converged)
-        record(it, cur, info, step_halvings=halvings, decrement=decrement, decrement_floor=floor)
-        if converged:
-            break
-    if config.loglik and not converged:
-        info, ai = _information(evaluator, cur, True)
-        failures.extend(info.failures)
-        history[-1].update(loglik=info.loglik, loglik_se=info.loglik_se)
-    held = param.held(cur.phi, cur.score)
-    _, final_decrement = newton(cur.score, ai, held)
-    if failures:
-        status = f"not converged: {len(failures)} solve(s) failed, first: {failures[0]}"
-    elif stopped:
-        status = f"not converged: {stopped}; raise max_step_halvings"
-    elif not converged:
-        status = (
-            f"not converged after {it} iterations (Newton decrement {history[-1].get('decrement', float('nan')):.3g}); "
-            f"raise max_iter or tol_decrement"
-        )
-    else:
-        status = "converged"
-    return _Optim(cur, info, ai, held, it, final_decrement, converged and not failures, status, history)
 
 
 # ----------------------------------------------------------------------------- uncertainty
@@ -426,26 +306,29 @@ def fit_bivariate(
     n = operator.shape[0]
     if len(y) != 2 or len(X) != 2:
         raise InputError("fit_bivariate takes two traits: y = (y_a, y_b), X = (X_a, X_b)")
-    rows = (np.arange(n), np.arange(n)) if rows is None else tuple(np.asarray(r, dtype=np.int64) for r in rows)
+    if rows is None:
+        rows = (np.arange(n), np.arange(n))
+    if len(rows) != 2:
+        raise InputError("fit_bivariate takes two traits: rows = (S_a, S_b)")
+    rows_ab = (np.asarray(rows[0], dtype=np.int64), np.asarray(rows[1], dtype=np.int64))
     if config.priors is not None:
         raise InputError("fit_bivariate: give the starting values as priors= (GCTA's order), not in FitConfig")
     if rg_fix is not None and not (math.isfinite(rg_fix) and -1.0 <= rg_fix <= 1.0):
         raise InputError(f"rg_fix must lie in [-1, 1], got {rg_fix!r}")
     try:
-        layout = StackedLayout(n, rows, operator.component_names, residual_covariance)
+        layout = StackedLayout(n, rows_ab, operator.component_names, residual_covariance)
     except ValueError as exc:
         raise InputError(f"fit_bivariate: {exc}") from exc
-    checked = [_check_trait(name, len(r), yt, Xt) for name, r, yt, Xt in zip(traits, rows, y, X)]
+    checked = [_check_trait(name, len(r), yt, Xt) for name, r, yt, Xt in zip(traits, rows_ab, y, X)]
     start_priors = _checked_priors(priors, layout, config.constrain)
     ys = np.concatenate([c[0] for c in checked])
     p = (checked[0][1].shape[1], checked[1][1].shape[1])
     Xs = np.zeros((layout.N, sum(p)))
     Xs[: layout.sizes[0], : p[0]] = checked[0][1]
     Xs[layout.sizes[0] :, p[0] :] = checked[1][1]
-    if config.seed is None:
-        config = dataclasses.replace(config, seed=fresh_seed())
+    seed = fresh_seed() if config.seed is None else config.seed
     method, reason = choose_method(config.method, layout.N, layout.G)
-    config = dataclasses.replace(config, method=method)
+    config = dataclasses.replace(config, seed=seed, method=method)
     logger.info(
         "bivariate REML of %s and %s: %d + %d samples (%d measured for both), path %s (%s); %s",
         traits[0],
@@ -456,10 +339,11 @@ def fit_bivariate(
         reason,
         layout.residual_covariance_reason,
     )
+    evaluator: BivariateExactEvaluator | BivariateRandomisedEvaluator
     if method == "exact":
         evaluator = BivariateExactEvaluator(operator, layout, ys, Xs, p)
     else:
-        probes = draw_probes(layout.N, config.n_probes, config.slq_probes, 0, config.seed)
+        probes = draw_probes(layout.N, config.n_probes, config.slq_probes, 0, seed)
         evaluator = BivariateRandomisedEvaluator(operator, layout, ys, Xs, p, config, probes)
     vp = np.array([float(r @ r) / (len(r) - pt) for r, pt in zip(layout.split(evaluator.y), p)])
     t_setup = time.perf_counter() - t0
@@ -505,7 +389,7 @@ def fit_bivariate(
         passes["rg_test"] = rg_test.passes
     logger.info("bivariate REML %s after %d iterations, %d passes", opt.status, opt.iterations, sum(passes.values()))
     return BivariateResult(
-        traits=tuple(traits),
+        traits=(traits[0], traits[1]),
         component_names=layout.names,
         labels=layout.labels(),
         theta=theta,
@@ -532,7 +416,7 @@ def fit_bivariate(
         passes_by_kind=passes,
         method=method,
         method_reason=reason,
-        seed=config.seed,
+        seed=seed,
         config=config,
         history=opt.history,
         timings={"setup": t_setup, "fit": t_fit - t0 - t_setup, "rg_test": t_total - (t_fit - t0), "total": t_total},

@@ -102,12 +102,12 @@ class StackedLayout:
         """Whether each component is residual, shape (C,)."""
         return np.arange(self.C) >= 3 * self.G
 
-    def index(self, g: int | None, kind: str) -> int | None:
-        """The component of genetic g (None: the residual) and kind ('a', 'b', 'ab'); None when absent."""
+    def index(self, g: int | None, kind: str) -> int:
+        """The component of genetic g (None: the residual) and kind ('a', 'b', 'ab')."""
         k = ("a", "b", "ab").index(kind)
-        if g is None:
-            return None if k == 2 and not self.residual_covariance else 3 * self.G + k
-        return 3 * g + k
+        if g is None and k == 2 and not self.residual_covariance:
+            raise ValueError("this model has no residual covariance")
+        return 3 * (self.G if g is None else g) + k
 
     def labels(self) -> tuple[str, ...]:
         """GCTA's row names: V(G)_tr1, V(G)_tr2, C(G)_tr12 (G1, G2, ... with several), V(e)_tr1, ..."""
@@ -271,7 +271,7 @@ def moment_start(
         theta[[*range(t, 3 * G, 3), 3 * G + t]] = est
     T, q = cross
     cov, *_ = np.linalg.lstsq(T, q, rcond=None)
-    covs = [layout.index(g, "ab") for g in range(G)] + ([3 * G + 2] if layout.residual_covariance else [])
+    covs = [3 * g + 2 for g in range(G + int(layout.residual_covariance))]  # C(G1)_tr12, ..., [C(e)_tr12]
     for c, value in zip(covs, cov):
         bound = 0.9 * np.sqrt(theta[c - 2] * theta[c - 1])
         theta[c] = np.clip(value, -bound, bound)

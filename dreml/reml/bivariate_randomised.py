@@ -160,11 +160,11 @@ class BivariateRandomisedEvaluator:
 
     def scales(self, theta: np.ndarray) -> TraitScales:
         G = self.layout.G
-        d = tuple(
+        da, db = (
             float(theta[3 * G + t] + np.maximum(theta[t : 3 * G : 3], 0.0) @ self.trace_K[t] / self.layout.sizes[t])
             for t in range(2)
         )
-        return TraitScales(d, self.layout.sizes)
+        return TraitScales((da, db), self.layout.sizes)
 
     def _trace_MV(self, theta: np.ndarray, M: TraitScales) -> float:
         """tr(M^-1 V(theta)) (the cross components have no diagonal)."""

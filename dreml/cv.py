@@ -29,6 +29,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from distributed import Client
@@ -77,6 +78,7 @@ class CVOptions:
             raise InputError(f"--folds {self.folds} is more than the {n} analysed samples (each fold needs one)")
 
     def to_dict(self) -> dict:
+        assert self.seed is not None  # drawn in __post_init__
         return {
             "folds": int(self.folds),
             "seed": int(self.seed),
@@ -147,6 +149,7 @@ def fold_labels(options: CVOptions, iid: np.ndarray) -> np.ndarray:
     n = len(iid)
     options.check_samples(n)
     if options.fold_file is None:
+        assert options.seed is not None  # drawn in __post_init__
         return assign_folds(n, options.folds, options.seed)
     labels = read_fold_file(options.fold_file, iid)
     found = np.unique(labels).size
@@ -342,6 +345,8 @@ def cross_validate(
         raise ValueError("theta is used only with fixed_variance")
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
+    seed = config.seed
+    assert seed is not None
     names = tuple(operator.component_names) + ("residual",)
     dashboard = getattr(getattr(operator, "client", None), "dashboard_link", None)
     logger.info(
@@ -381,6 +386,7 @@ def cross_validate(
         training = RestrictedOperator(operator, train)
         try:
             if fixed_variance:
+                assert theta is not None  # given, or fitted on all samples above
                 theta_f, iterations = theta, 0
                 effects: Effects = effects_at(
                     training, y[train], X[train], theta_f, tol=config.pcg_tol, max_iter=config.pcg_max_iter
@@ -388,6 +394,7 @@ def cross_validate(
                 converged, status = effects.status == "converged", effects.status
             else:
                 fit = fit_reml(training, y[train], X[train], config)
+                assert fit.effects is not None  # fit_reml always computes them
                 theta_f, effects, iterations = fit.theta, fit.effects, fit.iterations
                 converged, status = fit.converged, fit.status
         except InputError as exc:
@@ -450,7 +457,7 @@ def cross_validate(
         observed=y,
         predicted=predicted,
         passes=operator.passes - start_passes,
-        seed=config.seed,
+        seed=seed,
         config=config,
         timings={"full_fit": t_full, "folds": total - t_full, "total": total},
         dashboard=dashboard,
@@ -466,7 +473,7 @@ def cross_validate_prepared(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
-    frequencies: str = "store",
+    frequencies: Literal["store", "samples"] = "store",
 ) -> CVResult:
     """Load the shards on the cluster once and cross-validate (`cross_validate`).
 

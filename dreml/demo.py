@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         # what `dreml predict --fit demo_out/fit --store demo_out/cohort.zarr --keep-ambiguous` does:
         # the same store, so its A/T and C/G variants are on the fit's strand
         print("\n== 4. predict the held-out samples from the fit's SNP effects (one pass)")
+        assert report.state is not None  # fit_prepared always returns the fit's state
         prediction = predict(report.state, out / "cohort.zarr", client=client, keep_ambiguous=True)
     atomic_write_text(out / "predict.score.tsv", prediction.score_tsv_text())
     print(held_out_accuracy(report, prediction, out / "cohort.pheno", out / "cohort.covar", report.state.sample_iid))

@@ -148,6 +148,7 @@ class EigenConfig:
     @property
     def columns(self) -> int:
         """b = rank + oversampling, the width of every block (one pass each)."""
+        assert self.oversampling is not None  # resolved in __post_init__
         return self.rank + self.oversampling
 
     def check_samples(self, n: int) -> None:
@@ -316,12 +317,16 @@ def top_eigenpairs(
     )
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
+    seed = config.seed
+    assert seed is not None
     n = operator.shape[0]
     config.check_samples(n)
-    w = genome_weights(operator) if weights is None else check_weights(weights, operator.n_components)
+    w = check_weights(weights, operator.n_components)  # None for None
+    if w is None:
+        w = genome_weights(operator)
     t0 = time.perf_counter()
     passes0 = operator.passes
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     Q0, _ = np.linalg.qr(rng.standard_normal((n, config.columns)))
     iterate = _krylov if config.method == "krylov" else _subspace
     theta, U, relative, history, restarts, status = iterate(operator, w, Q0, config)
@@ -337,7 +342,7 @@ def top_eigenpairs(
         passes=operator.passes - passes0,
         converged=status == "converged",
         status=status,
-        seed=config.seed,
+        seed=seed,
         config=config,
         history=tuple(history),
         timings={"iterations": seconds},

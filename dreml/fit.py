@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from distributed import Client
@@ -68,7 +69,10 @@ class ComponentChoice:
             return load_components(self.spec, stores[0])
         if len(stores) > 1:
             raise InputError("by-chromosome and MAF-bin components need a single store; use a JSON spec with store indices")
-        return by_chromosome(stores[0]) if self.by_chromosome else by_maf_bins(stores[0], self.maf_bins)
+        if self.by_chromosome:
+            return by_chromosome(stores[0])
+        assert self.maf_bins is not None  # the one choice left
+        return by_maf_bins(stores[0], self.maf_bins)
 
 
 def variant_table(operator: GenotypeOperatorBase) -> VariantTable:
@@ -157,6 +161,7 @@ def build_result(
         for g in range(G)
     )
     effects = result.effects
+    assert effects is not None  # fit_reml always computes them
     store = operator.layout.stores[0]
     variants = variant_table(operator)
     state = FitState(
@@ -291,7 +296,7 @@ def fit_prepared(
     memory_budget: int | str | None = None,
     reml_lrt: Sequence[str] = (),
     blup_snp: bool = True,
-    frequencies: str = "store",
+    frequencies: Literal["store", "samples"] = "store",
 ) -> FitResult:
     """Load the shards on the cluster, run `fit_reml` and return the fit's `FitResult`.
 
@@ -337,6 +342,7 @@ def fit_prepared(
                 result.loglik, result.loglik_se, loglik0, loglik0_se, tuple(operator.component_names[g] for g in dropped)
             )
         lrt_passes = operator.passes - before
+        assert result.effects is not None  # fit_reml always computes them
         effects = snp_effects(operator, result.theta, result.effects.Py) if blup_snp else None
         description = {
             **inputs.description,
@@ -385,7 +391,7 @@ def fit_traits_prepared(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
-    frequencies: str = "store",
+    frequencies: Literal["store", "samples"] = "store",
 ) -> TraitsOutcome:
     """Fit several traits (one `FitInputs` each, same stores and components) in shared passes.
 
@@ -415,15 +421,18 @@ def fit_traits_prepared(
         logger.info("fitting %d traits on %d samples in shared passes; dashboard: %s", len(inputs), len(union), dashboard)
         fits = fit_reml_traits(operator, [i.data.y for i in inputs], [i.data.X for i in inputs], rows, config)
         t_fits = time.perf_counter()
-        done = [t for t, r in enumerate(fits.results) if isinstance(r, RemlResult)]
+        fitted = {t: r for t, r in enumerate(fits.results) if isinstance(r, RemlResult)}
+        done = list(fitted)
         effects = {}
         if done:
             U = np.zeros((len(union), len(done)))
             for j, t in enumerate(done):
-                U[slice(None) if rows[t] is None else rows[t], j] = fits.results[t].effects.Py
+                fit_effects = fitted[t].effects
+                assert fit_effects is not None  # fit_reml always computes them
+                U[slice(None) if rows[t] is None else rows[t], j] = fit_effects.Py
             blocks = operator.zt_matmat(U)
             effects = {
-                t: np.concatenate([fits.results[t].theta[g] * b[:, j] / operator.m[g] for g, b in enumerate(blocks)])
+                t: np.concatenate([fitted[t].theta[g] * b[:, j] / operator.m[g] for g, b in enumerate(blocks)])
                 for j, t in enumerate(done)
             }
         description = {
@@ -479,7 +488,7 @@ def fit(
     memory_budget: int | str | None = None,
     reml_lrt: Sequence[str] = (),
     blup_snp: bool = True,
-    frequencies: str = "store",
+    frequencies: Literal["store", "samples"] = "store",
 ) -> FitResult:
     """Fit a variance-component model by REML on a Dask cluster and return its `FitResult`.
 

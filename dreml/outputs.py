@@ -323,7 +323,7 @@ def gwas_table(result: MarginalResult | MixedResult, trait: TraitResult | MixedT
     BETA, SE, T_STAT, P, LOG10_P (exact where P underflows to 0), and CHISQ for the mixed
     test; NaN where a variant was not tested."""
     # the marginal test counts allele frequency and samples per trait, the mixed test once
-    per_variant = trait if hasattr(trait, "a1_freq") else result
+    per_variant: Any = trait if hasattr(trait, "a1_freq") else result  # either carries a1_freq and obs_ct
     table = {
         "CHROM": result.chrom,
         "POS": result.pos,

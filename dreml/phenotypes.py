@@ -100,7 +100,7 @@ def read_sample_table(path: str | Path, unnamed: str = "PHENO") -> SampleTable:
     first = lines[0][1]
     width = _ID_HEADERS.get(tuple(first[:2]), _ID_HEADERS.get(tuple(first[:1])))
     header = width is not None
-    if header:
+    if width is not None:
         columns = tuple(first[width:])
         rows = lines[1:]
         if not columns:
@@ -119,7 +119,8 @@ def read_sample_table(path: str | Path, unnamed: str = "PHENO") -> SampleTable:
         raise InputError(
             f"{path}: line {lines[0][0]}: column {repeated[0]!r} appears twice in the header (expected unique names)"
         )
-    fid, iid, values, numbers, seen = [], [], [], [], {}
+    fid, iid, values, numbers = [], [], [], []
+    seen: dict[str, int] = {}
     for number, fields in rows:
         if len(fields) != width + len(columns):
             raise InputError(f"{path}: line {number}: expected {width + len(columns)} fields, found {len(fields)}")

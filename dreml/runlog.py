@@ -163,10 +163,11 @@ def recording(argv: Sequence[str], log: str | Path | None) -> Iterator[Run]:
     t0 = time.monotonic()
     path = None if log is None else Path(log)
     stream = None if path is None else _open_log(path)
-    run = Run(argv=list(argv), started=now(), path=path if stream else None, stream=stream)
+    args = list(argv)
+    run = Run(argv=args, started=now(), path=path if stream else None, stream=stream)
     run.write(
         f"dreml {__version__}",
-        f"Command: {shlex.join(run.argv)}",
+        f"Command: {shlex.join(args)}",
         f"Started: {run.started}",
         f"Host: {socket.gethostname()}",
         f"Working directory: {os.getcwd()}",

@@ -83,7 +83,7 @@ def _haplotype_chunk(
     threshold = ndtri(p)
     innovation_scale = np.sqrt(1.0 - rho * rho)
     for j in range(m):
-        noise = rng.standard_normal(state.shape[0], dtype=np.float32)
+        noise = rng.standard_normal(int(state.shape[0]), dtype=np.float32)
         state = noise if new_block[j] else (rho * state + innovation_scale * noise).astype(np.float32)
         out[j] = state < threshold[j]
     return out, state

@@ -227,7 +227,7 @@ def _uncertainty(
 ) -> dict:
     """Delta-method SEs of phi, theta_e, h2 and the enrichments (module docstring)."""
     keep = [] if A is None else [c for c in range(A.shape[1]) if (A[:, c] >= 0).all() and A[:, c].sum() > 0]
-    A_keep = jnp.asarray(A[:, keep]) if keep else jnp.zeros((0, 0))
+    A_keep = jnp.asarray(A[:, keep]) if A is not None and keep else jnp.zeros((0, 0))
 
     def derived(p):
         s2 = vmap.sigma2(p[:-1])
@@ -257,7 +257,7 @@ def _uncertainty(
         se = mc = np.full(values.shape, np.nan)
         psi_se = psi_mc = np.full(psi.shape, np.nan)
         te_se = float("nan")
-    shares_var = A[:, keep].sum(axis=0) / A.shape[0] if keep else np.zeros(0)
+    shares_var = A[:, keep].sum(axis=0) / A.shape[0] if A is not None and keep else np.zeros(0)
     enrichment = tuple(
         Enrichment(
             annotation=columns[c],
@@ -345,7 +345,7 @@ def fit_annotated(
         vp = float(one.theta.sum())
         c = max(float(one.theta[0]), 1e-3 * vp) / m
         psi0 = np.append(vmap.init(c), np.log(max(float(one.theta[1]), 1e-3 * vp)))
-        start_record = {
+        start_record: dict[str, Any] = {
             "theta_g": float(one.theta[0]),
             "theta_e": float(one.theta[1]),
             "loglik": float(one.loglik),
@@ -360,6 +360,7 @@ def fit_annotated(
         start_record = {"given": psi0.tolist()}
     start_passes = ops.passes - passes_start
     t_start = time.perf_counter()
+    evaluator: ExactEvaluator | RandomisedEvaluator
     if method == "exact":
         evaluator = ExactEvaluator(ops, vmap, y, X)
     else:

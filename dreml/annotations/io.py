@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_annotations(path: str | Path, variant_ids: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+def read_annotations(path: str | Path, variant_ids: Sequence[str] | np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
     """The annotations of `variant_ids`, in that order.
 
     Arguments:
@@ -105,7 +106,7 @@ def _fmt(x: float) -> str:
     return "NA" if not math.isfinite(x) else f"{x:.6g}"
 
 
-def snpvar_text(ids: Sequence[str], result: AnnotatedResult) -> str:
+def snpvar_text(ids: Sequence[str] | np.ndarray, result: AnnotatedResult) -> str:
     """PREFIX.snpvar.tsv: SNP, sigma2 (standardised scale), one row per fitted variant."""
     return "SNP\tsigma2\n" + "".join(f"{v}\t{s:.6e}\n" for v, s in zip(ids, result.sigma2))
 
@@ -152,7 +153,7 @@ def summary_text(result: AnnotatedResult) -> str:
     return "\n".join(lines)
 
 
-def write_annotated(result: AnnotatedResult, ids: Sequence[str], prefix: str, inputs: dict) -> list[Path]:
+def write_annotated(result: AnnotatedResult, ids: Sequence[str] | np.ndarray, prefix: str, inputs: dict) -> list[Path]:
     """Write PREFIX.snpvar.tsv, .enrichment.tsv, .annot.json and .annot.history.tsv (module docstring)."""
     from dreml.outputs import atomic_write_text, write_json
 
@@ -175,7 +176,7 @@ def fit_store(
     min_maf: float = 0.0,
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
-    frequencies: str = "store",
+    frequencies: Literal["store", "samples"] = "store",
 ) -> tuple[AnnotatedResult, np.ndarray, dict]:
     """The annotated fit on the variants of a prepared fit (`dreml.fit.prepare_inputs`).
 

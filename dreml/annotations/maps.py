@@ -29,8 +29,9 @@ one-component REML fit, c = theta_g / m), `sigma2(phi)` and `names` for its para
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,9 @@ MODELS = ("ldak", "linear", "mlp")
 class VarianceMap(Protocol):
     """What the annotated fit needs from a variance map."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The model's name ("ldak", "linear", "mlp")."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -83,6 +86,7 @@ class LdakMap:
 
     frequencies: np.ndarray  # shape: (m,)
     name: str = "ldak"
+    _log_v: jax.Array = field(init=False, repr=False)  # shape: (m,), log 2 p_j (1 - p_j)
 
     def __post_init__(self) -> None:
         p = np.asarray(self.frequencies, dtype=np.float64)
@@ -120,6 +124,7 @@ class LinearMap:
     columns: tuple[str, ...]
     name: str = "linear"
     intercept: bool = field(init=False, default=True)
+    _D: jax.Array = field(init=False, repr=False)  # shape: (m, q + intercept)
 
     def __post_init__(self) -> None:
         A = _checked_matrix(self.A, tuple(self.columns))
@@ -176,6 +181,9 @@ class MlpMap:
     hidden: tuple[int, ...] = (16,)
     seed: int = 0
     name: str = "mlp"
+    _At: jax.Array = field(init=False, repr=False)  # shape: (m, q), standardised A
+    _flat0: np.ndarray = field(init=False, repr=False)  # the initial phi
+    _unravel: Callable[[Any], Any] = field(init=False, repr=False)  # phi -> (log_s, layers)
 
     def __post_init__(self) -> None:
         A = _checked_matrix(self.A, tuple(self.columns))

@@ -135,7 +135,8 @@ class OneComponent:
         self._name = name
         self._sum_squares = variants.sum_squares()
         if self._sum_squares is None:
-            self.traces = None  # the engine then estimates tr(K) from its probes
+            # hides traces(): the engine then estimates tr(K) from its probes
+            self.traces = None  # type: ignore[method-assign,assignment]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -155,6 +156,7 @@ class OneComponent:
 
     def traces(self) -> np.ndarray:
         """tr(K) = sum_j ||z_j||^2 / m, shape (1,)."""
+        assert self._sum_squares is not None  # else traces is None (__init__)
         return np.array([self._sum_squares.sum() / self.variants.m])
 
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -159,7 +159,7 @@ def run_mixed(args: argparse.Namespace) -> int:
         raise InputError(f"{args.fit}.json names no phenotype file: give --pheno")
     names = trait_names(args)
     if names is None and args.mpheno is None and not args.pheno:
-        names = [inputs.get("pheno_name")]
+        names = [inputs.get("pheno_name")]  # type: ignore[list-item]  # every fit's JSON records a str
     options = _fit_sample_options(args, inputs)
     stores = open_stores(args.store or list(state.store_paths))
     traits = load_traits(

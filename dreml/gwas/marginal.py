@@ -240,7 +240,8 @@ def build_columns(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[_TraitColumns]]:
     """C_obs (n, k_obs), C_dos (n, k_dos), W (n, T) of all traits and each trait's layout."""
     n = len(samples)
-    obs_cols, dos_cols, w_cols, layout = [], [], [], []
+    obs_cols, dos_cols, w_cols = [], [], []
+    layout: list[_TraitColumns] = []
     k_obs = k_dos = 0
     for trait in traits:
         pos = np.searchsorted(samples, trait.sample_index)

@@ -435,9 +435,9 @@ def mixed_gwas(
     config = MixedConfig(config.exact_denominator, config.calibration_variants, seed, config.pcg_tol, config.pcg_max_iter)
     rng = np.random.default_rng(seed)
     X = np.asarray(traits[0].X, dtype=np.float64)
-    for t in traits[1:]:
-        if t.X.shape != X.shape or not np.array_equal(t.X, X):
-            raise InputError(f"trait {t.name!r}: its covariates differ from trait {traits[0].name!r}'s on the fit's samples")
+    for other in traits[1:]:
+        if other.X.shape != X.shape or not np.array_equal(other.X, X):
+            raise InputError(f"trait {other.name!r}: its covariates differ from trait {traits[0].name!r}'s on the fit's samples")
     Y = np.column_stack([np.asarray(t.y, dtype=np.float64) for t in traits])  # shape: (n, T)
     n, p = X.shape
     T = Y.shape[1]

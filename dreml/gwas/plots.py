@@ -27,11 +27,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special, stats
 
 from dreml.gwas.marginal import CHI2_MEDIAN, MarginalResult, TraitResult
+
+if TYPE_CHECKING:
+    from dreml.gwas.mixed import MixedResult, MixedTraitResult
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +210,11 @@ def write_qq(path: str | Path, p: np.ndarray, title: str, *, log10_p: np.ndarray
 
 
 def write_trait_plots(
-    result: MarginalResult, trait: TraitResult | str, prefix: str | Path, *, test: str | None = None
+    result: MarginalResult | MixedResult,
+    trait: TraitResult | MixedTraitResult | str,
+    prefix: str | Path,
+    *,
+    test: str | None = None,
 ) -> list[Path]:
     """PREFIX.<trait>.manhattan.png and PREFIX.<trait>.qq.png of one trait of `result` (a
     marginal or a mixed-model result: both carry chrom, pos and per trait p, log10_p, n).
@@ -220,7 +228,10 @@ def write_trait_plots(
         if trait not in by_name:
             raise KeyError(f"no trait {trait!r} in the result (traits: {', '.join(by_name)})")
         trait = by_name[trait]
-    title = f"{trait.name}: {test or f'marginal GWAS, {result.missing}'}, n = {trait.n}"
+    if not test:
+        assert isinstance(result, MarginalResult)  # a mixed-model result comes with its test's name
+        test = f"marginal GWAS, {result.missing}"
+    title = f"{trait.name}: {test}, n = {trait.n}"
     manhattan = write_manhattan(
         f"{prefix}.{trait.name}.manhattan.png", result.chrom, result.pos, trait.p, title, log10_p=trait.log10_p
     )

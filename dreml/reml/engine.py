@@ -75,17 +75,20 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
     _check_priors(config.priors, operator.n_components)
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
+    seed = config.seed
+    assert seed is not None
     t0 = time.perf_counter()
     n = operator.shape[0]
     method, reason = choose_method(config.method, n, operator.n_components)
     config = dataclasses.replace(config, method=method)  # the record reruns the path that ran
-    logger.info("REML path: %s (%s); seed %d", method, reason, config.seed)
+    logger.info("REML path: %s (%s); seed %d", method, reason, seed)
+    evaluator: ExactEvaluator | RandomisedEvaluator
     if method == "exact":
         evaluator = ExactEvaluator(operator, y, X)
     else:
         rank = config.precond_rank
         columns = min(rank + config.precond_oversampling, n) if rank else 0
-        probes = draw_probes(n, config.n_probes, config.slq_probes, columns, config.seed)
+        probes = draw_probes(n, config.n_probes, config.slq_probes, columns, seed)
         evaluator = RandomisedEvaluator(operator, y, X, config, probes)
     t_setup = time.perf_counter() - t0
     start = evaluator.start() if config.priors is None else np.array(config.priors)
@@ -113,7 +116,7 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         status=opt.status,
         n_samples=int(y.shape[0]),
         n_covariates=int(X.shape[1]),
-        seed=config.seed,
+        seed=seed,
         config=config,
         history=opt.history,
         timings={"setup": t_setup, "iterations": t_total - t_setup, "total": t_total},

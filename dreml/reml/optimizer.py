@@ -150,7 +150,8 @@ class _Trial:
 
 def _step_control(evaluator: Evaluator, point: Point, step: np.ndarray, step_decrement: float, config: FitConfig) -> _Trial:
     """Try theta + step, halving it on an overshoot or an indefinite H (module docstring)."""
-    indefinite, rejected = 0, []
+    indefinite = 0
+    rejected: list[str] = []
     for halvings in range(config.max_step_halvings + 1):
         try:
             new = evaluator.score(_project(point.theta + step, config.constrain))

@@ -22,7 +22,7 @@ Rank 0 leaves the scalar preconditioner M = d I (CG iterates as without precondi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +53,10 @@ class CorePreconditioner:
     core: np.ndarray  # shape: (r, r), sum_g theta_g K_g^U + theta_e I
     KU: np.ndarray  # shape: (G, r, r)
     resid_trace: np.ndarray  # shape: (G,)
+    # derived in __post_init__
+    _core_inv: np.ndarray = field(init=False, repr=False, compare=False)  # shape: (r, r)
+    _core_sqrt: jax.Array = field(init=False, repr=False, compare=False)  # shape: (r, r)
+    _logdet_core: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lam, vecs = np.linalg.eigh(self.core)

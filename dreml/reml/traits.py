@@ -90,17 +90,20 @@ def fit_reml_traits(
     before = operator.passes
 
     def view(base: GRMOperator, t: int) -> GRMOperator:
-        return base if rows[t] is None else RestrictedOperator(base, rows[t])
+        r = rows[t]
+        return base if r is None else RestrictedOperator(base, r)
 
     if method == "exact":
         dense = DenseOperator(np.asarray(operator.matmat(np.eye(n)), dtype=np.float64), operator.component_names)
         results = [_attempt(lambda t=t: fit_reml(view(dense, t), ys[t], Xs[t], configs[t])) for t in range(len(ys))]
     else:
         # cached by the genotype operators: computed here, before the threads, not by them at once
-        if callable(getattr(operator, "traces", None)):
-            operator.traces()
+        traces = getattr(operator, "traces", None)
+        if callable(traces):
+            traces()
         if any(r is not None for r in rows):
-            operator.diagonal()
+            # restricted views need diag(K_g): the genotype operators' optional extension
+            operator.diagonal()  # type: ignore[attr-defined]
         shared = SharedPasses(operator, len(ys))
 
         def run(t: int) -> RemlResult | Exception:

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from plink_reference import hand_alignment, read_dosage
 from scipy.linalg import cho_factor, cho_solve
 
 from converters import convert
@@ -27,6 +26,7 @@ from dreml.fit import ComponentChoice, prepare_inputs
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
+from tests.plink_reference import hand_alignment, read_dosage
 
 N, M = 400, 1200  # the small cohort: two components, covariates
 NB, MB, H2 = 1500, 2500, 0.5  # the accuracy cohort: one component

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bed_reader import open_bed
-from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -31,6 +29,7 @@ from dreml.fit import ComponentChoice, prepare_inputs
 from dreml.operators import DenseOperator, GenotypeOperator
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import Store
+from tests.plink_reference import read_genotypes
 
 N, M = 2000, 2500  # n x m; the LD blocks of the simulation spread the top of K's spectrum
 
@@ -48,8 +47,7 @@ def cohort(tmp_path_factory) -> tuple[Path, Store]:
 def reference(cohort) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """eigh (descending) of K over all variants ("all") and of each component's K_g."""
     prefix, _ = cohort
-    with open_bed(f"{prefix}.bed", count_A1=True) as bed:
-        X = bed.read(dtype="float64")  # shape: (n, m), NaN missing
+    X = read_genotypes(prefix, N, M)  # shape: (n, m), NaN missing
     p = np.nansum(X, axis=0) / (2.0 * np.sum(~np.isnan(X), axis=0))
     assert np.all((p > 0) & (p < 1))  # every variant polymorphic: m_g is the spec's count
     Z = (X - 2 * p) / np.sqrt(2 * p * (1 - p))
@@ -61,17 +59,6 @@ def reference(cohort) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         lam, V = np.linalg.eigh(Z[:, cols] @ Z[:, cols].T / cols.sum())
         out[name] = (lam[::-1], V[:, ::-1])
     return out
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit="2GiB"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -378,8 +365,7 @@ def test_cli_eigen__keep_and_chr_select_samples_and_variants(cohort, client, tmp
         )
         == 0
     )
-    with open_bed(f"{prefix}.bed", count_A1=True) as bed:
-        X = bed.read(dtype="float64")
+    X = read_genotypes(prefix, N, M)
     p = np.nansum(X, axis=0) / (2.0 * np.sum(~np.isnan(X), axis=0))
     Z = np.where(np.isnan(X), 0.0, (X - 2 * p) / np.sqrt(2 * p * (1 - p)))
     chrom = np.array([line.split()[0] for line in open(f"{prefix}.bim")])

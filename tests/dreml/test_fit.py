@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plink_reference import hand_alignment, read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -23,6 +22,7 @@ from dreml.plink_write import write_plink1
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 from dreml.store import open_store
+from tests.plink_reference import hand_alignment, read_dosage
 
 N, M = 400, 1200
 

@@ -3,12 +3,12 @@ worker counts within Monte Carlo noise)."""
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from converters import convert
 from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort
+from tests.local_cluster import local_client
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,7 @@ def inputs(tmp_path_factory):
 
 
 def _fit(inputs, n_workers: int, seed: int) -> dict:
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client(n_workers) as client:  # a fresh cluster per worker count
         config = FitConfig(method="randomised", seed=seed)
         first = fit_prepared(inputs, client=client, config=config).to_dict()
         again = fit_prepared(inputs, client=client, config=config).to_dict()

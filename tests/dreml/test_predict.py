@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-from plink_reference import read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -24,6 +23,7 @@ from dreml.plink_write import write_plink1
 from dreml.predict import STATUS_NAMES, MatchStatus, check_overlap, match_variants, predict
 from dreml.reml import FitConfig
 from dreml.store import open_store
+from tests.plink_reference import read_dosage
 
 N, M = 360, 1000
 AMBIGUOUS = {"AT", "TA", "CG", "GC"}

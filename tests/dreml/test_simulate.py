@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pgenlib
 import pytest
 
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
+from tests.plink_reference import read_dosage
 
 CONFIG = SimulationConfig(
     n_samples=61, n_variants=300, n_chromosomes=3, group_variances=(0.3, 0.2), n_traits=2, chunk_variants=70, seed=9
@@ -21,14 +21,6 @@ def cohort(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("sim") / "c"
     truth = simulate_cohort(CONFIG, prefix)
     return prefix, truth
-
-
-def read_bed(prefix, n: int, m: int) -> np.ndarray:
-    reader = pgenlib.PgenReader(f"{prefix}.bed".encode(), raw_sample_ct=n)
-    out = np.empty((m, n), dtype=np.int8)
-    reader.read_range(0, m, out)
-    reader.close()
-    return np.where(out == -9, -1, out)
 
 
 def test_simulate_cohort__same_seed_same_bytes(cohort, tmp_path):
@@ -47,7 +39,7 @@ def test_simulate_cohort__same_seed_same_bytes(cohort, tmp_path):
 
 def test_simulate_cohort__bed_decodes_to_plausible_genotypes(cohort):
     prefix, truth = cohort
-    dosage = read_bed(prefix, CONFIG.n_samples, CONFIG.n_variants)
+    dosage = read_dosage(prefix, CONFIG.n_samples, CONFIG.n_variants)
     assert set(np.unique(dosage)) <= {-1, 0, 1, 2}
     missing = (dosage < 0).mean()
     assert 0.005 < missing < 0.05  # missing_rate 0.02 on average
@@ -62,7 +54,7 @@ def test_simulate_cohort__truth_consistent_with_files(cohort):
     assert saved == json.loads(json.dumps(truth))
     assert saved["seed"] == CONFIG.seed and saved["h2_total"] == pytest.approx(0.5)
     assert saved["residual_variance"] == pytest.approx(1 - 0.5)
-    dosage = read_bed(prefix, CONFIG.n_samples, CONFIG.n_variants)
+    dosage = read_dosage(prefix, CONFIG.n_samples, CONFIG.n_variants)
     _, polymorphic = standardise(dosage)
     contig = np.array([int(line.split()[0]) for line in open(f"{prefix}.bim")])
     for component in saved["components"]:

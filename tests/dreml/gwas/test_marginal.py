@@ -15,7 +15,6 @@ import subprocess
 
 import numpy as np
 import pytest
-from plink_reference import read_dosage
 from scipy import stats
 
 from converters import convert
@@ -26,6 +25,7 @@ from dreml.gwas.marginal import HEADER, _p_text, glm_linear_text, log_t_sf, p_va
 from dreml.operators import GenotypeOperator
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import open_store
+from tests.plink_reference import read_dosage
 
 N, M = 360, 600
 RTOL = 1e-10

@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 import pytest
-from plink_reference import read_dosage
 
 from converters import convert
 from dreml.cli import main as dreml_main
@@ -33,6 +32,7 @@ from dreml.outputs import write_outputs
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import open_store
+from tests.plink_reference import read_dosage
 
 N, M = 360, 720
 RTOL = 1e-8

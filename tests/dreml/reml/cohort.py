@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pgenlib
 
 from dreml.operators import DenseOperator
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
+from tests.plink_reference import read_dosage
 
 _TMP = Path(tempfile.mkdtemp(prefix="dreml-reml-tests-"))
 
@@ -32,10 +32,7 @@ def genotype_blocks(n: int, m: int, n_groups: int, seed: int) -> tuple[np.ndarra
         phenotype_missing_rate=0.0,
     )
     truth = simulate_cohort(cfg, prefix)
-    dosage = np.empty((m, n), dtype=np.int8)
-    with pgenlib.PgenReader(str(prefix.with_suffix(".bed")).encode(), raw_sample_ct=n) as reader:
-        reader.read_range(0, m, dosage)
-    dosage[dosage == -9] = -1
+    dosage = read_dosage(prefix, n, m)
     Z, polymorphic = standardise(dosage)
     contig = np.loadtxt(str(prefix) + ".bim", usecols=0, dtype=np.int64)
     groups = [c["chromosomes"] for c in truth["components"]]

@@ -1,5 +1,5 @@
-"""Independent readers of the simulated PLINK files for the end-to-end tests: genotypes decoded
-by pgenlib and phenotype/covariate files parsed by hand, never by dreml's own code."""
+"""Independent readers of simulated PLINK files for the tests: genotypes decoded by pgenlib and
+phenotype/covariate files parsed by hand, never by dreml's own code."""
 
 from __future__ import annotations
 
@@ -9,11 +9,19 @@ import numpy as np
 import pgenlib
 
 
-def read_dosage(prefix: Path, n: int, m: int) -> np.ndarray:  # -> shape: (m, n) int8
-    """ALT dosages of PREFIX.bed (variants x samples, -1 missing), decoded by pgenlib."""
+def read_dosage(prefix: str | Path, n: int, m: int) -> np.ndarray:  # -> shape: (m, n) int8
+    """ALT (A1) dosages of PREFIX.bed (variants x samples, -1 missing), decoded by pgenlib."""
     dosage = np.empty((m, n), dtype=np.int8)
-    pgenlib.PgenReader(f"{prefix}.bed".encode(), raw_sample_ct=n).read_range(0, m, dosage)
+    with pgenlib.PgenReader(f"{prefix}.bed".encode(), raw_sample_ct=n) as reader:
+        reader.read_range(0, m, dosage)
     dosage[dosage == -9] = -1
+    return dosage
+
+
+def read_genotypes(prefix: str | Path, n: int, m: int) -> np.ndarray:  # -> shape: (n, m) float64
+    """`read_dosage` as samples x variants float64, NaN missing."""
+    dosage = read_dosage(prefix, n, m).T.astype(np.float64)
+    dosage[dosage < 0] = np.nan
     return dosage
 
 

@@ -1,7 +1,8 @@
 """`dreml fit --bivariate a,b [--rg-fix R]`: GCTA's --reml-bivar (and --reml-bivar-lrt-rg) on stores.
 
 Options added to `dreml fit` by `add_bivariate_options`; `dreml fit` hands the run to
-`run_bivariate` when --bivariate (or --rg-fix) is given. Writes PREFIX.hsq (GCTA's rows) and
+`run_bivariate` when `wants_bivariate` (--bivariate, --rg-fix or --reml-bivar-nocove given),
+before it builds its `FitConfig`. Writes PREFIX.hsq (GCTA's rows) and
 PREFIX.json (`dreml.bivariate.write_bivariate`) and prints the table.
 """
 
@@ -27,6 +28,8 @@ _REFUSED = (
     ("reml_pred_rand", "--reml-pred-rand", "bivariate BLUPs are not written"),
     ("blup_snp", "--blup-snp", "bivariate SNP effects are not written"),
     ("plot", "--plot", "no convergence figure is drawn for a bivariate fit"),
+    ("annot", "--annot", "annotation-driven variances are univariate"),
+    ("variance_model", "--variance-model", "annotation-driven variances are univariate"),
 )
 
 
@@ -54,6 +57,16 @@ def add_bivariate_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --bivariate: leave out the residual covariance C(e)_tr12 (default: fitted when at least 10%% "
         "of the samples are measured for both traits, as GCTA)",
+    )
+
+
+def wants_bivariate(args: argparse.Namespace) -> bool:
+    """Whether `dreml fit` hands the run to `run_bivariate` (any of the bivariate options given);
+    checked before `dreml fit` builds its `FitConfig`, whose priors may not be negative."""
+    return (
+        bool(getattr(args, "bivariate", None))
+        or getattr(args, "rg_fix", None) is not None
+        or bool(getattr(args, "reml_bivar_nocove", False))
     )
 
 

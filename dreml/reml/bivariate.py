@@ -5,12 +5,15 @@ phenotypes on their own observed samples S_a, S_b of one operator, stacked,
     y = [y_a; y_b] = diag(X_a, X_b) beta + sum_g [u_ga; u_gb] + [e_a; e_b],
     cov(y) = V = sum_c theta_c A_c   (3 components per genetic g, 2 or 3 residual ones),
 fitted by REML over theta with the average-information iterations of the univariate engine
-(`dreml.reml.optimizer`: Newton steps AI^-1 s, step halving on an overshoot or an indefinite V,
-the same convergence test with its Monte Carlo floor), in the parameters phi of a
-`Parametrisation`. Constraints: genetic variances >= 0 by the same active set as the engine
-(unless `config.constrain` is False), residual variances >= 1e-6 sum|theta|, covariances free: r_g
-may leave [-1, 1], as with GCTA's --reml-bivar-no-constrain (GCTA's default bends Sigma_g to be
-positive definite after each step, and warns that its SEs are then unreliable). A step that makes
+(`dreml.reml.bivariate_optimizer`, after `dreml.reml.optimizer`: Newton steps AI^-1 s, step
+halving on an overshoot or an indefinite V, the same convergence test with its Monte Carlo
+floor), in the parameters phi of a `Parametrisation`. Paths: `dreml.reml.bivariate_exact`
+(dense) and `dreml.reml.bivariate_randomised` (matrix-free), chosen by `config.method` as the
+univariate engine does (on N = n_a + n_b). Constraints: genetic variances >= 0 by the same
+active set as the engine (unless `config.constrain` is False), residual variances
+>= 1e-6 sum|theta|, covariances free: r_g may leave [-1, 1], as with GCTA's
+--reml-bivar-no-constrain (GCTA's default bends Sigma_g to be positive definite after each step,
+and warns that its SEs are then unreliable). A step that makes
 V indefinite is halved back.
 
     r_g = s_gab / sqrt(s2_ga s2_gb),  var(r_g) = grad^T cov(theta) grad,

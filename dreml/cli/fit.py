@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotations
+from dreml.cli.bivariate import add_bivariate_options, run_bivariate, wants_bivariate
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
 from dreml.errors import InputError
@@ -118,6 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reduced model. Default: with one component, the LRT against the null model (no pass)",
     )
     add_annotation_options(p)
+    add_bivariate_options(p)
     add_cluster_options(p)
     _add_config_flags(p)
     p.set_defaults(run=run)
@@ -163,6 +165,8 @@ def check_priors(config: FitConfig, inputs: FitInputs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if wants_bivariate(args):  # before FitConfig: bivariate priors may hold negative covariances
+        return run_bivariate(args)
     config = config_from_args(args)
     if wants_annotations(args):
         return run_annotated(args, config)

@@ -17,7 +17,7 @@ import pytest
 from converters import convert
 from dreml.bivariate import bivariate_hsq_text, fit_bivariate_traits, prepare_bivariate
 from dreml.cli import build_parser
-from dreml.cli.bivariate import add_bivariate_options, run_bivariate
+from dreml.cli.bivariate import run_bivariate
 from dreml.errors import InputError
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
@@ -63,12 +63,9 @@ def cohort(tmp_path_factory):
 
 
 def _fit_parser() -> argparse.ArgumentParser:
-    """`dreml fit`'s parser with the bivariate options (added here until dreml.cli.fit does)."""
+    """`dreml fit`'s parser (it carries the bivariate options)."""
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    fit = sub.choices["fit"]
-    if "--bivariate" not in fit._option_string_actions:
-        add_bivariate_options(fit)
-    return fit
+    return sub.choices["fit"]
 
 
 def test_fit_bivariate_traits__exact_matches_dense_reference(cohort, client):

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.abc.codec import BytesBytesCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from converters.source import GenotypeReader, Source, directory_size
 from dreml._version import __version__
@@ -51,6 +52,13 @@ from dreml.store_schema import (
 
 logger = logging.getLogger(__name__)
 
+# Every array's chunks end in a CRC-32C checksum of their compressed bytes (4 bytes a chunk):
+# a chunk whose bytes changed on disk (a flipped bit) fails to decode instead of reading as
+# other genotypes, and `dreml.store` reports it as damaged. Stores written before have none
+# and open all the same (Zarr reads each array's codecs from its metadata).
+CHECKSUM = Crc32cCodec()
+# The other arrays' compression: Zarr's default ("auto") for numbers and strings in zarr 3.1.
+DEFAULT_COMPRESSOR = ZstdCodec(level=0, checksum=False)
 # Blosc/zstd on bit-shuffled int8: the 0/1/2/-1 codes use 2 of 8 bit planes, which
 # bit-shuffling turns into long constant runs. clevel 1 compresses almost as well as higher
 # levels at several times the speed; 1 MiB Blosc blocks (instead of Blosc's automatic
@@ -118,6 +126,11 @@ def _array_chunks(name: str, shape: tuple[int, ...], variant_chunk: int, sample_
     if name == "call_dosage":
         return (min(variant_chunk, shape[0]), min(sample_chunk, shape[1]))
     return tuple(max(1, min(VARIANT_ARRAY_CHUNK, size)) for size in shape)
+
+
+def _compressors(compressor: BytesBytesCodec) -> tuple[BytesBytesCodec, BytesBytesCodec]:
+    """A chunk's bytes-to-bytes codecs: `compressor`, then the checksum of what it wrote."""
+    return (compressor, CHECKSUM)
 
 
 def _size(path: Path) -> int:
@@ -189,7 +202,7 @@ def create_store(
             shape=shape,
             dtype=str if spec.dtype == "str" else spec.dtype,
             chunks=_array_chunks(name, shape, variant_chunk, sample_chunk),
-            compressors=DOSAGE_COMPRESSOR if name == "call_dosage" else "auto",
+            compressors=_compressors(DOSAGE_COMPRESSOR if name == "call_dosage" else DEFAULT_COMPRESSOR),
             # an unwritten dosage chunk reads as missing, never as a genotype
             fill_value=MISSING_DOSAGE if name == "call_dosage" else None,
             dimension_names=spec.dims,
@@ -298,7 +311,7 @@ def create_sparse_arrays(group: zarr.Group, plan: SparsePlan) -> None:
             shape=shape,
             dtype=spec.dtype,
             chunks=(max(1, min(SPARSE_CHUNK if entries else VARIANT_ARRAY_CHUNK, shape[0])),),
-            compressors=compressors.get(name, "auto"),
+            compressors=_compressors(compressors.get(name, DEFAULT_COMPRESSOR)),
             fill_value=NOT_SPARSE if name == "variant_sparse_allele" else 0,
             dimension_names=spec.dims,
         )

@@ -5,15 +5,22 @@ dtype and shape) and returns a `Store`: counts, metadata, per-variant statistics
 `dosage(start, stop, samples)` blocks. A version 1.1 store also answers
 `sparse_calls(start, stop, samples)`: the sparse representation of its rare variants
 (`SparseCalls`). Reading never modifies the store.
+
+Every chunk read goes through `_read_rows`: a chunk that cannot be decoded (a truncated or
+overwritten chunk file, or, in a store with `crc32c` checksums, a flipped bit) raises
+`DamagedStoreError`, one line naming the store, the array and the chunk.
+`Store.damaged_chunks` lists every damaged chunk of an array (`dreml-convert verify`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -42,6 +49,76 @@ class StoreError(DremlError):
     """
 
 
+class DamagedStoreError(InputError):
+    """A chunk of a store cannot be decoded: its file was truncated or overwritten, or its
+    `crc32c` checksum (in stores that have one) does not match its bytes.
+
+    Advice: convert the input again (`dreml-convert ... --overwrite`); `dreml-convert
+    verify` lists every damaged chunk of a store.
+    """
+
+
+def _array(path: Path, group: zarr.Group, name: str) -> zarr.Array:
+    """The array `name` of the group (StoreError when it is missing or a group)."""
+    if name not in group:
+        raise StoreError(f"{path}: array '{name}' is missing")
+    array = group[name]
+    if not isinstance(array, zarr.Array):
+        raise StoreError(f"{path}: '{name}' is a group, not an array")
+    return array
+
+
+def _chunk_coords(array: zarr.Array, start: int, stop: int) -> list[tuple[int, ...]]:
+    """The chunk grid coordinates of rows [start, stop) of `array` (all of its other dimensions)."""
+    if stop <= start:
+        return []
+    rows = range(start // array.chunks[0], (stop - 1) // array.chunks[0] + 1)
+    others = [range(-(-size // chunk)) for size, chunk in zip(array.shape[1:], array.chunks[1:], strict=True)]
+    return [(i, *rest) for i in rows for rest in itertools.product(*others)]
+
+
+def _reason(exc: BaseException) -> str:
+    """The codec's message on one line (zarr's checksum message quotes raw bytes: shortened)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "crc32c checksum does not match the chunk's bytes" if "checksum do not match" in text else text
+
+
+def _damage_line(path: Path, name: str, coords: tuple[int, ...] | str, reason: str) -> str:
+    where = coords if isinstance(coords, str) else f"chunk {coords[0] if len(coords) == 1 else coords}"
+    return f"{path}: array {name}, {where} is damaged ({reason}): re-convert the store"
+
+
+def _chunk_damage(array: zarr.Array, coords: tuple[int, ...]) -> str | None:
+    """Why the chunk at `coords` cannot be decoded, or None when it can."""
+    try:
+        array.get_block_selection(coords)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # the codecs raise RuntimeError, ValueError, TypeError... on bad bytes
+        return _reason(exc)
+    return None
+
+
+def _read_rows(path: Path, name: str, array: zarr.Array, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of `array` (all of its other dimensions), as a NumPy array.
+
+    A chunk that cannot be decoded raises `DamagedStoreError` naming the first such chunk
+    (or the chunk range read, when no single chunk fails on its own).
+    """
+    try:
+        return np.asarray(array[start:stop])
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # the codecs raise RuntimeError, ValueError, TypeError... on bad bytes
+        coords = _chunk_coords(array, start, stop)
+        for chunk in coords:
+            reason = _chunk_damage(array, chunk)
+            if reason is not None:
+                raise DamagedStoreError(_damage_line(path, name, chunk, reason)) from exc
+        where = f"chunks {coords[0]} to {coords[-1]}" if coords else f"rows [{start}, {stop})"
+        raise DamagedStoreError(_damage_line(path, name, where, _reason(exc))) from exc
+
+
 def _as_str(values: np.ndarray) -> np.ndarray:
     """Strings as a fixed-width unicode array (Zarr returns variable-length NumPy StringDType)."""
     values = np.asarray(values)
@@ -50,9 +127,9 @@ def _as_str(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
-def _dim_sizes(group: zarr.Group, attrs: dict) -> dict[str, int]:
-    n_contigs = group["contig_id"].shape[0] if "contig_id" in group else 0
-    n_calls = group["call_sparse_sample"].shape[0] if "call_sparse_sample" in group else 0
+def _dim_sizes(path: Path, group: zarr.Group, attrs: dict[str, Any]) -> dict[str, int]:
+    n_contigs = _array(path, group, "contig_id").shape[0] if "contig_id" in group else 0
+    n_calls = _array(path, group, "call_sparse_sample").shape[0] if "call_sparse_sample" in group else 0
     return {
         "variants": int(attrs["n_variants"]),
         "samples": int(attrs["n_samples"]),
@@ -63,15 +140,13 @@ def _dim_sizes(group: zarr.Group, attrs: dict) -> dict[str, int]:
     }
 
 
-def _supported(version) -> bool:
+def _supported(version: object) -> bool:
     return not isinstance(version, bool) and any(version == v and type(version) is type(v) for v in FORMAT_VERSIONS)
 
 
 def _check_arrays(path: Path, group: zarr.Group, arrays: dict[str, ArraySpec], sizes: dict[str, int]) -> None:
     for name, spec in arrays.items():
-        if name not in group:
-            raise StoreError(f"{path}: array '{name}' is missing")
-        array = group[name]
+        array = _array(path, group, name)
         expected = tuple(sizes[d] for d in spec.dims)
         if tuple(array.shape) != expected:
             raise StoreError(
@@ -98,7 +173,7 @@ def _validate(path: Path, group: zarr.Group) -> None:
     missing_attrs = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing_attrs:
         raise StoreError(f"{path}: missing group attribute(s) {', '.join(missing_attrs)}")
-    sizes = _dim_sizes(group, attrs)
+    sizes = _dim_sizes(path, group, attrs)
     _check_arrays(path, group, ARRAYS, sizes)
     if attrs["format_version"] != SPARSE_FORMAT_VERSION:
         return
@@ -106,7 +181,8 @@ def _validate(path: Path, group: zarr.Group) -> None:
     if missing_attrs:
         raise StoreError(f"{path}: missing group attribute(s) {', '.join(missing_attrs)} (format version 1.1)")
     _check_arrays(path, group, SPARSE_ARRAYS, sizes)
-    last = int(group["call_sparse_indptr"][sizes["variants"]])
+    m = sizes["variants"]
+    last = int(_read_rows(path, "call_sparse_indptr", _array(path, group, "call_sparse_indptr"), m, m + 1)[0])
     if last != sizes["sparse_calls"]:
         raise StoreError(
             f"{path}: array 'call_sparse_indptr' ends at {last} but the store holds {sizes['sparse_calls']} sparse calls"
@@ -168,8 +244,30 @@ class Store:
     group: zarr.Group
 
     @property
-    def attrs(self) -> dict:
+    def attrs(self) -> dict[str, Any]:
         return self.group.attrs.asdict()
+
+    def array(self, name: str) -> zarr.Array:
+        """The Zarr array `name` (StoreError when the store has none)."""
+        return _array(self.path, self.group, name)
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of the array `name` (all of it by default), as a NumPy array;
+        a damaged chunk raises `DamagedStoreError`."""
+        array = self.array(name)
+        return _read_rows(self.path, name, array, start, array.shape[0] if stop is None else stop)
+
+    def damaged_chunks(self, name: str, start: int = 0, stop: int | None = None) -> list[str]:
+        """One line per chunk of the array `name` that cannot be decoded, among the chunks
+        holding its rows [start, stop) (all of it by default); empty when every chunk decodes."""
+        array = self.array(name)
+        stop = array.shape[0] if stop is None else stop
+        lines = []
+        for coords in _chunk_coords(array, start, stop):
+            reason = _chunk_damage(array, coords)
+            if reason is not None:
+                lines.append(_damage_line(self.path, name, coords, reason))
+        return lines
 
     @property
     def n_samples(self) -> int:
@@ -200,7 +298,7 @@ class Store:
         in a version 1 store)."""
         if not self.has_sparse:
             return np.full(self.n_variants, NOT_SPARSE, dtype=np.int8)
-        return self.group["variant_sparse_allele"][:]
+        return self.read("variant_sparse_allele")
 
     @functools.cached_property
     def variant_sparse_calls(self) -> np.ndarray:
@@ -208,7 +306,7 @@ class Store:
         sparse), int64."""
         if not self.has_sparse:
             return np.zeros(self.n_variants, dtype=np.int64)
-        return np.diff(self.group["call_sparse_indptr"][:])
+        return np.diff(self.read("call_sparse_indptr"))
 
     def sparse_calls(self, start: int, stop: int, samples: np.ndarray | None = None) -> SparseCalls:
         """The sparse rows of variants [start, stop) (`SparseCalls`; empty rows for the
@@ -223,11 +321,11 @@ class Store:
             raise StoreError(f"{self.path}: format version {self.format_version!r} has no sparse representation")
         if not 0 <= start <= stop <= self.n_variants:
             raise IndexError(f"variant range [{start}, {stop}) outside [0, {self.n_variants})")
-        indptr = self.group["call_sparse_indptr"][start : stop + 1]
+        indptr = self.read("call_sparse_indptr", start, stop + 1)
         lo, hi = int(indptr[0]), int(indptr[-1])
-        sample = self.group["call_sparse_sample"][lo:hi]
-        dosage = self.group["call_sparse_dosage"][lo:hi]
-        allele = self.group["variant_sparse_allele"][start:stop]
+        sample = self.read("call_sparse_sample", lo, hi)
+        dosage = self.read("call_sparse_dosage", lo, hi)
+        allele = self.read("variant_sparse_allele", start, stop)
         indptr = indptr - lo
         if samples is None:
             return SparseCalls(indptr, sample, dosage, allele)
@@ -250,51 +348,52 @@ class Store:
     @property
     def chunks(self) -> tuple[int, int]:
         """Chunk shape of `call_dosage`: (variants, samples)."""
-        return tuple(self.group["call_dosage"].chunks)
+        variants, samples = self.array("call_dosage").chunks
+        return (variants, samples)
 
     @functools.cached_property
     def sample_id(self) -> np.ndarray:
-        return _as_str(self.group["sample_id"][:])
+        return _as_str(self.read("sample_id"))
 
     @functools.cached_property
     def sample_family_id(self) -> np.ndarray:
-        return _as_str(self.group["sample_family_id"][:])
+        return _as_str(self.read("sample_family_id"))
 
     @functools.cached_property
     def contig_id(self) -> np.ndarray:
-        return _as_str(self.group["contig_id"][:])
+        return _as_str(self.read("contig_id"))
 
     @functools.cached_property
     def variant_contig(self) -> np.ndarray:
-        return self.group["variant_contig"][:]
+        return self.read("variant_contig")
 
     @functools.cached_property
     def variant_position(self) -> np.ndarray:
-        return self.group["variant_position"][:]
+        return self.read("variant_position")
 
     @functools.cached_property
     def variant_id(self) -> np.ndarray:
-        return _as_str(self.group["variant_id"][:])
+        return _as_str(self.read("variant_id"))
 
     @functools.cached_property
     def variant_allele(self) -> np.ndarray:
-        return _as_str(self.group["variant_allele"][:])
+        return _as_str(self.read("variant_allele"))
 
     @functools.cached_property
     def variant_call_count(self) -> np.ndarray:
-        return self.group["variant_call_count"][:]
+        return self.read("variant_call_count")
 
     @functools.cached_property
     def variant_dosage_sum(self) -> np.ndarray:
-        return self.group["variant_dosage_sum"][:]
+        return self.read("variant_dosage_sum")
 
     @functools.cached_property
     def variant_dosage_sq_sum(self) -> np.ndarray:
-        return self.group["variant_dosage_sq_sum"][:]
+        return self.read("variant_dosage_sq_sum")
 
     @functools.cached_property
     def variant_allele_frequency(self) -> np.ndarray:
-        return self.group["variant_allele_frequency"][:]
+        return self.read("variant_allele_frequency")
 
     @property
     def variant_missing_rate(self) -> np.ndarray:
@@ -314,7 +413,7 @@ class Store:
         """
         if not 0 <= start <= stop <= self.n_variants:
             raise IndexError(f"variant range [{start}, {stop}) outside [0, {self.n_variants})")
-        block = self.group["call_dosage"][start:stop, :]
+        block = self.read("call_dosage", start, stop)
         if samples is not None:
             # NumPy lays out a fancy index on the second axis column-major: rows stay contiguous
             # only after a copy, and every consumer walks rows (a shard pass ran 3x slower)
@@ -341,7 +440,7 @@ class Store:
             stored = sum(self.array_bytes(name) for name in SPARSE_ARRAYS)
             lines.append(
                 f"sparse         {sparse} variants below MAF {self.sparse_below:g}: "
-                f"{self.group['call_sparse_sample'].shape[0]} calls, {stored} bytes on disk "
+                f"{self.array('call_sparse_sample').shape[0]} calls, {stored} bytes on disk "
                 f"(call_dosage {self.array_bytes('call_dosage')} bytes holds every variant)"
             )
         for src in attrs["source"].get("files", []):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 import zarr
 
 from converters import convert
+from dreml.cli import main as dreml_main
+from dreml.errors import InputError
 from dreml.plink_write import write_plink1
-from dreml.store import StoreError, open_store
+from dreml.store import DamagedStoreError, StoreError, open_store
 from dreml.store_schema import ARRAYS, REQUIRED_ATTRS, SPARSE_ARRAYS, SPARSE_ATTRS
 
 
@@ -209,3 +212,104 @@ def test_store_format_doc__lists_every_array_and_attribute():
         dtype, dims = rows[name][:2]
         assert (dtype, dims) == ("string" if spec.dtype == "str" else spec.dtype, " x ".join(spec.dims)), name
     assert set(REQUIRED_ATTRS) | set(SPARSE_ATTRS) <= set(rows)
+
+
+# ----------------------------------------------------------------------------- damaged stores
+
+
+def overwrite_chunk(path: Path, array: str, *coords: int) -> None:
+    """Replace a chunk file with 100 bytes that no codec decodes."""
+    (path / array / "c" / "/".join(map(str, coords))).write_bytes(bytes(range(100)))
+
+
+def flip_byte(path: Path, array: str, *coords: int) -> None:
+    """Flip one byte in the middle of a chunk file, keeping its size (a bit flip on disk)."""
+    chunk = path / array / "c" / "/".join(map(str, coords))
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def damage_message(path: Path, array: str, chunk: str) -> str:
+    return re.escape(f"{path}: array {array}, chunk {chunk} is damaged (") + r".+" + re.escape("): re-convert the store")
+
+
+def test_store__raise_on_damaged_dosage_chunk(store_path):
+    path, dosage = store_path
+    overwrite_chunk(path, "call_dosage", 3, 1)
+    store = open_store(path)
+    np.testing.assert_array_equal(store.dosage(0, 15), dosage[:15])  # other chunks still read
+    for read in (lambda: store.dosage(12, 23), lambda: store.dosage(0, 23, samples=np.array([8, 0]))):
+        with pytest.raises(DamagedStoreError, match=damage_message(path, "call_dosage", "(3, 1)")) as info:
+            read()
+        assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert store.damaged_chunks("call_dosage") == [
+        f"{path}: array call_dosage, chunk (3, 1) is damaged (crc32c checksum does not match the chunk's bytes): "
+        "re-convert the store"
+    ]
+
+
+def test_store__raise_on_damaged_metadata_chunk(store_path):
+    path, _ = store_path
+    overwrite_chunk(path, "variant_id", 0)
+    store = open_store(path)  # validation reads no variant IDs
+    with pytest.raises(DamagedStoreError, match=damage_message(path, "variant_id", "0")):
+        store.variant_id  # noqa: B018 (the cached property reads the array)
+
+
+def test_store__raise_on_flipped_byte_through_checksum(store_path):
+    path, dosage = store_path
+    assert '"crc32c"' in (path / "call_dosage" / "zarr.json").read_text()
+    flip_byte(path, "call_dosage", 2, 0)
+    store = open_store(path)
+    with pytest.raises(DamagedStoreError, match=damage_message(path, "call_dosage", "(2, 0)")) as info:
+        store.dosage(0, 23)
+    assert "crc32c checksum does not match the chunk's bytes" in str(info.value)
+    np.testing.assert_array_equal(store.dosage(0, 10), dosage[:10])
+
+
+def test_store__raise_on_damaged_sparse_chunk(sparse_store_path):
+    path, _ = sparse_store_path
+    overwrite_chunk(path, "call_sparse_sample", 0)
+    store = open_store(path)
+    with pytest.raises(DamagedStoreError, match=damage_message(path, "call_sparse_sample", "0")):
+        store.sparse_calls(0, 31)
+    overwrite_chunk(path, "call_sparse_indptr", 0)
+    with pytest.raises(DamagedStoreError, match=damage_message(path, "call_sparse_indptr", "0")):
+        open_store(path)  # validation reads the last offset
+
+
+def test_open_store__store_without_checksums_opens(tmp_path, monkeypatch):
+    """Stores written before the crc32c checksum have compression only; they read as before."""
+    writer = importlib.import_module("converters.writer")
+    monkeypatch.setattr(writer, "_compressors", lambda compressor: (compressor,))
+    dosage = np.random.default_rng(4).integers(-1, 3, size=(12, 7)).astype(np.int8)
+    write_plink1(tmp_path / "old", dosage)
+    convert("bed", tmp_path / "old", tmp_path / "old.zarr", variant_chunk=5)
+    path = tmp_path / "old.zarr"
+    assert not any('"crc32c"' in f.read_text() for f in path.rglob("zarr.json"))
+    store = open_store(path)
+    np.testing.assert_array_equal(store.dosage(0, 12), dosage)
+    overwrite_chunk(path, "call_dosage", 1, 0)
+    with pytest.raises(DamagedStoreError, match=re.escape("(1, 0) is damaged (error during blosc decompression: -1)")):
+        store.dosage(0, 12)
+
+
+def test_dreml_fit_cli__raise_on_damaged_store_exit_2(tmp_path, client, capsys):
+    """The shard loads on the workers meet the damaged chunk; one line reaches stderr."""
+    rng = np.random.default_rng(6)
+    dosage = rng.integers(0, 3, size=(40, 50)).astype(np.int8)
+    write_plink1(tmp_path / "d", dosage)
+    convert("bed", tmp_path / "d", tmp_path / "d.zarr", variant_chunk=8)
+    pheno = tmp_path / "d.pheno"
+    pheno.write_text("".join(f"s{i} s{i} {y:.4f}\n" for i, y in enumerate(rng.normal(size=50))))
+    path = tmp_path / "d.zarr"
+    overwrite_chunk(path, "call_dosage", 3, 0)
+    argv = ["fit", "--store", str(path), "--pheno", str(pheno), "--out", str(tmp_path / "o")]
+    code = dreml_main([*argv, "--scheduler", client.scheduler.address])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (
+        f"dreml: error: {path}: array call_dosage, chunk (3, 0) is damaged "
+        "(crc32c checksum does not match the chunk's bytes): re-convert the store"
+    )

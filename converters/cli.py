@@ -7,7 +7,7 @@
     dreml-convert vcz IN.vcz OUT.zarr [--max-alleles 2] ...
     dreml-convert bgen F.bgen [--sample F.sample] OUT.zarr [--hard-call-threshold T] [--max-alleles 2] ...
     dreml-convert info STORE
-    dreml-convert verify STORE INPUT [--sample F.sample]
+    dreml-convert verify STORE INPUT [--format bed|pgen|vcz|bgen] [--sample F.sample]
 
 The selection options are `dreml fit`'s (`dreml.cli.inputs`, `converters.subset`). A
 conversion writes its run log to OUT.log (`dreml.runlog`; OUT without a trailing slash).
@@ -117,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_run_info)
     p = sub.add_parser("verify", help="compare a store with its input, genotype by genotype")
     p.add_argument("store")
-    p.add_argument("prefix", metavar="INPUT", help="PLINK fileset path without extension, .vcz or .bgen")
+    p.add_argument("prefix", metavar="INPUT", help="PLINK fileset path without extension (or its .bed/.pgen file), .vcz or .bgen")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=list(FORMATS),
+        help="the input's format (default: the one the store records; needed for a PLINK prefix "
+        "with both .bed and .pgen when the store records none)",
+    )
     p.add_argument("--sample", metavar="F.sample", help="a BGEN's .sample file (default: the recorded one, beside it)")
     p.set_defaults(run=_run_verify)
     return parser
@@ -163,7 +170,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    report = verify(open_store(args.store), args.prefix, sample=args.sample)
+    report = verify(open_store(args.store), args.prefix, fmt=args.fmt, sample=args.sample)
     for line in report.mismatches:
         print(line)
     print(f"{'OK' if report.ok else 'MISMATCH'}: compared {report.n_genotypes} genotypes")

@@ -8,6 +8,11 @@ A store with a sparse representation (format 1.1) is also checked against itself
 sparse variants and offsets must be those its statistics and `sparse_below` give
 (`converters.writer.plan_sparse`), and every sparse row must hold exactly the calls of its
 `call_dosage` row.
+
+A damaged store (a chunk that cannot be decoded: a truncated or overwritten chunk file, or a
+`crc32c` checksum that does not match) is reported, one line per damaged chunk, instead of
+stopping at the first: every array but `call_dosage` is checked chunk by chunk first (the
+comparisons need them), then each `call_dosage` variant chunk as it is compared.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from converters.source import Source
 from converters.subset import recorded_selection, select
 from converters.writer import metadata_arrays, plan_sparse, source_attribute
 from dreml.errors import InputError
-from dreml.store import Store
+from dreml.store import DamagedStoreError, Store
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +45,42 @@ class VerifyReport:
         return not self.mismatches
 
 
+# a path with one of these extensions names its fileset: PREFIX.bed -> (PREFIX, "bed")
+PLINK_EXTENSIONS = {".bed": "bed", ".bim": "bed", ".fam": "bed", ".pgen": "pgen", ".pvar": "pgen", ".psam": "pgen"}
+
+
+def resolve_input(path: str | Path, fmt: str | None = None) -> tuple[Path, str | None]:
+    """The input of `verify` as (path, format): a PLINK file's path (PREFIX.bed, PREFIX.pgen,
+    .bim, .fam, .pvar, .psam) becomes its fileset's PREFIX and format; any other path is
+    kept, with `fmt` (None: decided by `verify`).
+
+    Raises InputError when `fmt` contradicts the extension.
+    """
+    path = Path(path)
+    implied = PLINK_EXTENSIONS.get(path.suffix)
+    if implied is None:
+        return path, fmt
+    if fmt is not None and fmt != implied:
+        raise InputError(f"{path}: a {implied} file, but --format {fmt} was given")
+    return path.with_suffix(""), implied
+
+
 def detect_format(prefix: str | Path) -> str:
     """'bed' or 'pgen', from which genotype file (PREFIX.bed or PREFIX.pgen) exists."""
     found = [fmt for fmt in OPENERS if Path(f"{prefix}.{fmt}").is_file()]
     if len(found) != 1:
         what = "both .bed and .pgen" if found else "neither .bed nor .pgen"
-        raise InputError(f"{prefix}: found {what}; cannot tell which fileset to verify against")
+        raise InputError(
+            f"{prefix}: found {what}; cannot tell which fileset to verify against "
+            "(give --format bed or --format pgen, or the path of the .bed or .pgen file)"
+        )
     return found[0]
+
+
+def _damaged_arrays(store: Store) -> list[str]:
+    """One line per damaged chunk of every array but `call_dosage` (read later, chunk by chunk)."""
+    names = [name for name in store.group.array_keys() if name != "call_dosage"]
+    return [line for name in sorted(names) for line in store.damaged_chunks(name)]
 
 
 def _compare_metadata(store: Store, source: Source, report: VerifyReport) -> None:
@@ -109,7 +143,8 @@ def verify(store: Store, prefix: str | Path, *, fmt: str | None = None, sample: 
 
     Arguments:
         store: the opened store.
-        prefix: the input: a PLINK fileset's path without extension, a .vcz or a .bgen.
+        prefix: the input: a PLINK fileset's path without extension (or the path of its
+            .bed or .pgen file), a .vcz or a .bgen.
         fmt: the input's format; by default the one the store records (else detected from
             which of PREFIX.bed and PREFIX.pgen exists).
         sample: a BGEN's .sample file (by default the recorded one, beside the .bgen).
@@ -117,8 +152,10 @@ def verify(store: Store, prefix: str | Path, *, fmt: str | None = None, sample: 
     The input is opened with the options the store records (e.g. `max_alleles`), so a store
     converted with skipped variants compares with the same kept variants; of a subset store,
     only the samples and variants of its recorded selection are compared (the selection's
-    files must still exist at their recorded paths).
+    files must still exist at their recorded paths). Every damaged chunk is one mismatch
+    line; with damage outside `call_dosage` only the damage is reported.
     """
+    prefix, fmt = resolve_input(prefix, fmt)
     fmt = fmt or store.attrs["source"].get("format") or detect_format(prefix)
     selection = recorded_selection(store.attrs["source"].get("selection", {}), store.path)
     source = open_source(fmt, prefix, **_source_options(store, prefix, fmt, sample))
@@ -135,13 +172,22 @@ def verify(store: Store, prefix: str | Path, *, fmt: str | None = None, sample: 
             f"{source.n_variants} x {source.n_samples}"
         )
         return report
+    damaged = _damaged_arrays(store)
+    if damaged:
+        report.mismatches.extend(damaged)
+        report.mismatches.extend(store.damaged_chunks("call_dosage"))
+        return report
     _compare_metadata(store, source, report)
     if store.has_sparse:
         _compare_sparse_plan(store, report)
     step = store.chunks[0]
     for start in range(0, store.n_variants, step):
         stop = min(start + step, store.n_variants)
-        dosage = store.dosage(start, stop)
+        try:
+            dosage = store.dosage(start, stop)
+        except DamagedStoreError:
+            report.mismatches.extend(store.damaged_chunks("call_dosage", start, stop))
+            continue
         differs = np.flatnonzero((dosage != source.read(start, stop)).any(axis=1))
         report.n_genotypes += (stop - start) * store.n_samples
         if differs.size:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import distributed
 import numpy as np
@@ -22,8 +23,9 @@ from plink_fixtures import (
 
 from converters import convert
 from converters.bed import BedReader
+from converters.cli import main as cli_main
 from converters.convert import partial_path, replaced_path
-from converters.verify import detect_format, verify
+from converters.verify import detect_format, resolve_input, verify
 from converters.writer import ChunkStats, finalize_store
 from dreml.errors import InputError
 from dreml.plink_write import write_plink1
@@ -348,6 +350,62 @@ def test_verify__reports_changed_metadata_and_counts(tmp_path, rng):
     ]
     write_bed_fileset(tmp_path / "x", dosage[:5])
     assert verify(store, tmp_path / "x").mismatches == [f"{store.path}: 6 variants x 5 samples, source has 5 x 5"]
+
+
+def overwrite_chunk(path, array: str, *coords: int) -> None:
+    """Replace a chunk file of a store with 100 bytes that no codec decodes."""
+    (path / array / "c" / "/".join(map(str, coords))).write_bytes(bytes(range(100)))
+
+
+def damaged(path, array: str, chunk: str) -> str:
+    reason = "crc32c checksum does not match the chunk's bytes"
+    return f"{path}: array {array}, chunk {chunk} is damaged ({reason}): re-convert the store"
+
+
+def test_verify__lists_every_damaged_chunk(tmp_path, rng, capsys):
+    dosage = random_dosage(rng, 12, 9)
+    write_bed_fileset(tmp_path / "x", dosage)
+    store = convert("bed", tmp_path / "x", tmp_path / "x.zarr", variant_chunk=5, sample_chunk=4)
+    path = store.path
+    for coords in ((0, 1), (2, 0), (2, 2)):
+        overwrite_chunk(path, "call_dosage", *coords)
+    expected = [damaged(path, "call_dosage", chunk) for chunk in ("(0, 1)", "(2, 0)", "(2, 2)")]
+    report = verify(store, tmp_path / "x")
+    assert report.mismatches == expected
+    assert report.n_genotypes == 5 * 9  # the one undamaged variant chunk was compared
+    assert cli_main(["verify", str(path), str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().out.splitlines() == [*expected, "MISMATCH: compared 45 genotypes"]
+    overwrite_chunk(path, "variant_position", 0)  # damage outside call_dosage: only the damage is listed
+    assert verify(open_store(path), tmp_path / "x").mismatches == [damaged(path, "variant_position", "0"), *expected]
+
+
+def test_verify__format_option_and_plink_file_paths(tmp_path, rng, capsys):
+    dosage = random_dosage(rng, 9, 6, missing=0.0)
+    meta = write_bed_fileset(tmp_path / "x", dosage)
+    write_pgen_fileset(tmp_path / "x", read_bed_with_pgenlib(tmp_path / "x.bed", 6), meta)
+    store = convert("pgen", tmp_path / "x", tmp_path / "x.zarr")
+    group = zarr.open_group(str(store.path), mode="r+")
+    group.attrs["source"] = {**store.attrs["source"], "format": None}  # as if unrecorded: detected
+    with pytest.raises(InputError, match=re.escape("found both .bed and .pgen; cannot tell which fileset")):
+        verify(open_store(store.path), tmp_path / "x")
+    group.attrs["source"] = {**store.attrs["source"], "format": "pgen"}
+    for args in (["--format", "pgen", str(tmp_path / "x")], [str(tmp_path / "x.pgen")], [str(tmp_path / "x.pvar")]):
+        assert cli_main(["verify", str(store.path), *args]) == 0, args
+        assert capsys.readouterr().out.strip() == "OK: compared 54 genotypes"
+    assert cli_main(["verify", str(store.path), str(tmp_path / "x.pgen"), "--format", "bed"]) == 2
+    assert capsys.readouterr().err.strip().endswith("x.pgen: a pgen file, but --format bed was given")
+
+
+def test_resolve_input__plink_file_paths():
+    assert resolve_input("d/x.bed") == (Path("d/x"), "bed")
+    assert resolve_input("d/x.psam", "pgen") == (Path("d/x"), "pgen")
+    assert resolve_input("d/x", "bed") == (Path("d/x"), "bed")
+    assert resolve_input("d/x.bgen") == (Path("d/x.bgen"), None)
+
+
+def test_resolve_input__raise_on_format_contradicting_extension():
+    with pytest.raises(InputError, match=re.escape("x.bed: a bed file, but --format pgen was given")):
+        resolve_input("x.bed", "pgen")
 
 
 @pytest.mark.parametrize("present", [(), ("bed", "pgen")], ids=["neither", "both"])

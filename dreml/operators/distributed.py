@@ -202,9 +202,18 @@ class GenotypeOperator(GenotypeOperatorBase):
         return self.client.submit(load_shard, spec, *self._load_args, pure=False, workers=[worker], allow_other_workers=False)
 
     def _departed(self) -> tuple[list[int], list[str]]:
-        """Shards whose pinned worker has left the cluster, and the live workers."""
+        """Shards whose pinned worker has left the cluster, and the live workers.
+
+        With no live worker left, waits up to `WORKER_WAIT_S` for one: a nanny restarts a
+        worker process that died (memory, a crash) within seconds, and its shards can go there.
+        """
         live = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
-        return [i for i, w in enumerate(self.shard_workers) if w not in live], live
+        lost = [i for i, w in enumerate(self.shard_workers) if w not in live]
+        if lost and not live:
+            with contextlib.suppress(TimeoutError):  # still none: `_replan` names the empty cluster
+                self.client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            live = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return lost, live
 
     def _replan(self, lost: list[int], live: list[str]) -> None:
         """Pin each lost shard to the live worker with the fewest resident bytes, within the budget.

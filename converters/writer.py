@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import zarr
@@ -133,6 +134,13 @@ def _compressors(compressor: BytesBytesCodec) -> tuple[BytesBytesCodec, BytesByt
     return (compressor, CHECKSUM)
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array `name` of a store being written (`create_store` made it: never a group)."""
+    array = group[name]
+    assert isinstance(array, zarr.Array), name
+    return array
+
+
 def _size(path: Path) -> int:
     return directory_size(path) if path.is_dir() else path.stat().st_size
 
@@ -209,7 +217,7 @@ def create_store(
         )
     for name, values in metadata_arrays(source).items():
         # zarr 3.1.6 writes a non-C-contiguous string array in the wrong order: copy first
-        group[name][...] = np.ascontiguousarray(values)
+        _array(group, name)[...] = np.ascontiguousarray(values)
     return group
 
 
@@ -224,7 +232,7 @@ def convert_variant_chunk(reader: GenotypeReader, store_path: str, start: int, s
 def write_statistics(group: zarr.Group, stats: list[ChunkStats]) -> dict[str, np.ndarray]:
     """Write the statistics arrays and the allele frequency; return the int64 columns
     (`call_count`, `dosage_sum`, `dosage_sq_sum`)."""
-    m = int(group.attrs["n_variants"])
+    m = int(cast(int, group.attrs["n_variants"]))  # a JSON value to zarr: an int here
     columns = {name: np.zeros(m, dtype=np.int64) for name in ("call_count", "dosage_sum", "dosage_sq_sum")}
     covered = np.zeros(m, dtype=bool)
     for chunk in stats:
@@ -235,10 +243,10 @@ def write_statistics(group: zarr.Group, stats: list[ChunkStats]) -> dict[str, np
     if not covered.all():
         raise RuntimeError(f"conversion lost variants: {int((~covered).sum())} have no statistics")
     for name, column in columns.items():
-        group[f"variant_{name}"][...] = column
+        _array(group, f"variant_{name}")[...] = column
     count = columns["call_count"]
     frequency = np.divide(columns["dosage_sum"], 2.0 * count, out=np.full(m, np.nan), where=count > 0)
-    group["variant_allele_frequency"][...] = frequency
+    _array(group, "variant_allele_frequency")[...] = frequency
     return columns
 
 
@@ -315,8 +323,8 @@ def create_sparse_arrays(group: zarr.Group, plan: SparsePlan) -> None:
             fill_value=NOT_SPARSE if name == "variant_sparse_allele" else 0,
             dimension_names=spec.dims,
         )
-    group["variant_sparse_allele"][...] = plan.allele
-    group["call_sparse_indptr"][...] = plan.indptr
+    _array(group, "variant_sparse_allele")[...] = plan.allele
+    _array(group, "call_sparse_indptr")[...] = plan.indptr
 
 
 @dataclass(frozen=True)
@@ -362,16 +370,17 @@ def sparse_variant_chunk(store_path: str, start: int, stop: int, allele: np.ndar
     """
     group = zarr.open_group(store_path, mode="r+")
     rows = np.flatnonzero(allele != NOT_SPARSE)
-    lengths, sample, dosage = sparse_rows(group["call_dosage"][start:stop, :][rows], allele[rows])
+    block = np.asarray(_array(group, "call_dosage")[start:stop, :])
+    lengths, sample, dosage = sparse_rows(block[rows], allele[rows])
     lo, hi = int(indptr[0]), int(indptr[-1])
     if not np.array_equal(lengths, np.diff(indptr)[rows]):
         raise RuntimeError(f"variants [{start}, {stop}): the sparse calls found differ from the statistics' counts")
-    chunk = group["call_sparse_sample"].chunks[0]
+    chunk = _array(group, "call_sparse_sample").chunks[0]
     first, last = -(-lo // chunk) * chunk, hi // chunk * chunk  # the whole chunks inside [lo, hi)
     if first >= last:
         return [SparsePiece(lo, sample, dosage)] if hi > lo else []
-    group["call_sparse_sample"][first:last] = sample[first - lo : last - lo]
-    group["call_sparse_dosage"][first:last] = dosage[first - lo : last - lo]
+    _array(group, "call_sparse_sample")[first:last] = sample[first - lo : last - lo]
+    _array(group, "call_sparse_dosage")[first:last] = dosage[first - lo : last - lo]
     return [
         SparsePiece(offset, sample[a - lo : b - lo], dosage[a - lo : b - lo])
         for offset, a, b in ((lo, lo, first), (last, last, hi))
@@ -382,5 +391,5 @@ def sparse_variant_chunk(store_path: str, start: int, stop: int, allele: np.ndar
 def write_sparse_piece(group: zarr.Group, piece: SparsePiece) -> None:
     """Write a task's partial chunks (on the driver, one piece at a time)."""
     end = piece.offset + len(piece.sample)
-    group["call_sparse_sample"][piece.offset : end] = piece.sample
-    group["call_sparse_dosage"][piece.offset : end] = piece.dosage
+    _array(group, "call_sparse_sample")[piece.offset : end] = piece.sample
+    _array(group, "call_sparse_dosage")[piece.offset : end] = piece.dosage

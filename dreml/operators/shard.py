@@ -60,6 +60,7 @@ from dask.sizeof import sizeof
 from dreml.backend import Backend, array_module, array_module_of, to_numpy
 from dreml.operators.plan import ShardSpec, plan_shards, resident_row_bytes, sparse_row_bytes  # noqa: F401 (re-exported)
 from dreml.operators.sparse import (
+    DeviceArray,
     SparseShard,
     load_sparse_shard,
     sparse_diagonal,
@@ -100,7 +101,7 @@ class Shard:
         components, bounds, inv_m: as in `ShardSpec`.
     """
 
-    codes: object  # shape: (c, n), int8 numpy or cupy array
+    codes: DeviceArray  # shape: (c, n), int8 numpy or cupy array
     frequencies: np.ndarray  # shape: (c,)
     counts: np.ndarray  # shape: (c, 4)
     dtype: np.dtype
@@ -151,9 +152,9 @@ class _Scratch:
     page-faults its memory in again; that made passes 30% slower (measured).
     """
 
-    rows: object  # shape: (r, n), worker dtype: the decoded block C_b
-    observed: object  # shape: (r, n), bool: non-missing calls of the block
-    product: object  # shape: (n, k), worker dtype: C_b^T U_b
+    rows: DeviceArray  # shape: (r, n), worker dtype: the decoded block C_b
+    observed: DeviceArray  # shape: (r, n), bool: non-missing calls of the block
+    product: DeviceArray  # shape: (n, k), worker dtype: C_b^T U_b
 
     @classmethod
     def allocate(cls, xp, shard: Shard, k: int) -> _Scratch:
@@ -250,10 +251,10 @@ class _Centring:
     scale_sq: s^2.
     """
 
-    high: object  # shape: (c,)
-    low: object  # shape: (c,)
+    high: DeviceArray  # shape: (c,)
+    low: DeviceArray  # shape: (c,)
     scale: np.ndarray  # shape: (c,)
-    scale_sq: object  # shape: (c,)
+    scale_sq: DeviceArray  # shape: (c,)
 
     @classmethod
     def of(cls, shard: Shard, xp) -> _Centring:
@@ -400,12 +401,14 @@ def shard_traces(shard: Shard | SparseShard) -> np.ndarray:  # shape: (G_s,)
 
 def add_partials(a: Partial, b: Partial) -> Partial:
     """Sum two partials (the tree reduction's step); stacked partials add per component."""
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return a + b
-    out = dict(a)
-    for g, part in b.items():
-        out[g] = out[g] + part if g in out else part
-    return out
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for g, part in b.items():
+            out[g] = out[g] + part if g in out else part
+        return out
+    raise TypeError(f"partials of one pass are all stacked or all per component, got {type(a).__name__} and {type(b).__name__}")
 
 
 def call_counts(

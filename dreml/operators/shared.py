@@ -46,7 +46,7 @@ class SharedPasses:
         self._results: dict[int, np.ndarray | BaseException] = {}
         self._members = [SharedMember(self, t) for t in range(parties)]
 
-    def member(self, t: int) -> "SharedMember":
+    def member(self, t: int) -> SharedMember:
         """The operator of fit `t` (0 <= t < parties)."""
         return self._members[t]
 
@@ -76,7 +76,7 @@ class SharedPasses:
             self.passes += 1
             start = 0
             for t, (V, weights) in requests.items():
-                part = stacked[:, :, start:start + V.shape[1]]
+                part = stacked[:, :, start : start + V.shape[1]]
                 start += V.shape[1]
                 self._results[t] = part if weights is None else np.tensordot(weights, part, axes=1)
                 self._members[t].passes += 1

@@ -45,6 +45,7 @@ import importlib
 import logging
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, TypeAlias
 
 import numpy as np
 from dask.sizeof import sizeof
@@ -53,6 +54,10 @@ from dreml.backend import Backend, array_module, array_module_of, to_numpy
 from dreml.operators.plan import ShardSpec
 from dreml.operators.standardise import row_standardisation
 from dreml.store import open_store
+
+# A NumPy or CuPy array, as the worker's backend holds it (CuPy ships no type stubs, so the
+# two have no common static type)
+DeviceArray: TypeAlias = Any
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +90,8 @@ class SparseShard:
     """
 
     indptr: np.ndarray  # shape: (c + 1,)
-    sample: object  # shape: (E,)
-    dosage: object  # shape: (E,)
+    sample: DeviceArray  # shape: (E,)
+    dosage: DeviceArray  # shape: (E,)
     flipped: np.ndarray  # shape: (c,)
     n_samples: int
     frequencies: np.ndarray  # shape: (c,)
@@ -205,10 +210,10 @@ class _Centring:
     (module docstring), and its signed scales s (float64, host) and s^2 (worker dtype)."""
 
     centre: np.ndarray  # shape: (c,), float64 host: u
-    high: object  # shape: (c,)
-    low: object  # shape: (c,)
+    high: DeviceArray  # shape: (c,)
+    low: DeviceArray  # shape: (c,)
     scale: np.ndarray  # shape: (c,)
-    scale_sq: object  # shape: (c,)
+    scale_sq: DeviceArray  # shape: (c,)
 
     @classmethod
     def of(cls, shard: SparseShard, xp) -> _Centring:

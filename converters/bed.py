@@ -105,7 +105,7 @@ class BedReader:
                 first = int(rows[i])
                 chunk = raw[: int(rows[j - 1]) - first + 1]
                 f.seek(len(BED_MAGIC) + first * width)
-                if f.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
+                if f.readinto(chunk.data.cast("B")) != chunk.nbytes:
                     raise InputError(f"{self.path}: file ended early (truncated while reading variant {first})")
                 # a run with gaps keeps only its selected rows
                 decode_bed_records(chunk if len(chunk) == j - i else chunk[rows[i:j] - first], padded[i:j])

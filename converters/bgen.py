@@ -148,7 +148,8 @@ def read_oxford_sample(path: Path) -> SampleTable:
             f"{path}: line {lineno}: expected the column-types line ({' '.join(['0'] * n_ids)} ..., "
             f"{len(header)} columns as in the header), found {' '.join(types)!r}"
         )
-    family_id, sample_id, first_line = [], [], {}
+    family_id, sample_id = [], []
+    first_line: dict[str, int] = {}
     for lineno, fields in lines:
         if len(fields) != len(header):
             raise InputError(f"{path}: line {lineno}: expected {len(header)} columns as in the header, found {len(fields)}")
@@ -275,8 +276,10 @@ class BgenHardCallReader:
         """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing."""
         check_range(self, start, stop)
         out = np.empty((stop - start, self.n_samples), dtype=np.int8)
+        if stop == start:
+            return out
         indices = np.arange(start, stop) if self.rows is None else self.rows.take(start, stop)
-        reader = _thread_reader(self.path) if stop > start else None
+        reader = _thread_reader(self.path)
         for j, index in enumerate(indices.tolist()):
             try:
                 variant = reader[index]

@@ -73,7 +73,7 @@ class PgenReader:
         try:
             if stop > start and self.rows is None:
                 reader.read_range(start, stop, out)
-            elif stop > start:
+            elif stop > start and self.rows is not None:
                 reader.read_list(self.rows.take(start, stop).astype(np.uint32), out)
         finally:
             reader.close()

@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,8 +44,12 @@ COMPRESSED_SUFFIXES = (".zst", ".gz")
 class GenotypeReader(Protocol):
     """Reads ALT dosages of a variant range; picklable, opens its files on each call."""
 
-    n_samples: int
-    n_variants: int
+    # read-only: the readers are frozen dataclasses (or derive the counts as properties)
+    @property
+    def n_samples(self) -> int: ...
+
+    @property
+    def n_variants(self) -> int: ...
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """int8 block of variants [start, stop), shape (stop - start, n_samples), -1 missing."""
@@ -104,9 +108,22 @@ def row_runs(rows: np.ndarray, *, max_rows: int, max_gap: int = 1) -> list[tuple
     return runs
 
 
+@runtime_checkable
+class RowsReader(GenotypeReader, Protocol):
+    """A `GenotypeReader` that is a dataclass with a `rows` field (`VariantRows`, or None when
+    kept variant j is input row j): what `select_rows` needs to select variants."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    @property
+    def rows(self) -> VariantRows | None: ...
+
+
 def select_rows(reader: GenotypeReader, index: np.ndarray) -> GenotypeReader:
     """A reader of the variants `index` (ascending, into `reader`'s variants) of an unwindowed
     reader with a `rows` field: the locators compose (a subset of a subset reads the input)."""
+    if not isinstance(reader, RowsReader):
+        raise TypeError(f"select_rows needs a reader with a `rows` field, got {type(reader).__name__}")
     rows = reader.rows
     if rows is not None and (rows.first != 0 or len(rows.locator) != reader.n_variants):
         raise ValueError("select_rows needs a whole reader, not one task's window")

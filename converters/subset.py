@@ -90,7 +90,7 @@ def select(source: Source, selection: Selection | None) -> Source:
     Raises:
         InputError: a selection file cannot be read, or nothing is left.
     """
-    if not is_active(selection):
+    if selection is None or not is_active(selection):
         return source
     samples, variants = selection.samples, selection.variants
     for option in (*SAMPLE_OPTIONS, *VARIANT_OPTIONS):

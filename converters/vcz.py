@@ -78,13 +78,18 @@ def _open_group(path: Path) -> zarr.Group:
 
 def _array(path: Path, group: zarr.Group, name: str, shape: tuple[int | None, ...], dims: str) -> zarr.Array:
     """The array `name`, whose shape must match `shape` (None: any size)."""
-    if name not in group or not isinstance(group[name], zarr.Array):
+    array = group[name] if name in group else None
+    if not isinstance(array, zarr.Array):
         raise InputError(f"{path}: VCF Zarr array '{name}' is missing (expected dimensions {dims})")
-    array = group[name]
     if len(array.shape) != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = ", ".join("any" if want is None else str(want) for want in shape)
         raise InputError(f"{path}: VCF Zarr array '{name}' has shape {tuple(array.shape)}, expected ({expected}) = {dims}")
     return array
+
+
+def _values(path: Path, group: zarr.Group, name: str, shape: tuple[int | None, ...], dims: str) -> np.ndarray:
+    """The whole of the array `name` (checked by `_array`) as a NumPy array."""
+    return np.asarray(_array(path, group, name, shape, dims)[:])
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -102,15 +107,18 @@ def _strings(values: np.ndarray) -> np.ndarray:
 def _contig_names(path: Path, group: zarr.Group) -> np.ndarray:
     """`contig_id` (VCF Zarr 0.2+) or the `contigs` group attribute (0.1)."""
     if "contig_id" in group:
-        return _strings(_array(path, group, "contig_id", (None,), "(contigs)")[:])
+        return _strings(_values(path, group, "contig_id", (None,), "(contigs)"))
     if "contigs" in group.attrs:
-        return np.array(list(group.attrs["contigs"]), dtype=str)
+        contigs = group.attrs["contigs"]
+        if not isinstance(contigs, list):
+            raise InputError(f"{path}: the 'contigs' group attribute is {type(contigs).__name__}, expected a list of names")
+        return np.array(list(contigs), dtype=str)
     raise InputError(f"{path}: VCF Zarr array 'contig_id' is missing (expected dimensions (contigs))")
 
 
 def read_vcz_samples(path: Path, group: zarr.Group) -> SampleTable:
     """`sample_id`, unique; the family ID of each sample is its sample ID."""
-    sample_id = _strings(_array(path, group, "sample_id", (None,), "(samples)")[:])
+    sample_id = _strings(_values(path, group, "sample_id", (None,), "(samples)"))
     first: dict[str, int] = {}
     for i, iid in enumerate(sample_id.tolist()):
         seen = first.setdefault(iid, i)
@@ -123,10 +131,10 @@ def read_vcz_samples(path: Path, group: zarr.Group) -> SampleTable:
 
 def scan_vcz_variants(path: Path, group: zarr.Group, *, skip_multiallelic: bool) -> KeptVariants:
     """The variant metadata, multi-allelic variants skipped (or refused); `locator` = VCF Zarr row."""
-    position = _array(path, group, "variant_position", (None,), "(variants)")[:]
+    position = _values(path, group, "variant_position", (None,), "(variants)")
     m = len(position)
-    allele = _strings(_array(path, group, "variant_allele", (m, None), "(variants, alleles)")[:])
-    contig = np.asarray(_array(path, group, "variant_contig", (m,), "(variants)")[:], dtype=np.int64)
+    allele = _strings(_values(path, group, "variant_allele", (m, None), "(variants, alleles)"))
+    contig = np.asarray(_values(path, group, "variant_contig", (m,), "(variants)"), dtype=np.int64)
     names = _contig_names(path, group)
     bad = np.flatnonzero((contig < 0) | (contig >= len(names)))
     if bad.size:
@@ -136,7 +144,7 @@ def scan_vcz_variants(path: Path, group: zarr.Group, *, skip_multiallelic: bool)
         )
     chrom = names[contig] if m else np.array([], dtype=str)
     if "variant_id" in group:
-        variant_id = _strings(_array(path, group, "variant_id", (m,), "(variants)")[:])
+        variant_id = _strings(_values(path, group, "variant_id", (m,), "(variants)"))
     else:
         variant_id = np.full(m, ".", dtype=str)
     n_alleles = (allele != "").sum(axis=1) if allele.shape[1] else np.zeros(m, dtype=np.int64)

@@ -15,7 +15,9 @@ shape (n, k), the weighting applied where the data lives. Both count one pass.
 Optional extension: `traces()` -> tr(K_g), shape (G,). The REML engine uses exact traces
 as control variates of its stochastic trace and log-determinant estimates (about 3-4x
 smaller errors in h2, see docs/math.md); without them it estimates tr(K_g) from its probes.
-dreml's three operators provide it.
+dreml's three operators provide it. `GRMOperatorWithDiagonal` names an operator that has it
+together with the exact diagonal `diagonal()` -> diag(K_g), shape (G, n), as the genotype
+operators and `DenseOperator` do; restricted views (`RestrictedOperator`) need both.
 """
 
 from __future__ import annotations
@@ -47,6 +49,33 @@ class GRMOperator(Protocol):
 
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """K_g V for every g (shape (G, n, k)), or sum_g weights_g K_g V (shape (n, k))."""
+
+
+@runtime_checkable
+class GRMOperatorWithTraces(GRMOperator, Protocol):
+    """A `GRMOperator` with the optional exact traces (module docstring)."""
+
+    def traces(self) -> np.ndarray:
+        """tr(K_g), shape (G,)."""
+
+
+@runtime_checkable
+class GRMOperatorWithDiagonal(GRMOperatorWithTraces, Protocol):
+    """A `GRMOperator` with exact traces and the exact diagonal (the genotype operators, `DenseOperator`)."""
+
+    def diagonal(self) -> np.ndarray:
+        """diag(K_g) for every g, shape (G, n)."""
+
+
+def with_diagonal(operator: GRMOperator) -> GRMOperatorWithDiagonal:
+    """`operator`, checked to offer `traces()` and `diagonal()` (what a restricted view needs).
+
+    Raises:
+        TypeError: it does not (e.g. an operator without the optional extension).
+    """
+    if not isinstance(operator, GRMOperatorWithDiagonal):
+        raise TypeError(f"{type(operator).__name__} has no exact traces() and diagonal(), which this operator needs")
+    return operator
 
 
 def as_block(V: np.ndarray, n: int) -> tuple[np.ndarray, bool]:

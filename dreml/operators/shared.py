@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from dreml.operators.protocol import GRMOperator, as_block
+from dreml.operators.protocol import GRMOperator, as_block, with_diagonal
 
 
 class SharedPasses:
@@ -106,10 +106,10 @@ class SharedMember:
         return self._shared.operator.component_names
 
     def traces(self) -> np.ndarray:
-        return np.asarray(self._shared.operator.traces())
+        return np.asarray(with_diagonal(self._shared.operator).traces())
 
     def diagonal(self) -> np.ndarray:
-        return np.asarray(self._shared.operator.diagonal())
+        return np.asarray(with_diagonal(self._shared.operator).diagonal())
 
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         block, vector = as_block(V, self.shape[0])

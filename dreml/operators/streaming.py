@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -213,7 +213,9 @@ class GenotypeOperatorBase:
         """
         if self._diagonal is None:
             out = np.zeros((self.n_components, self.shape[0]))
-            for part in self.map_shards(shard_diagonal):
+            parts = self.map_shards(shard_diagonal)
+            assert isinstance(parts, list)  # without `reduce`: one result per shard
+            for part in parts:
                 for g, d in part.items():
                     out[g] += d
             self._diagonal = out
@@ -240,6 +242,14 @@ class GenotypeOperatorBase:
                 for spec in self.shard_specs
             ]
         return self._row_positions
+
+    @overload
+    def shard_pass(
+        self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: Literal[False] = False
+    ) -> list: ...
+
+    @overload
+    def shard_pass(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, *, reduce: Literal[True]) -> Partial: ...
 
     def shard_pass(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
         """`map_shards` counted as one pass (`passes`, `pass_times`): every genotype row is read."""
@@ -274,6 +284,7 @@ class GenotypeOperatorBase:
                 raise ValueError(f"block {g} must have shape ({int(self.m[g])}, {blocks[0].shape[1]}), got {b.shape}")
         per_shard = [(np.concatenate([blocks[g][pos] for g, _, _, pos in groups]),) for groups in self._positions()]
         total = self.shard_pass(shard_z, per_shard=per_shard, reduce=True)
+        assert isinstance(total, dict)  # `shard_z` sums one block per component
         out = np.zeros((self.n_components, self.shape[0], blocks[0].shape[1]))
         for g, part in total.items():
             out[g] = part
@@ -310,6 +321,7 @@ class GenotypeOperatorBase:
         w = check_weights(weights, self.n_components)
         total = self.shard_pass(shard_matmat, (block.astype(self.dtype), w), reduce=True)
         if w is None:
+            assert isinstance(total, dict)  # unweighted: the stacked products, one block per component
             out = np.zeros((self.n_components,) + block.shape)
             for g, part in total.items():
                 out[g] = part
@@ -356,7 +368,8 @@ class StreamingOperator(GenotypeOperatorBase):
         return self._specs
 
     def map_shards(self, func, shared: tuple = (), per_shard: list[tuple] | None = None, reduce: bool = False) -> list | Partial:
-        results, total = [], None
+        results: list = []
+        total: Partial | None = None
         for i, spec in enumerate(self._specs):
             part = func(
                 load_shard(spec, self.layout.samples, self.dtype.name, self.backend),
@@ -367,7 +380,10 @@ class StreamingOperator(GenotypeOperatorBase):
                 total = part if total is None else add_partials(total, part)
             else:
                 results.append(part)
-        return total if reduce else results
+        if not reduce:
+            return results
+        assert total is not None  # a layout has at least one shard
+        return total
 
 
 def dense_reference(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dreml.operators.protocol import GRMOperator, as_block
+from dreml.operators.protocol import GRMOperator, GRMOperatorWithTraces, as_block, with_diagonal
 
 
 class RestrictedOperator:
@@ -53,7 +53,7 @@ class RestrictedOperator:
     def traces(self) -> np.ndarray:
         """tr((K_g)_SS), shape (G,), from the operator's exact diagonal (computed once)."""
         if self._traces is None:
-            self._traces = self.operator.diagonal()[:, self.rows].sum(axis=1)
+            self._traces = with_diagonal(self.operator).diagonal()[:, self.rows].sum(axis=1)
         return self._traces
 
     def pad(self, V: np.ndarray) -> np.ndarray:
@@ -75,11 +75,11 @@ class SelectedComponents:
     stacked passes compute every component and return the kept ones.
 
     Arguments:
-        operator: any GRM operator.
+        operator: any GRM operator with exact traces.
         keep: indices of the kept components, in order.
     """
 
-    def __init__(self, operator: GRMOperator, keep: Sequence[int]) -> None:
+    def __init__(self, operator: GRMOperatorWithTraces, keep: Sequence[int]) -> None:
         self.operator, self.keep = operator, [int(g) for g in keep]
         if not self.keep or len(set(self.keep)) != len(self.keep) or not all(0 <= g < operator.n_components for g in self.keep):
             raise ValueError(f"keep must be distinct component indices in [0, {operator.n_components})")

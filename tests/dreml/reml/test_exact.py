@@ -137,7 +137,7 @@ def test_exact__unconstrained_negative_component_matches_scipy(negative_cases, c
     assert result.converged and result.theta[1] < 0 and not result.at_boundary.any()
     np.testing.assert_allclose(result.theta, ref.x, rtol=1e-6)
     assert abs(result.loglik + ref.fun) < 1e-8 * abs(ref.fun)
-    np.testing.assert_allclose(result.se, np.sqrt(np.diag(np.linalg.inv(result.ai))), rtol=1e-12)  # the full AI
+    np.testing.assert_allclose(result.se, np.sqrt(np.diag(np.linalg.inv(result.ai))), rtol=1e-9)  # the full AI
     assert result.to_dict()["config"]["constrain"] is False
     halvings = sum(row.get("indefinite_halvings", 0) for row in result.history)
     assert result.indefinite_trials == halvings and (halvings > 0) == (case == "few")

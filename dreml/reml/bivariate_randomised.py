@@ -41,7 +41,7 @@ from dreml.reml.evaluation import IndefiniteError, Information, PassCounter, Poi
 from dreml.reml.hutchinson import hutchinson
 from dreml.reml.pcg import PCGResult, block_pcg
 from dreml.reml.probes import Probes
-from dreml.reml.slq import slq_logdet
+from dreml.reml.randomised import information_from_columns
 
 
 @dataclass(frozen=True)
@@ -257,22 +257,6 @@ class BivariateRandomisedEvaluator:
         )
 
     def information(self, point: Point, *, loglik: bool) -> Information:
-        columns, M, project = point.data["columns"], point.data["M"], point.data["project"]
-        k = columns.shape[1]
-        rhs, tol, slq_columns = columns, np.full(k, self.config.ai_tol), 0
-        if loglik:
-            slq_columns = self.probes.Z.shape[1]
-            rhs = np.hstack([columns, M.sqrt_apply(self.probes.Z)])
-            tol = np.r_[tol, np.full(slq_columns, self.config.slq_tol)]
-        result = self._solve(
-            "information", point.theta, rhs, tol, M, cold_columns=slq_columns, label="final" if loglik else "information"
+        return information_from_columns(
+            self, point, point.data["columns"], loglik=loglik, trace_MH=lambda: self._trace_MV(point.theta, point.data["M"])
         )
-        x, r = result.x[:, :k], result.r[:, :k]
-        ai = 0.5 * (columns.T @ project(x, columns) + x.T @ r)
-        failures = () if result.status == "converged" else (f"information solve: {result.status}",)
-        out = {"ai": (ai + ai.T) / 2, "failures": failures, "stats": {"pcg_ai": result.stats()}}
-        if not loglik:
-            return Information(**out)
-        slq, slq_se = slq_logdet(result, np.arange(k, k + slq_columns), self._trace_MV(point.theta, M))
-        value = -0.5 * (M.logdet() + slq + point.data["logdet_A"] + float(self.y @ point.data["Py"]))
-        return Information(**out, loglik=value, loglik_se=0.5 * slq_se)

@@ -36,6 +36,7 @@ not used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,23 +208,39 @@ class RandomisedEvaluator:
         )
 
     def information(self, point: Point, *, loglik: bool) -> Information:
-        V, M, project = point.data["V"], point.data["M"], point.data["project"]
-        k = V.shape[1]
-        rhs, tol, slq_columns = V, np.full(k, self.config.ai_tol), 0
-        if loglik:
-            slq_columns = self.probes.Z.shape[1]
-            rhs = np.hstack([V, M.sqrt_apply(self.probes.Z)])
-            tol = np.r_[tol, np.full(slq_columns, self.config.slq_tol)]
-        result = self._solve(
-            "information", point.theta, rhs, tol, M, cold_columns=slq_columns, label="final" if loglik else "information"
+        M = point.data["M"]
+        return information_from_columns(
+            self, point, point.data["V"], loglik=loglik, trace_MH=lambda: float(point.theta @ M.traces())
         )
-        x, r = result.x[:, :k], result.r[:, :k]
-        ai = 0.5 * (V.T @ project(x, V) + x.T @ r)
-        failures = () if result.status == "converged" else (f"information solve: {result.status}",)
-        out = {"ai": (ai + ai.T) / 2, "failures": failures, "stats": {"pcg_ai": result.stats()}}
-        if not loglik:
-            return Information(**out)
-        trace_A = float(point.theta @ M.traces())  # tr(M^-1 H)
-        slq, slq_se = slq_logdet(result, np.arange(k, k + slq_columns), trace_A)
-        value = -0.5 * (M.logdet() + slq + point.data["logdet_A"] + float(self.y @ point.data["Py"]))
-        return Information(**out, loglik=value, loglik_se=0.5 * slq_se)
+
+
+def information_from_columns(
+    evaluator, point: Point, columns: np.ndarray, *, loglik: bool, trace_MH: Callable[[], float]
+) -> Information:
+    """The average information 1/2 V_i^T P V_j of the columns V_i (K_i P y) at `point`, from
+    one block PCG with the residual term of a warm start, and with `loglik` the SLQ
+    log-likelihood from probe columns riding in the same block (module docstring).
+
+    Shared by the univariate and the bivariate evaluators: `evaluator` has `config`, `probes`,
+    `y` and `_solve`; `point.data` holds `M` (the preconditioner), `project` (P from H^-1),
+    `logdet_A` and `Py`; `trace_MH()` is tr(M^-1 H), the SLQ control variate.
+    """
+    M, project = point.data["M"], point.data["project"]
+    k = columns.shape[1]
+    rhs, tol, slq_columns = columns, np.full(k, evaluator.config.ai_tol), 0
+    if loglik:
+        slq_columns = evaluator.probes.Z.shape[1]
+        rhs = np.hstack([columns, M.sqrt_apply(evaluator.probes.Z)])
+        tol = np.r_[tol, np.full(slq_columns, evaluator.config.slq_tol)]
+    result = evaluator._solve(
+        "information", point.theta, rhs, tol, M, cold_columns=slq_columns, label="final" if loglik else "information"
+    )
+    x, r = result.x[:, :k], result.r[:, :k]
+    ai = 0.5 * (columns.T @ project(x, columns) + x.T @ r)
+    failures = () if result.status == "converged" else (f"information solve: {result.status}",)
+    out = {"ai": (ai + ai.T) / 2, "failures": failures, "stats": {"pcg_ai": result.stats()}}
+    if not loglik:
+        return Information(**out)
+    slq, slq_se = slq_logdet(result, np.arange(k, k + slq_columns), trace_MH())
+    value = -0.5 * (M.logdet() + slq + point.data["logdet_A"] + float(evaluator.y @ point.data["Py"]))
+    return Information(**out, loglik=value, loglik_se=0.5 * slq_se)

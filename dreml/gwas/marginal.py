@@ -523,8 +523,10 @@ def _p_text(P: np.ndarray, log10_p: np.ndarray) -> list[str]:
     return out
 
 
-def glm_linear_text(result: MarginalResult, trait: TraitResult) -> str:
-    """The trait's PREFIX.<trait>.glm.linear text: plink2's columns, A1 = ALT."""
+def glm_text(header: Sequence[str], result, a1_freq: np.ndarray, obs_ct: np.ndarray, trait, *extra: Sequence[str]) -> str:
+    """A .glm table of one trait: plink2 --glm's columns (A1 = ALT) under `header`, then the
+    `extra` columns (already formatted). `result` carries the variant columns (chrom, pos,
+    variant_id, ref, alt), `trait` the statistics (beta, se, t_stat, p, log10_p)."""
     columns = [
         result.chrom,
         result.pos.astype(str),
@@ -532,24 +534,38 @@ def glm_linear_text(result: MarginalResult, trait: TraitResult) -> str:
         result.ref,
         result.alt,
         result.alt,
-        _g(trait.a1_freq),
-        trait.obs_ct.astype(str),
+        _g(a1_freq),
+        obs_ct.astype(str),
         _g(trait.beta),
         _g(trait.se),
         _g(trait.t_stat),
         _p_text(trait.p, trait.log10_p),
+        *extra,
     ]
-    lines = ["\t".join(HEADER)] + ["\t".join(map(str, row)) for row in zip(*columns)]
+    lines = ["\t".join(header)] + ["\t".join(map(str, row)) for row in zip(*columns)]
     return "\n".join(lines) + "\n"
+
+
+def glm_linear_text(result: MarginalResult, trait: TraitResult) -> str:
+    """The trait's PREFIX.<trait>.glm.linear text: plink2's columns, A1 = ALT."""
+    return glm_text(HEADER, result, trait.a1_freq, trait.obs_ct, trait)
+
+
+def write_glm_outputs(
+    result, prefix: str | Path, suffix: str, text, json_name: str, *, gz: bool = False, report: dict | None = None
+) -> list[Path]:
+    """PREFIX.<trait>`suffix`[.gz] per trait (`text(result, trait)`) and PREFIX.`json_name`
+    (the report and `result.to_dict()`), each via a temporary name."""
+    paths = []
+    for trait in result.traits:
+        path = Path(f"{prefix}.{trait.name}{suffix}" + (".gz" if gz else ""))
+        atomic_write_text(path, text(result, trait), gz=gz)
+        paths.append(path)
+    json_path = Path(f"{prefix}.{json_name}")
+    write_json({**(report or {}), **result.to_dict()}, json_path)
+    return paths + [json_path]
 
 
 def write_outputs(result: MarginalResult, prefix: str | Path, *, gz: bool = False, report: dict | None = None) -> list[Path]:
     """PREFIX.<trait>.glm.linear[.gz] per trait and PREFIX.gwas.json, each via a temporary name."""
-    paths = []
-    for trait in result.traits:
-        path = Path(f"{prefix}.{trait.name}.glm.linear" + (".gz" if gz else ""))
-        atomic_write_text(path, glm_linear_text(result, trait), gz=gz)
-        paths.append(path)
-    json_path = Path(f"{prefix}.gwas.json")
-    write_json({**(report or {}), **result.to_dict()}, json_path)
-    return paths + [json_path]
+    return write_glm_outputs(result, prefix, ".glm.linear", glm_linear_text, "gwas.json", gz=gz, report=report)

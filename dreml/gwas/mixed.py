@@ -64,9 +64,8 @@ from dreml.backend import array_module_of, to_numpy
 from dreml.components import Components
 from dreml.errors import InputError
 from dreml.fit_result import FitState
-from dreml.gwas.marginal import CHI2_MEDIAN, P_LOG_BELOW, TraitData, _g, _p_text
+from dreml.gwas.marginal import CHI2_MEDIAN, P_LOG_BELOW, TraitData, _g, glm_text, write_glm_outputs
 from dreml.operators.shard import standardisation_table
-from dreml.outputs import atomic_write_text, write_json
 from dreml.reml.pcg import block_pcg
 from dreml.store import Store
 
@@ -591,32 +590,9 @@ def mixed_gwas(
 
 def glm_mixed_text(result: MixedResult, trait: MixedTraitResult) -> str:
     """The trait's PREFIX.<trait>.glm.mixed text: the marginal (plink2 --glm) columns plus CHISQ."""
-    columns = [
-        result.chrom,
-        result.pos.astype(str),
-        result.variant_id,
-        result.ref,
-        result.alt,
-        result.alt,
-        _g(result.a1_freq),
-        result.obs_ct.astype(str),
-        _g(trait.beta),
-        _g(trait.se),
-        _g(trait.t_stat),
-        _p_text(trait.p, trait.log10_p),
-        _g(trait.chisq),
-    ]
-    lines = ["\t".join(HEADER)] + ["\t".join(map(str, row)) for row in zip(*columns)]
-    return "\n".join(lines) + "\n"
+    return glm_text(HEADER, result, result.a1_freq, result.obs_ct, trait, _g(trait.chisq))
 
 
 def write_mixed_outputs(result: MixedResult, prefix: str | Path, *, gz: bool = False, report: dict | None = None) -> list[Path]:
     """PREFIX.<trait>.glm.mixed[.gz] per trait and PREFIX.gwas_mixed.json, each via a temporary name."""
-    paths = []
-    for trait in result.traits:
-        path = Path(f"{prefix}.{trait.name}{SUFFIX}" + (".gz" if gz else ""))
-        atomic_write_text(path, glm_mixed_text(result, trait), gz=gz)
-        paths.append(path)
-    json_path = Path(f"{prefix}.gwas_mixed.json")
-    write_json({**(report or {}), **result.to_dict()}, json_path)
-    return paths + [json_path]
+    return write_glm_outputs(result, prefix, SUFFIX, glm_mixed_text, "gwas_mixed.json", gz=gz, report=report)

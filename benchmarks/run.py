@@ -26,6 +26,7 @@ MODULES = (
     "benchmarks.gwas_mixed",
     "benchmarks.traits",
     "benchmarks.sparse",
+    "benchmarks.gpu",
 )
 
 

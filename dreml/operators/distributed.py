@@ -70,6 +70,11 @@ def worker_capacity(backend: Backend = "auto", dask_worker=None) -> int:
     return int(limit or psutil.virtual_memory().total)
 
 
+def worker_on_device(backend: Backend = "auto") -> bool:
+    """True on a CuPy (GPU) worker: its decode blocks are larger (`dreml.operators.shard`)."""
+    return array_module(backend) is not np
+
+
 def _tree_sum(client: Client, parts: list[Future]) -> Future:
     """Sum futures pairwise on the cluster, log2(len(parts)) levels deep."""
     while len(parts) > 1:
@@ -153,6 +158,7 @@ class GenotypeOperator(GenotypeOperatorBase):
         if not workers:
             raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
         capacity = min(client.run(worker_capacity, backend).values())
+        device = any(client.run(worker_on_device, backend).values())
         self.memory_budget = int(
             parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget or capacity * DEFAULT_BUDGET_FRACTION
         )
@@ -167,7 +173,7 @@ class GenotypeOperator(GenotypeOperatorBase):
         dense_rows = max((spec.n_rows for spec in self._specs if not spec.sparse), default=0)
         sparse_calls = max((spec.n_calls for spec in self._specs if spec.sparse), default=0)
         self.scratch_bytes = max(client.nthreads().values()) * max(
-            scratch_bytes(layout.n, self.dtype, dense_rows) if dense_rows else 0,
+            scratch_bytes(layout.n, self.dtype, dense_rows, device) if dense_rows else 0,
             sparse_scratch_bytes(self.dtype, sparse_calls),
         )
         held = dict.fromkeys(workers, 0)

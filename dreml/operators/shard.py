@@ -51,6 +51,7 @@ NumPy or CuPy workers alike: a CuPy shard keeps its codes on the device and deco
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -82,6 +83,10 @@ _COUNT_BYTES = 32 * 2**20
 # core): blocks of 200-420 rows (16-32 MiB) best, 104 rows 15% and 838 rows 20% slower
 _SCRATCH_BYTES = 32 * 2**20
 _MIN_BLOCK_ROWS = 256
+# On a GPU each block costs several kernel launches, two small GEMMs and Python work that do
+# not shrink with the block: blocks of 32 MiB left an H100 pass at 8.7x its GEMM pair
+# (n = 20,000, 420 rows a block), so device blocks are larger (docs/performance.md, "GPU").
+_DEVICE_SCRATCH_BYTES = 512 * 2**20
 
 Partial = dict[int, np.ndarray] | np.ndarray
 """A shard's contribution: {g: K_g V part, shape (n, k)} (stacked) or one (n, k) array (weighted)."""
@@ -132,15 +137,17 @@ def _sizeof_shard(shard: Shard) -> int:
     return shard.nbytes
 
 
-def _block_rows(n: int, dtype: np.dtype) -> int:
-    return max(_MIN_BLOCK_ROWS, _SCRATCH_BYTES // max(1, n * dtype.itemsize))
+def _block_rows(n: int, dtype: np.dtype, device: bool) -> int:
+    size = _DEVICE_SCRATCH_BYTES if device else _SCRATCH_BYTES
+    return max(_MIN_BLOCK_ROWS, size // max(1, n * dtype.itemsize))
 
 
-def scratch_bytes(n: int, dtype: np.dtype | str, max_rows: int) -> int:
+def scratch_bytes(n: int, dtype: np.dtype | str, max_rows: int, device: bool = False) -> int:
     """Bytes of the decode block (and its observed mask) that one pass task over a shard of at
-    most `max_rows` rows holds; the pass's n x k blocks come on top."""
+    most `max_rows` rows holds on a host (`device` False) or GPU worker; the pass's n x k
+    blocks come on top."""
     dtype = np.dtype(dtype)
-    return min(_block_rows(n, dtype), max_rows) * n * (dtype.itemsize + 1)
+    return min(_block_rows(n, dtype, device), max_rows) * n * (dtype.itemsize + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,18 +165,20 @@ class _Scratch:
 
     @classmethod
     def allocate(cls, xp, shard: Shard, k: int) -> _Scratch:
-        r, n = min(_block_rows(shard.n_samples, shard.dtype), shard.n_rows), shard.n_samples
+        r, n = min(_block_rows(shard.n_samples, shard.dtype, xp is not np), shard.n_rows), shard.n_samples
         return cls(xp.empty((r, n), dtype=shard.dtype), xp.empty((r, n), dtype=bool), xp.empty((n, k), dtype=shard.dtype))
 
 
-def code_counts(codes: np.ndarray) -> np.ndarray:  # shape: (c, n) int8 -> (c, 4) int64
-    """Calls of code -1 (missing), 0, 1 and 2 in each row."""
+def code_counts(codes: DeviceArray) -> np.ndarray:  # shape: (c, n) int8 -> (c, 4) int64, host
+    """Calls of code -1 (missing), 0, 1 and 2 in each row, counted where the codes live
+    (on a GPU: milliseconds, against ~30 s on one host core for 1e10 codes)."""
+    xp = array_module_of(codes)
     counts = np.empty((len(codes), 4), dtype=np.int64)
     step = max(1, _COUNT_BYTES // max(1, codes.shape[1]))
     for a in range(0, len(codes), step):
         block = codes[a : a + step]
         for code in (-1, 0, 1):
-            counts[a : a + step, code + 1] = np.count_nonzero(block == code, axis=1)
+            counts[a : a + step, code + 1] = to_numpy(xp.count_nonzero(block == code, axis=1))
     counts[:, 3] = codes.shape[1] - counts[:, :3].sum(axis=1)
     return counts
 
@@ -191,10 +200,11 @@ def load_shard(
     dosage = open_store(spec.store_path).dosage(spec.start, spec.stop, samples)  # shape: (stop - start, n)
     # a shard of one component reads its rows in order: keep the block read, without a copy
     codes = dosage if np.array_equal(spec.rows, np.arange(len(dosage))) else dosage[spec.rows]  # shape: (c, n)
+    resident = xp.asarray(codes)
     return Shard(
-        codes=xp.asarray(codes),
+        codes=resident,
         frequencies=np.asarray(spec.frequencies, dtype=np.float64),
-        counts=code_counts(codes),
+        counts=code_counts(resident),
         dtype=np.dtype(dtype),
         components=spec.components,
         bounds=spec.bounds,
@@ -220,6 +230,9 @@ def _decode_centred(
     xp = array_module_of(scratch.rows)
     C = scratch.rows[: b - a]
     codes = shard.codes[a:b]
+    if hasattr(xp, "ElementwiseKernel"):  # CuPy: one kernel reads each code once (5 bytes a genotype, not ~23)
+        _centred_kernel(xp)(codes, centre[a:b, None], C)
+        return C
     # a plain cast, then in-place float operations: faster than one mixed int8 - float
     # subtraction (buffered casting), and a multiply by the mask than a masked copy (measured)
     xp.copyto(C, codes, casting="unsafe")
@@ -229,6 +242,12 @@ def _decode_centred(
         xp.greater_equal(codes, 0, out=observed)
         C *= observed
     return C
+
+
+@functools.cache
+def _centred_kernel(xp):
+    """C = x - h for observed calls, 0 for missing (code -1): the decode of `_decode_centred` fused."""
+    return xp.ElementwiseKernel("int8 code, T centre", "T out", "out = code >= 0 ? (T)code - centre : (T)0", "dreml_centred")
 
 
 def _row_blocks(shard: Shard, scratch: _Scratch, centre_high, skip: frozenset = frozenset()):
@@ -376,7 +395,7 @@ def shard_diagonal(shard: Shard | SparseShard) -> dict[int, np.ndarray]:  # {g: 
         return sparse_diagonal(shard)
     xp = array_module_of(shard.codes)
     squares = standardisation_table(shard.frequencies) ** 2  # shape: (c, 4)
-    step = _block_rows(shard.n_samples, np.dtype(np.float64))
+    step = _block_rows(shard.n_samples, np.dtype(np.float64), xp is not np)
     out = {}
     for g, a, b, inv_m in zip(shard.components, shard.bounds[:-1], shard.bounds[1:], shard.inv_m):
         total = xp.zeros(shard.n_samples)

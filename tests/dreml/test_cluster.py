@@ -70,6 +70,7 @@ def _worker_environ(name: str) -> str | None:
     return os.environ.get(name)
 
 
+@pytest.mark.skipif(dreml.cluster._dask_cuda_available(), reason="dask-cuda and a GPU: connect() starts a LocalCUDACluster")
 def test_connect__local_cpu_workers_on_localhost():
     # a handler on our own logger: LocalCluster lowers the level of the root's stream
     # handlers (pytest's caplog among them) while it runs (`silence_logs`). setLevel, not an

@@ -276,9 +276,17 @@ def __getattr__(name: str):
     return _on_device(value)
 
 
+_displaced: dict[str, object] = {}  # the real modules `install` replaced, by name
+
+
 def install(device_bytes: int = DEFAULT_DEVICE_BYTES) -> None:
     """Make `import cupy` return this module in this process, with a device of `device_bytes`."""
     _device["total"] = device_bytes
+    # a real CuPy already imported (a CUDA machine) is put back by `uninstall`: a fresh second
+    # import of it would break cupyx's lazy submodules
+    for name in ("cupy", *_CUPYX_MODULES):
+        if name in sys.modules and name not in _displaced:
+            _displaced[name] = sys.modules[name]
     sys.modules["cupy"] = sys.modules[__name__]
     sys.modules.update(_CUPYX_MODULES)
     dreml.backend.cuda_available.cache_clear()
@@ -291,6 +299,8 @@ def uninstall() -> None:
     for name, module in _CUPYX_MODULES.items():
         if sys.modules.get(name) is module:
             del sys.modules[name]
+    sys.modules.update(_displaced)
+    _displaced.clear()
     dreml.backend.cuda_available.cache_clear()
 
 

@@ -17,11 +17,15 @@ import numpy as np
 import pytest
 from genotype_reference import N, reference_KV, reference_Z, rel_err
 
-from dreml.backend import array_module, array_module_of, to_numpy
+from dreml.backend import array_module, array_module_of, cuda_available, to_numpy
 from dreml.components import by_chromosome
 from dreml.errors import InputError
 from dreml.operators import GenotypeOperator, StreamingOperator
 from dreml.operators.shard import decode_rows, load_shard, plan_shards, resident_row_bytes
+
+# With a real device the workers' "auto" backend is the real CuPy, so "NumPy workers" cannot be
+# compared with fake-CuPy ones; test_gpu.py runs the CuPy branch there instead.
+pytestmark = pytest.mark.skipif(cuda_available(), reason="a real CUDA device is present: test_gpu.py covers the CuPy branch")
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-12}
 SHARD_ROWS = 37  # divides neither the chunks (50) nor the component sizes

@@ -17,7 +17,7 @@ from dask.sizeof import sizeof
 from genotype_reference import N, reference_KV, reference_Z, rel_err
 from test_fake_cupy import _on_workers
 
-from dreml.backend import to_numpy
+from dreml.backend import cuda_available, to_numpy
 from dreml.components import Components, by_chromosome
 from dreml.errors import InputError
 from dreml.operators import GenotypeOperator, StreamingOperator, dense_reference
@@ -426,6 +426,7 @@ def test_load_shard__sparse_calls_on_device(rare_cohort, cupy):
     np.testing.assert_array_equal(to_numpy(shard.codes), dense.codes)
 
 
+@pytest.mark.skipif(cuda_available(), reason="a real CUDA device is present: test_gpu.py covers the CuPy branch")
 def test_genotype_operator__cupy_workers_hold_sparse_calls(rare_cohort, client2):
     store = rare_cohort.sparse
     components, _, _, indices = _case("three", store)

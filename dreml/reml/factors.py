@@ -1,0 +1,444 @@
+"""A low-rank factor model for many traits, fitted through the operator (`fit_factor_model`).
+
+MegaLMM's model (Runcie et al. 2021), estimated on the REML side instead of by Gibbs sampling:
+
+    Y = X B + F Lambda + E,      Y: (n, T), entries missing at random (mask M, M_it = 1: observed)
+    f_k ~ N(0, Sigma_k),  Sigma_k = sum_g theta_gk K_g + theta_ek I,  sum_g theta_gk + theta_ek = 1
+    e_t ~ N(0, psi_t I),  F (n, K) and E independent,  K << T factors,  Lambda (K, T) loadings.
+
+Each factor has unit prior variance (the loadings carry the scale) and its own variance
+components over the operator's G components: h2_gk = theta_gk, h2_k = sum_g theta_gk.
+
+Fixed effects: every trait is residualised on X over its own observed samples once, before
+the fit (OLS, b_t = (X_t^T X_t)^-1 X_t^T y_t): R = M . (Y - X B). The factors are then fitted
+to the covariate-adjusted traits; B is not re-estimated by GLS (with covariates that are not
+genetic, the difference is small and it keeps every step a solve with the factors alone).
+
+Estimation: an approximate EM (an expectation-conditional-maximisation cycle) with REML per
+factor. Iteration j, from (Lambda, psi, theta):
+(E) the posterior mean of F given the observed residuals r = A vec(R), exact, through the
+    operator: with A the map vec(F) -> observed entries of F Lambda and Psi = diag(psi_t),
+        alpha = (A Sigma A^T + Psi)^-1 r            (an n x T block, zero where unobserved)
+        W     = A^T alpha = (M . alpha) Lambda^T     (n, K)
+        F^_k  = Sigma_k W_k,   U_gk = theta_gk K_g W_k   (the BLUP of factor k's component g)
+    solved by PCG on the n x T block; each iteration multiplies the K columns of W by the
+    operator together, one stacked pass (`matmat(W)` -> (G, n, K)), and weighs them per factor.
+    Preconditioner: the same system with each K_g replaced by its mean diagonal tr(K_g)/n, so
+    Sigma_k by s_k = sum_g theta_gk tr(K_g)/n + theta_ek; it is block diagonal over samples and
+    applied by Woodbury with the K x K matrices
+        C_i = (diag(1/s) + Lambda diag(M_i / psi) Lambda^T)^-1                      (n, K, K)
+    Second moments (documented approximation): E[f_i f_i^T | Y] ~ f^_i f^_i^T + C_i, C_i being
+    the posterior covariance of f_i given sample i's own traits only (the information that
+    relatives carry through K_g is ignored: C_i bounds the exact posterior covariance from above,
+    and is exact when every h2_k = 0).
+(M) Lambda and psi by masked regression of each trait on F^ with these moments:
+        A_t = sum_i M_it (f^_i f^_i^T + C_i),  b_t = sum_i M_it f^_i r_it,  lambda_t = A_t^-1 b_t,
+        psi_t = max((sum_i M_it r_it^2 - b_t^T lambda_t) / n_t, psi_floor var_t)
+(R) REML per factor on its posterior mean f^_k (intercept only; `fit_reml_traits`: the K fits
+    share their passes), then theta_k normalised to unit variance, theta_k / Vp_k. The factor
+    fits use the same probes at every iteration (the same master seed: common random numbers),
+    so on the randomised path the map from F^ to theta is deterministic and the changes between
+    iterations are not Monte Carlo noise; the Monte Carlo error of the fixed point is reported
+    (`h2_mc_se`). Plug-in: REML on f^_k treats the posterior mean as observed; it is close to
+    f_k when many traits load on the factor (C_i small against the prior) and shrinks h2
+    otherwise.
+
+Stopping rule: after iteration j,
+    d_Lambda = ||Lambda_j - Lambda_{j-1}||_F / ||Lambda_j||_F,   d_h2 = max_k |h2_k,j - h2_k,j-1|
+both below `tol`; on the randomised path `tol` must be at least 10 x the REML PCG tolerance (the
+solves' own error). At most `max_iter` iterations; `converged` is true only when the rule was met
+and every E-step solve and every factor's REML fit converged (`status` says what failed).
+
+Initialisation: masked PCA of R. Each trait is scaled to unit variance over its observed
+entries, missing entries start at 0 (the trait's mean after residualising) and are replaced by
+the rank-K reconstruction, `pca_iter` times (hard-impute, Mazumder et al. 2010); then
+F0 = sqrt(n) U_K (unit-variance scores), Lambda0 = S_K V_K^T / sqrt(n) times each trait's scale,
+psi0 the observed residual variance of R - F0 Lambda0; theta0 from REML on the columns of F0.
+
+Prediction: the trait values, missing ones included, Y^ = X B + F^ Lambda (F^ uses the
+sample's other observed traits and its relatives); the genomic values G^ = (sum_g U_g) Lambda
+(relatives only), trait by trait t: sum_k lambda_kt u_k, the factors' post-REML BLUPs
+(u_gk = theta_gk K_g W_k, the same form as `dreml.reml.effects.Effects.blup`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+
+from dreml.errors import InputError
+from dreml.operators.protocol import GRMOperator, with_diagonal
+from dreml.reml.config import FitConfig, fresh_seed
+from dreml.reml.method import choose_method
+from dreml.reml.pcg import block_pcg
+from dreml.reml.results import RemlResult
+from dreml.reml.traits import fit_reml_traits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FactorConfig:
+    """Settings of `fit_factor_model`; invalid values raise `ValueError` at construction.
+
+    Fields:
+        n_factors: K, the number of latent factors (1 <= K < T).
+        max_iter: most EM iterations.
+        tol: the stopping rule's bound on d_Lambda and d_h2 (module docstring).
+        e_step_tol: relative residual of the E-step PCG solve.
+        e_step_max_iter: most PCG iterations (passes) per E-step.
+        pca_iter: hard-impute iterations of the masked PCA start.
+        psi_floor: psi_t >= psi_floor x the observed variance of trait t.
+        reml: settings of the factors' REML fits; `reml.seed` is the master seed (None: fresh).
+    """
+
+    n_factors: int
+    max_iter: int = 50
+    tol: float = 1e-3
+    e_step_tol: float = 1e-6
+    e_step_max_iter: int = 1000
+    pca_iter: int = 50
+    psi_floor: float = 1e-3
+    reml: FitConfig = field(default_factory=FitConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_factors < 1:
+            raise ValueError(f"n_factors must be at least 1, got {self.n_factors}")
+        if self.max_iter < 1 or self.e_step_max_iter < 1 or self.pca_iter < 0:
+            raise ValueError("max_iter and e_step_max_iter must be positive, pca_iter non-negative")
+        if not (self.tol > 0 and self.e_step_tol > 0 and 0 < self.psi_floor < 1):
+            raise ValueError("tol and e_step_tol must be positive, psi_floor in (0, 1)")
+
+
+@dataclass(frozen=True)
+class FactorModelResult:
+    """Outcome of `fit_factor_model`. Arrays over factors k = 1..K, traits t = 1..T, samples i.
+
+    Fields:
+        loadings: Lambda, shape (K, T); each factor's sign makes its largest |loading| positive.
+        psi: residual variances psi_t, shape (T,).
+        theta: each factor's variance components (G genetic, then residual), summing to 1, (K, G + 1).
+        h2: theta_gk, shape (K, G); h2_total: sum_g theta_gk, shape (K,).
+        h2_se: SE of h2_total from the factor's REML information given F^ (conditional on F^ and
+            Lambda: their uncertainty is not propagated), shape (K,).
+        h2_mc_se: Monte Carlo SE of h2_total (0 on the exact path), shape (K,).
+        beta: per-trait OLS covariate effects, shape (p, T).
+        factors: F^, the posterior means of F, shape (n, K).
+        factor_blups: U_gk, shape (G, n, K).
+        iterations: EM iterations made; converged, status: the stopping rule (module docstring).
+        history: one dict per iteration: iteration, h2, d_lambda, d_h2, e_step_iterations,
+            e_step_residual, psi_mean, passes, wall_s.
+        passes: passes over the genotypes in all; method: the factors' REML path.
+        seed: the master seed (the factors' REML seeds are spawned from it, `trait_seeds`).
+        config: the `FactorConfig` used (with the seed).
+    """
+
+    loadings: np.ndarray
+    psi: np.ndarray
+    theta: np.ndarray
+    h2: np.ndarray
+    h2_total: np.ndarray
+    h2_se: np.ndarray
+    h2_mc_se: np.ndarray
+    beta: np.ndarray
+    factors: np.ndarray
+    factor_blups: np.ndarray
+    iterations: int
+    converged: bool
+    status: str
+    history: list[dict]
+    passes: int
+    method: str
+    seed: int
+    config: FactorConfig
+
+    def genetic_values(self) -> np.ndarray:
+        """G^ = (sum_g U_g) Lambda, the genomic prediction of every trait, shape (n, T)."""
+        return self.factor_blups.sum(axis=0) @ self.loadings
+
+    def predicted(self, X: np.ndarray) -> np.ndarray:
+        """Y^ = X B + F^ Lambda for the samples' covariates X (n, p), shape (n, T)."""
+        return X @ self.beta + self.factors @ self.loadings
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (per-sample arrays left out)."""
+        return {
+            "n_factors": int(self.loadings.shape[0]),
+            "n_traits": int(self.loadings.shape[1]),
+            "loadings": self.loadings.tolist(),
+            "psi": self.psi.tolist(),
+            "theta": self.theta.tolist(),
+            "h2": self.h2.tolist(),
+            "h2_total": self.h2_total.tolist(),
+            "h2_se": self.h2_se.tolist(),
+            "h2_mc_se": self.h2_mc_se.tolist(),
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "status": self.status,
+            "history": self.history,
+            "passes": self.passes,
+            "method": self.method,
+            "seed": self.seed,
+            "config": {**dataclasses.asdict(self.config), "reml": dataclasses.asdict(self.config.reml)},
+        }
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """The E-step at (Lambda, psi, theta) (module docstring).
+
+    Fields:
+        factors: F^, shape (n, K). blups: U_gk, shape (G, n, K).
+        C: per-sample posterior covariance from the sample's own traits, shape (n, K, K).
+        iterations: PCG iterations (= passes; the product Sigma W adds one). residual: the
+            largest relative residual. status: "converged" or the PCG's message.
+    """
+
+    factors: np.ndarray
+    blups: np.ndarray
+    C: np.ndarray
+    iterations: int
+    residual: float
+    status: str
+
+
+def _check(operator: GRMOperator, Y: np.ndarray, X: np.ndarray | None, n_factors: int) -> tuple[np.ndarray, np.ndarray]:
+    n = operator.shape[0]
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[0] != n:
+        raise InputError(f"Y must have shape ({n}, T) to match the operator, got {Y.shape}")
+    T = Y.shape[1]
+    if T == 0:
+        raise InputError("no traits left to fit (T = 0 after the filters)")
+    if n_factors >= T:
+        raise InputError(f"the factor count K = {n_factors} must be smaller than the number of traits T = {T}")
+    X = np.ones((n, 1)) if X is None else np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != n or not np.isfinite(X).all():
+        raise InputError(f"X must be finite with shape ({n}, p), got {X.shape}")
+    if np.isinf(Y).any():
+        raise InputError("Y holds infinite values (mark missing values as NaN)")
+    few = np.flatnonzero(np.isfinite(Y).sum(axis=0) <= X.shape[1] + n_factors)
+    if few.size:
+        raise InputError(f"trait {int(few[0])} has too few observed samples for {X.shape[1]} covariates and {n_factors} factors")
+    return Y, X
+
+
+def residualise_traits(Y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each trait's OLS on X over its observed samples (module docstring).
+
+    Returns:
+        R = M . (Y - X B) (n, T) with zeros where unobserved; the mask M (n, T) as floats; B (p, T).
+    """
+    M = np.isfinite(Y)
+    B = np.stack([np.linalg.lstsq(X[M[:, t]], Y[M[:, t], t], rcond=None)[0] for t in range(Y.shape[1])], axis=1)
+    R = np.where(M, Y - X @ B, 0.0)
+    return R, M.astype(np.float64), B
+
+
+def masked_pca(R: np.ndarray, M: np.ndarray, n_factors: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """The start (module docstring): F0 (n, K) with unit-variance columns and Lambda0 (K, T)."""
+    n = R.shape[0]
+    scale = np.sqrt((R**2).sum(axis=0) / M.sum(axis=0))  # (T,)
+    scale = np.where(scale > 0, scale, 1.0)
+    Z = R / scale
+    filled = Z.copy()
+    for _ in range(iterations):
+        U, S, Vt = np.linalg.svd(filled, full_matrices=False)
+        low = (U[:, :n_factors] * S[:n_factors]) @ Vt[:n_factors]
+        filled = np.where(M > 0, Z, low)
+    U, S, Vt = np.linalg.svd(filled, full_matrices=False)
+    F0 = np.sqrt(n) * U[:, :n_factors]
+    Lambda0 = (S[:n_factors, None] * Vt[:n_factors]) / np.sqrt(n) * scale
+    return F0, Lambda0
+
+
+def own_trait_covariance(Lambda: np.ndarray, psi: np.ndarray, M: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """C_i = (diag(1/s) + Lambda diag(M_i / psi) Lambda^T)^-1, shape (n, K, K)."""
+    precision = np.einsum("kt,it,lt->ikl", Lambda, M / psi, Lambda) + np.diag(1.0 / s)
+    return np.linalg.inv(precision)
+
+
+def posterior(
+    operator: GRMOperator,
+    R: np.ndarray,
+    M: np.ndarray,
+    Lambda: np.ndarray,
+    psi: np.ndarray,
+    theta: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+) -> Posterior:
+    """The E-step (module docstring): F^, U and C at (Lambda, psi, theta).
+
+    Arguments:
+        operator: the GRM operator over the n samples.
+        R: residualised traits, zeros where unobserved, shape (n, T); M: the mask, shape (n, T).
+        Lambda: loadings (K, T); psi: residual variances (T,); theta: (K, G + 1) per factor.
+        tol, max_iter: of the PCG solve.
+    """
+    n, T = R.shape
+    theta_g, theta_e = theta[:, :-1].T, theta[:, -1]  # (G, K), (K,)
+    s = theta_g.T @ (np.asarray(with_diagonal(operator).traces()) / n) + theta_e  # (K,)
+    C = own_trait_covariance(Lambda, psi, M, s)
+
+    def sigma(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Sigma_k W_k)_k (n, K) and theta_gk K_g W_k (G, n, K): one stacked pass."""
+        KW = np.asarray(operator.matmat(W), dtype=np.float64)  # (G, n, K)
+        blups = theta_g[:, None, :] * KW
+        return blups.sum(axis=0) + theta_e * W, blups
+
+    def apply_H(v: np.ndarray) -> np.ndarray:
+        V = v.reshape(n, T)
+        SW, _ = sigma((M * V) @ Lambda.T)
+        return (M * (SW @ Lambda + psi * V) + (1.0 - M) * V).reshape(-1, 1)
+
+    def solve_M(r):
+        Rb = np.asarray(r).reshape(n, T)
+        Zb = M * Rb / psi
+        V = np.einsum("ikl,il->ik", C, Zb @ Lambda.T)
+        return jnp.asarray((M * (Zb - (V @ Lambda) / psi) + (1.0 - M) * Rb).reshape(-1, 1))
+
+    result = block_pcg(apply_H, R.reshape(-1, 1), solve_M=solve_M, tol=tol, max_iter=max_iter)
+    alpha = M * result.x.reshape(n, T)
+    factors, blups = sigma(alpha @ Lambda.T)
+    return Posterior(factors, blups, C, result.iterations, float(result.residuals.max()), result.status)
+
+
+def m_step(R: np.ndarray, M: np.ndarray, post: Posterior, psi_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lambda (K, T) and psi (T,) by masked regression on F^ with the second moments (module docstring)."""
+    F = post.factors
+    A = np.einsum("it,ik,il->tkl", M, F, F) + np.einsum("it,ikl->tkl", M, post.C)  # (T, K, K)
+    b = np.einsum("it,ik->tk", M * R, F)  # (T, K)
+    Lambda = np.linalg.solve(A, b[:, :, None])[:, :, 0]  # (T, K)
+    psi = ((R**2).sum(axis=0) - np.einsum("tk,tk->t", b, Lambda)) / M.sum(axis=0)
+    return Lambda.T, np.maximum(psi, psi_min)
+
+
+def _factor_reml(operator: GRMOperator, F: np.ndarray, config: FitConfig) -> tuple[list[RemlResult], int, str]:
+    """REML of each column of F (intercept only) in shared passes; raises if one fails."""
+    n, K = F.shape
+    fits = fit_reml_traits(operator, list(F.T), [np.ones((n, 1))] * K, [None] * K, config)
+    failed = [(k, r) for k, r in enumerate(fits.results) if not isinstance(r, RemlResult)]
+    if failed:
+        k, exc = failed[0]
+        raise InputError(f"the REML fit of factor {k + 1} failed: {exc}")
+    return [r for r in fits.results if isinstance(r, RemlResult)], fits.passes, fits.method
+
+
+def fit_factor_model(
+    operator: GRMOperator, Y: np.ndarray, X: np.ndarray | None = None, config: FactorConfig = FactorConfig(n_factors=1)
+) -> FactorModelResult:
+    """Fit Y = X B + F Lambda + E with K factors by EM with REML per factor (module docstring).
+
+    Arguments:
+        operator: a GRM operator over the n samples, with `traces()`.
+        Y: traits, shape (n, T), NaN where a value is missing (at random).
+        X: covariates, shape (n, p), the intercept included; None for an intercept only.
+        config: `FactorConfig`; `config.reml.seed` the master seed (None: a fresh one).
+
+    Returns:
+        `FactorModelResult`; non-convergence is reported in `converged` / `status`, not raised.
+
+    Raises:
+        InputError: T = 0, K >= T, shapes, a trait with too few observed samples.
+    """
+    Y, X = _check(operator, Y, X, config.n_factors)
+    tol = config.tol
+    method, _ = choose_method(config.reml.method, Y.shape[0], operator.n_components)
+    if method == "randomised" and tol < 10 * config.reml.pcg_tol:
+        raise InputError(f"tol {tol:g} is below 10 x the REML PCG tolerance {config.reml.pcg_tol:g}: raise tol")
+    seed = fresh_seed() if config.reml.seed is None else config.reml.seed
+    config = dataclasses.replace(config, reml=dataclasses.replace(config.reml, seed=seed))
+    t0 = time.perf_counter()
+    before = operator.passes
+    R, M, B = residualise_traits(Y, X)
+    psi_min = config.psi_floor * (R**2).sum(axis=0) / M.sum(axis=0)
+    F0, Lambda = masked_pca(R, M, config.n_factors, config.pca_iter)
+    psi = np.maximum(((R - M * (F0 @ Lambda)) ** 2).sum(axis=0) / M.sum(axis=0), psi_min)
+    fits, _, method = _factor_reml(operator, F0, config.reml)
+    theta = np.stack([r.theta / r.theta.sum() for r in fits])  # (K, G + 1)
+    logger.info(
+        "factor model: %d traits, %d factors, %d samples; start h2 %s", Y.shape[1], config.n_factors, Y.shape[0], _fmt(theta)
+    )
+    history: list[dict] = []
+    converged, failures = False, ""
+    for iteration in range(1, config.max_iter + 1):
+        post = posterior(operator, R, M, Lambda, psi, theta, tol=config.e_step_tol, max_iter=config.e_step_max_iter)
+        new_Lambda, psi = m_step(R, M, post, psi_min)
+        fits, _, method = _factor_reml(operator, post.factors, config.reml)
+        new_theta = np.stack([r.theta / r.theta.sum() for r in fits])
+        d_lambda = float(np.linalg.norm(new_Lambda - Lambda) / np.linalg.norm(new_Lambda))
+        d_h2 = float(np.abs(new_theta[:, :-1].sum(axis=1) - theta[:, :-1].sum(axis=1)).max())
+        Lambda, theta = new_Lambda, new_theta
+        failures = "; ".join(
+            [f"E-step: {post.status}"] * (post.status != "converged")
+            + [f"factor {k + 1} REML: {r.status}" for k, r in enumerate(fits) if not r.converged]
+        )
+        history.append(
+            {
+                "iteration": iteration,
+                "h2": theta[:, :-1].sum(axis=1).tolist(),
+                "d_lambda": d_lambda,
+                "d_h2": d_h2,
+                "e_step_iterations": post.iterations,
+                "e_step_residual": post.residual,
+                "psi_mean": float(psi.mean()),
+                "passes": int(operator.passes - before),
+                "wall_s": time.perf_counter() - t0,
+            }
+        )
+        logger.info(
+            "factor EM %d: h2 %s, d_Lambda %.2e, d_h2 %.2e, E-step %d PCG iterations, %d passes",
+            iteration,
+            _fmt(theta),
+            d_lambda,
+            d_h2,
+            post.iterations,
+            history[-1]["passes"],
+        )
+        if d_lambda < tol and d_h2 < tol:
+            converged = not failures
+            break
+    # final posterior at the final parameters: the factors and BLUPs that go with them
+    post = posterior(operator, R, M, Lambda, psi, theta, tol=config.e_step_tol, max_iter=config.e_step_max_iter)
+    if post.status != "converged":
+        failures = "; ".join(filter(None, [failures, f"final E-step: {post.status}"]))
+        converged = False
+    if converged:
+        status = "converged"
+    elif failures:
+        status = failures
+    else:
+        status = f"no convergence in {config.max_iter} iterations (d_Lambda {d_lambda:.2e}, d_h2 {d_h2:.2e}, tol {tol:g})"
+    sign = np.sign(Lambda[np.arange(Lambda.shape[0]), np.abs(Lambda).argmax(axis=1)])  # (K,)
+    h2 = theta[:, :-1]
+    return FactorModelResult(
+        loadings=Lambda * sign[:, None],
+        psi=psi,
+        theta=theta,
+        h2=h2,
+        h2_total=h2.sum(axis=1),
+        h2_se=np.array([r.h2_total_se for r in fits]),
+        h2_mc_se=np.array([r.h2_total_mc_se for r in fits]),
+        beta=B,
+        factors=post.factors * sign,
+        factor_blups=post.blups * sign,
+        iterations=len(history),
+        converged=converged,
+        status=status,
+        history=history,
+        passes=int(operator.passes - before),
+        method=method,
+        seed=seed,
+        config=config,
+    )
+
+
+def _fmt(theta: np.ndarray) -> str:
+    return "[" + " ".join(f"{h:.3f}" for h in theta[:, :-1].sum(axis=1)) + "]"

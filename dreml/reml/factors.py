@@ -207,16 +207,22 @@ class Posterior:
     status: str
 
 
+def check_factor_count(n_factors: int, n_traits: int) -> None:
+    """Raise `InputError` unless 1 <= K < T (T = 0: no traits left after the filters)."""
+    if n_traits == 0:
+        raise InputError("no traits left to fit (T = 0 after the filters)")
+    if not 1 <= n_factors < n_traits:
+        raise InputError(
+            f"the factor count K = {n_factors} must be at least 1 and smaller than the number of traits T = {n_traits}"
+        )
+
+
 def _check(operator: GRMOperator, Y: np.ndarray, X: np.ndarray | None, n_factors: int) -> tuple[np.ndarray, np.ndarray]:
     n = operator.shape[0]
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[0] != n:
         raise InputError(f"Y must have shape ({n}, T) to match the operator, got {Y.shape}")
-    T = Y.shape[1]
-    if T == 0:
-        raise InputError("no traits left to fit (T = 0 after the filters)")
-    if n_factors >= T:
-        raise InputError(f"the factor count K = {n_factors} must be smaller than the number of traits T = {T}")
+    check_factor_count(n_factors, Y.shape[1])
     X = np.ones((n, 1)) if X is None else np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] != n or not np.isfinite(X).all():
         raise InputError(f"X must be finite with shape ({n}, p), got {X.shape}")

@@ -1,0 +1,123 @@
+"""`dreml fit --factors K (--all-pheno | --pheno-name a,b,c)`: the low-rank factor model on stores.
+
+Options added to `dreml fit` by `add_factor_options`; `dreml fit` hands the run to
+`run_factors` when `wants_factors` (--factors given), after it built its `FitConfig` (the
+factors' REML settings). Writes PREFIX.factors.tsv, PREFIX.loadings.tsv, PREFIX.factors.json
+and PREFIX.factors.pred.tsv (`dreml.factors.write_factors`) and prints the factor table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dreml.cli.common import cluster_client, positive_int
+from dreml.cli.inputs import inputs_from_args, memory_budget, trait_names
+from dreml.errors import InputError
+from dreml.factors import factors_tsv_text, fit_factors_prepared, write_factors
+from dreml.phenotypes import read_sample_table
+from dreml.reml import FitConfig
+from dreml.reml.factors import FactorConfig, check_factor_count
+
+logger = logging.getLogger(__name__)
+
+# `dreml fit` options that a factor-model fit does not take: (attribute, flag, why)
+_REFUSED = (
+    ("mpheno", "--mpheno", "name the traits with --pheno-name a,b,c or take every column with --all-pheno"),
+    ("reml_lrt", "--reml-lrt", "likelihood-ratio tests are univariate"),
+    ("prevalence", "--prevalence", "liability-scale factor heritabilities are not implemented"),
+    ("reml_pred_rand", "--reml-pred-rand", "the factor model writes its predictions to PREFIX.factors.pred.tsv"),
+    ("blup_snp", "--blup-snp", "factor SNP effects are not written"),
+    ("plot", "--plot", "no convergence figure is drawn for the factor model"),
+    ("priors", "--reml-priors-var", "each factor's REML starts from Haseman-Elston"),
+    ("annot", "--annot", "annotation-driven variances are univariate"),
+    ("variance_model", "--variance-model", "annotation-driven variances are univariate"),
+)
+
+
+def add_factor_options(p: argparse.ArgumentParser) -> None:
+    """--factors, --factor-max-iter, --factor-tol and --factor-e-step-tol on `dreml fit`'s parser."""
+    defaults = FactorConfig(n_factors=1)
+    g = p.add_argument_group("low-rank factor model for many traits (docs/cli.md, docs/math.md)")
+    g.add_argument(
+        "--factors",
+        type=positive_int,
+        metavar="K",
+        help="fit Y = X B + F Lambda + E with K latent factors (K smaller than the number of traits), each with "
+        "its own variance components, to the traits of --all-pheno or --pheno-name a,b,c (values missing at "
+        "random allowed and predicted); writes PREFIX.factors.tsv, .loadings.tsv, .factors.json, .factors.pred.tsv",
+    )
+    g.add_argument(
+        "--factor-max-iter",
+        type=positive_int,
+        default=defaults.max_iter,
+        help=f"most EM iterations (default {defaults.max_iter})",
+    )
+    g.add_argument(
+        "--factor-tol",
+        type=float,
+        default=defaults.tol,
+        help="stop when the relative change of the loadings and the largest change of a factor's h2 are both below "
+        f"this (default {defaults.tol:g}; at least 10x --pcg-tol on the randomised path)",
+    )
+    g.add_argument(
+        "--factor-e-step-tol",
+        type=float,
+        default=defaults.e_step_tol,
+        help=f"relative residual of the E-step PCG solve (default {defaults.e_step_tol:g})",
+    )
+
+
+def wants_factors(args: argparse.Namespace) -> bool:
+    """Whether `dreml fit` hands the run to `run_factors` (--factors given)."""
+    return getattr(args, "factors", None) is not None
+
+
+def run_factors(args: argparse.Namespace, config: FitConfig) -> int:
+    """Run `dreml fit --factors K` (refuses the options it cannot honour; bad input fails before the cluster)."""
+    from dreml.cli.fit import check_out_prefix  # dreml.cli.fit imports this module
+
+    for attr, flag, why in _REFUSED:
+        if getattr(args, attr, None):
+            raise InputError(f"{flag} does not go with --factors: {why}")
+    names = trait_names(args)
+    if names is None:
+        if not args.all_pheno:
+            raise InputError("--factors needs the traits: --all-pheno or --pheno-name a,b,c")
+        names = list(read_sample_table(args.pheno).columns)
+    if len(set(names)) != len(names):
+        raise InputError(f"--pheno-name lists a trait twice: {', '.join(names)}")
+    check_factor_count(args.factors, len(names))
+    try:
+        factor_config = FactorConfig(
+            n_factors=args.factors,
+            max_iter=args.factor_max_iter,
+            tol=args.factor_tol,
+            e_step_tol=args.factor_e_step_tol,
+            reml=config,
+        )
+    except ValueError as exc:
+        raise InputError(f"--factors: {exc}") from exc
+    inputs = [inputs_from_args(args, pheno_name=name) for name in names]
+    check_out_prefix(args.out)
+    with cluster_client(args) as client:
+        fit = fit_factors_prepared(
+            inputs,
+            factor_config,
+            client=client,
+            min_maf=args.min_maf,
+            max_missing=args.max_missing,
+            memory_budget=memory_budget(args),
+            frequencies=args.freq_from,
+        )
+    paths = write_factors(fit, args.out)
+    r = fit.result
+    print(factors_tsv_text(fit), end="")
+    print(
+        f"{len(names)} traits, {args.factors} factors, {fit.Y.shape[0]} samples: {r.iterations} iterations, "
+        f"{r.passes} passes, converged {r.converged}, seed {r.seed}"
+    )
+    if not r.converged:
+        logger.warning("factor model not converged: %s", r.status)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -18,6 +18,7 @@ from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotat
 from dreml.cli.bivariate import add_bivariate_options, run_bivariate, wants_bivariate
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
+from dreml.cli.sparse import add_sparse_options, run_sparse, wants_sparse
 from dreml.errors import InputError
 from dreml.fit import FitInputs, TraitsOutcome, fit_prepared, fit_traits_prepared
 from dreml.fit_result import FitResult
@@ -120,6 +121,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_annotation_options(p)
     add_bivariate_options(p)
+    add_sparse_options(p)
     add_cluster_options(p)
     _add_config_flags(p)
     p.set_defaults(run=run)
@@ -170,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if wants_annotations(args):
         return run_annotated(args, config)
+    if wants_sparse(args):
+        return run_sparse(args, config)
     names = trait_names(args)
     if args.all_pheno or (names is not None and len(names) > 1):
         return run_traits(args, config, names)

@@ -17,6 +17,7 @@ from dreml.lasso.metric import PenalisedColumns, PMetric
 from dreml.lasso.solver import WorkingSet, coordinate_descent, kkt_check, solve_lasso
 from dreml.operators import DenseOperator, StreamingOperator
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
+from tests.dreml.lasso.lasso_reference import dense_P, fista, whitened
 from tests.plink_reference import read_dosage
 
 N, M, S = 240, 500, 120  # the last S variants are penalised, the others the polygenic component
@@ -46,39 +47,6 @@ def problem(tmp_path_factory):
     return Z, X, y, ops
 
 
-def dense_P(Z: np.ndarray, X: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    Zg = Z[:, : M - S]
-    H = theta[0] * Zg @ Zg.T / (M - S) + theta[1] * np.eye(N)
-    Hi = np.linalg.inv(H)
-    HiX = Hi @ X
-    return Hi - HiX @ np.linalg.solve(X.T @ HiX, HiX.T)
-
-
-def fista(A: np.ndarray, y: np.ndarray, penalty: np.ndarray, iterations: int = 200_000) -> np.ndarray:
-    """argmin 1/2 ||y - A b||^2 + sum penalty_j |b_j| by FISTA."""
-    L = np.linalg.norm(A, 2) ** 2
-    b = v = np.zeros(A.shape[1])
-    t = 1.0
-    for _ in range(iterations):
-        g = A.T @ (A @ v - y)
-        w = v - g / L
-        b_new = np.sign(w) * np.maximum(np.abs(w) - penalty / L, 0)
-        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        v = b_new + (t - 1) / t_new * (b_new - b)
-        if np.max(np.abs(b_new - b)) < 1e-15:
-            return b_new
-        b, t = b_new, t_new
-    return b
-
-
-def whitened(Z: np.ndarray, X: np.ndarray, y: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A, y_w with ||y_w - A b||^2 = (y - Z_S b)^T P (y - Z_S b): P = L L^T from its eigenvectors."""
-    w, U = np.linalg.eigh(dense_P(Z, X, theta))
-    keep = w > 1e-10 * w.max()  # P has rank n - p
-    root = U[:, keep] * np.sqrt(w[keep])  # shape: (n, n - p)
-    return root.T @ Z[:, M - S :], root.T @ y
-
-
 @pytest.mark.parametrize("theta", [np.array([0.4, 0.6]), np.array([0.0, 1.0])])
 def test_solve_lasso__equals_fista_on_the_whitened_problem(problem, theta):
     Z, X, y, (op_g, op_s) = problem
@@ -87,7 +55,7 @@ def test_solve_lasso__equals_fista_on_the_whitened_problem(problem, theta):
     Py = metric.apply(y)[:, 0]
     lam_max = np.max(np.abs(columns.zt(Py)[:, 0]))
     weights = np.random.default_rng(1).uniform(0.5, 2.0, S)
-    A, y_w = whitened(Z, X, y, theta)
+    A, y_w = whitened(Z[:, : M - S], Z[:, M - S :], X, y, theta)
     assert np.max(np.abs(A.T @ y_w)) == pytest.approx(lam_max, rel=1e-9)
     working = WorkingSet(metric, columns, Py)
     b = np.zeros(S)
@@ -130,7 +98,7 @@ def test_kkt_check__fails_when_a_coefficient_is_perturbed(problem):
     b = solution.b.copy()
     j = solution.active[0]
     b[j] *= 1.05
-    P = dense_P(Z, X, np.array([0.4, 0.6]))
+    P = dense_P(Z[:, : M - S], X, np.array([0.4, 0.6]))
     c = Z[:, M - S :].T @ P @ (y - Z[:, M - S :] @ b)
     summary, bad = kkt_check(c, b, lam * weights, 1e-4)
     assert summary.violations >= 1 and bad[j] and summary.worst == j

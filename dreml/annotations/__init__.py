@@ -4,7 +4,8 @@
 
 `fit_annotated(variants, y, X, annotations=..., variance_model="ldak" | "linear" | "mlp")`
 on explicit Z or a genotype operator; `fit_store` from a fit's prepared inputs and an
-annotation file (the CLI's `--annot`). Mathematics: docs/math.md, "Annotation-driven
+annotation file (the CLI's `--annot`, `--annot-builtin`); `heldout_loglik` for held-out
+chromosomes (`--annot-holdout-chr`). Mathematics: docs/math.md, "Annotation-driven
 per-variant variances".
 """
 
@@ -18,7 +19,8 @@ from dreml.annotations.fit import (
     Enrichment,
     fit_annotated,
 )
-from dreml.annotations.maps import LdakMap, LinearMap, MlpMap, make_map
+from dreml.annotations.holdout import HeldOut, heldout_loglik
+from dreml.annotations.maps import FixedMap, LdakMap, LinearMap, MlpMap, make_map
 from dreml.annotations.variants import DenseVariants, GenotypeVariants
 
 __all__ = [
@@ -26,10 +28,13 @@ __all__ = [
     "AnnotatedResult",
     "DenseVariants",
     "Enrichment",
+    "FixedMap",
     "GenotypeVariants",
+    "HeldOut",
     "LdakMap",
     "LinearMap",
     "MlpMap",
     "fit_annotated",
+    "heldout_loglik",
     "make_map",
 ]

@@ -210,7 +210,14 @@ def as_variants(variants: Any) -> VariantOperator:
     return variants
 
 
-def _check_data(n: int, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def resolve_method(method: str, n: int, m: int) -> str:
+    """ "exact" or "randomised" for `AnnotConfig.method` on n samples and m variants."""
+    if method == "auto":
+        return "exact" if n <= EXACT_MAX_N and n * m * 8 <= EXACT_MAX_BYTES else "randomised"
+    return method
+
+
+def check_data(n: int, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (n,):
         raise InputError(f"y must have shape ({n},) to match the genotypes, got {y.shape}")
@@ -316,7 +323,7 @@ def fit_annotated(
     t0 = time.perf_counter()
     ops = as_variants(variants)
     n, m = ops.n, ops.m
-    y, X = _check_data(n, y, X)
+    y, X = check_data(n, y, X)
     A = None
     if annotations is not None:
         A = np.asarray(annotations, dtype=np.float64)
@@ -334,9 +341,7 @@ def fit_annotated(
         vmap = variance_model
     seed = config.seed if config.seed is not None else fresh_seed()
     config = dataclasses.replace(config, seed=seed)
-    method = config.method
-    if method == "auto":
-        method = "exact" if n <= EXACT_MAX_N and n * m * 8 <= EXACT_MAX_BYTES else "randomised"
+    method = resolve_method(config.method, n, m)
     passes_start = ops.passes
     if start is None:
         # a one-component genotype operator is its own GRM (fused passes); else K = Z Z^T / m

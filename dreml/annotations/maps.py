@@ -23,7 +23,10 @@ Maps (docs/math.md, "Annotation-driven per-variant variances"):
             start is the constant sigma2_j = s.
 
 Every map has `init(c)`: parameters at which sigma2_j = c for every j (the warm start from the
-one-component REML fit, c = theta_g / m), `sigma2(phi)` and `names` for its parameters.
+one-component REML fit, c = theta_g / m), `sigma2(phi)` and `names` for its parameters, and
+`predict(phi, annotations, frequencies)`: f(a; phi) on other variants (held-out chromosomes),
+with the fitted variants' normalisations (ldak's mean of v, mlp's column means and SDs).
+`FixedMap` holds a given sigma2 and no parameters (theta_e alone is fitted).
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class VarianceMap(Protocol):
 
     def sigma2(self, phi: jax.Array) -> jax.Array:
         """sigma2_j for every variant, shape (m,)."""
+
+    def predict(self, phi: np.ndarray, annotations: np.ndarray | None, frequencies: np.ndarray | None) -> np.ndarray:
+        """f(a; phi) for other variants' annotations (k, q) / frequencies (k,), shape (k,)."""
 
     def to_dict(self) -> dict:
         """The map's settings (not its data) for the record."""
@@ -111,6 +117,16 @@ class LdakMap:
         w = w - jnp.max(w)  # the normalisation cancels the shift: no overflow for large |alpha|
         v = jnp.exp(w)
         return jnp.exp(phi[0]) * v / jnp.mean(v)
+
+    def predict(self, phi: np.ndarray, annotations: np.ndarray | None, frequencies: np.ndarray | None) -> np.ndarray:
+        """s v_k / mean_j v_j: v_k of the new variants over the fitted variants' mean."""
+        if frequencies is None:
+            raise InputError("ldak variance model: the variants' allele frequencies are needed")
+        p = np.asarray(frequencies, dtype=np.float64)
+        w = (1.0 + phi[1]) * np.asarray(self._log_v)
+        shift = w.max()
+        v_new = np.exp((1.0 + phi[1]) * np.log(2.0 * p * (1.0 - p)) - shift)
+        return np.exp(phi[0]) * v_new / np.exp(w - shift).mean()
 
     def to_dict(self) -> dict:
         return {"model": self.name}
@@ -161,6 +177,12 @@ class LinearMap:
     def sigma2(self, phi: jax.Array) -> jax.Array:
         return jnp.exp(self._D @ phi)
 
+    def predict(self, phi: np.ndarray, annotations: np.ndarray | None, frequencies: np.ndarray | None) -> np.ndarray:
+        """exp(d_k^T tau) with the fitted variants' choice of intercept (a column may be constant here)."""
+        A = np.asarray(annotations, dtype=np.float64).reshape(-1, len(self.columns))
+        D = np.hstack([np.ones((A.shape[0], 1)), A]) if self.intercept else A
+        return np.exp(D @ np.asarray(phi))
+
     def to_dict(self) -> dict:
         return {"model": self.name, "columns": list(self.columns), "intercept": self.intercept}
 
@@ -182,6 +204,8 @@ class MlpMap:
     seed: int = 0
     name: str = "mlp"
     _At: jax.Array = field(init=False, repr=False)  # shape: (m, q), standardised A
+    _centre: np.ndarray = field(init=False, repr=False)  # shape: (q,), column means of A
+    _scale: np.ndarray = field(init=False, repr=False)  # shape: (q,), column SDs (1 for a constant)
     _flat0: np.ndarray = field(init=False, repr=False)  # the initial phi
     _unravel: Callable[[Any], Any] = field(init=False, repr=False)  # phi -> (log_s, layers)
 
@@ -189,8 +213,9 @@ class MlpMap:
         A = _checked_matrix(self.A, tuple(self.columns))
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
             raise InputError(f"mlp variance model: hidden layer sizes must be positive, got {self.hidden!r}")
-        sd = A.std(axis=0)
-        At = (A - A.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        centre, sd = A.mean(axis=0), A.std(axis=0)
+        scale = np.where(sd > 0, sd, 1.0)
+        At = (A - centre) / scale
         rng = np.random.default_rng(self.seed)
         sizes = (A.shape[1], *[int(h) for h in self.hidden])
         layers = [(rng.standard_normal((a, b)) / np.sqrt(max(a, 1)), np.zeros(b)) for a, b in itertools.pairwise(sizes)]
@@ -198,6 +223,8 @@ class MlpMap:
         flat, unravel = ravel_pytree((0.0, layers))
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "_At", jnp.asarray(At))
+        object.__setattr__(self, "_centre", centre)
+        object.__setattr__(self, "_scale", scale)
         object.__setattr__(self, "_flat0", np.asarray(flat))
         object.__setattr__(self, "_unravel", unravel)
 
@@ -214,12 +241,45 @@ class MlpMap:
         phi[0] = np.log(c)
         return phi
 
-    def sigma2(self, phi: jax.Array) -> jax.Array:
+    def _at(self, phi: jax.Array, At: jax.Array) -> jax.Array:
         log_s, layers = self._unravel(phi)
-        return jnp.exp(log_s) * jax.nn.softplus(_mlp_apply(layers, self._At)) / np.log(2.0)
+        return jnp.exp(log_s) * jax.nn.softplus(_mlp_apply(layers, At)) / np.log(2.0)
+
+    def sigma2(self, phi: jax.Array) -> jax.Array:
+        return self._at(phi, self._At)
+
+    def predict(self, phi: np.ndarray, annotations: np.ndarray | None, frequencies: np.ndarray | None) -> np.ndarray:
+        """The network on the new rows, standardised with the fitted variants' column means and SDs."""
+        A = np.asarray(annotations, dtype=np.float64).reshape(-1, len(self.columns))
+        return np.asarray(self._at(jnp.asarray(phi), jnp.asarray((A - self._centre) / self._scale)), dtype=np.float64)
 
     def to_dict(self) -> dict:
         return {"model": self.name, "columns": list(self.columns), "hidden": list(self.hidden), "seed": self.seed}
+
+
+@dataclass(frozen=True, eq=False)
+class FixedMap:
+    """A given sigma2 (shape (m,)) and no parameters: `fit_annotated` then fits theta_e alone."""
+
+    values: np.ndarray  # shape: (m,)
+    name: str = "fixed"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def small(self) -> bool:
+        return True
+
+    def init(self, c: float) -> np.ndarray:
+        return np.zeros(0)
+
+    def sigma2(self, phi: jax.Array) -> jax.Array:
+        return jnp.asarray(self.values, dtype=jnp.float64)
+
+    def to_dict(self) -> dict:
+        return {"model": self.name}
 
 
 def make_map(

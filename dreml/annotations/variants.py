@@ -12,7 +12,9 @@ the operator layer.
 operator with `zt_matmat` / `z_matmat` / `m` (`StreamingOperator`, `GenotypeOperator`): its
 variants are those of every component in component order (the order of
 `dreml.fit.variant_table`). `OneComponent` turns either into a one-component GRM operator
-K = Z Z^T / m for `fit_reml` (the warm start).
+K = Z Z^T / m for `fit_reml` (the warm start). `SubsetVariants` restricts either to some of its
+variants (a held-out chromosome, or the others): a full pass each, the other rows dropped or
+zero.
 """
 
 from __future__ import annotations
@@ -125,6 +127,43 @@ class GenotypeVariants:
 
     def sum_squares(self) -> None:
         return None
+
+
+class SubsetVariants:
+    """The variants `index` (shape (k,)) of another `VariantOperator`: Z[:, index]."""
+
+    def __init__(self, variants: VariantOperator, index: np.ndarray) -> None:
+        self.variants = variants
+        self.index = np.asarray(index, dtype=np.int64)
+        norms = variants.sum_squares()
+        self._sum_squares = None if norms is None else norms[self.index]
+
+    @property
+    def n(self) -> int:
+        return self.variants.n
+
+    @property
+    def m(self) -> int:
+        return int(self.index.size)
+
+    @property
+    def passes(self) -> int:
+        return self.variants.passes
+
+    def zt(self, U: np.ndarray) -> np.ndarray:
+        return self.variants.zt(U)[self.index]
+
+    def z(self, B: np.ndarray) -> np.ndarray:
+        B = np.asarray(B, dtype=np.float64)
+        full = np.zeros((self.variants.m, *B.shape[1:]))
+        full[self.index] = B
+        return self.variants.z(full)
+
+    def explicit(self) -> np.ndarray:
+        return self.variants.explicit()[:, self.index]
+
+    def sum_squares(self) -> np.ndarray | None:
+        return self._sum_squares
 
 
 class OneComponent:

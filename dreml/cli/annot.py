@@ -5,7 +5,10 @@ hands over to `run_annotated` when `wants_annotations(args)`. The annotated fit 
 command's inputs (stores, components, phenotype, covariates, selections, filters), its cluster
 options and its algorithm flags (--method/--exact, --seed, --n-probes, --slq-probes, the PCG
 tolerances, --no-loglik, --worker-dtype); it writes PREFIX.snpvar.tsv, PREFIX.enrichment.tsv,
-PREFIX.annot.json and PREFIX.annot.history.tsv (`dreml.annotations.io`).
+PREFIX.annot.json and PREFIX.annot.history.tsv (`dreml.annotations.io`). Built-in columns
+(--annot-builtin maf,ld_score; `dreml.annotations.builtin`) join or replace the file's;
+--annot-holdout-chr adds the held-out chromosomes' predictive log-likelihoods
+(`dreml.annotations.holdout`) to the report, the log and the terminal.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from dreml.annotations.builtin import BUILTIN
 from dreml.annotations.fit import AnnotConfig
-from dreml.annotations.io import fit_store, summary_text, write_annotated
+from dreml.annotations.holdout import parse_chromosomes
+from dreml.annotations.io import StoreAnnotations, fit_store, heldout_text, summary_text, write_annotated
 from dreml.annotations.maps import MODELS
 from dreml.cli.common import cluster_client
 from dreml.cli.inputs import inputs_from_args, memory_budget, trait_names
@@ -33,6 +38,35 @@ def add_annotation_options(p: argparse.ArgumentParser) -> None:
         help="per-variant annotations: variant ID then named numeric columns (optional header; plain, .gz "
         "or .zst); fits sigma2_j = f(a_j) by REML instead of the components' variances and writes "
         "PREFIX.snpvar.tsv, PREFIX.enrichment.tsv, PREFIX.annot.json, PREFIX.annot.history.tsv",
+    )
+    g.add_argument(
+        "--annot-builtin",
+        metavar="COLS",
+        help=f"built-in annotation columns computed from the store, comma-separated ({', '.join(BUILTIN)}): "
+        "maf = min(p, 1-p); ld_score = sum of bias-corrected r^2 with the fitted variants within "
+        "--ld-window variants on the same contig; appended after --annot's columns (or alone)",
+    )
+    g.add_argument(
+        "--ld-window",
+        type=int,
+        default=StoreAnnotations.ld_window,
+        metavar="W",
+        help=f"ld_score window: +-W variants in store order on the same contig (default {StoreAnnotations.ld_window})",
+    )
+    g.add_argument(
+        "--max-missing-annot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fail when more than N variant IDs of --annot are in none of the stores (default: no limit; "
+        "the count is always logged and recorded in PREFIX.annot.json)",
+    )
+    g.add_argument(
+        "--annot-holdout-chr",
+        metavar="CHRS",
+        help="comma-separated chromosomes, each held out in turn: fit on the others, then report the REML "
+        "log-likelihood of y under the held-out chromosome's predicted sigma2_j (theta_e re-estimated) "
+        "beside the one-component model's (docs/math.md)",
     )
     g.add_argument(
         "--variance-model",
@@ -81,8 +115,8 @@ def add_annotation_options(p: argparse.ArgumentParser) -> None:
 
 
 def wants_annotations(args: argparse.Namespace) -> bool:
-    """Whether `dreml fit` runs the annotated model (--annot or --variance-model given)."""
-    return getattr(args, "annot", None) is not None or getattr(args, "variance_model", None) is not None
+    """Whether `dreml fit` runs the annotated model (--annot, --annot-builtin or --variance-model given)."""
+    return any(getattr(args, name, None) is not None for name in ("annot", "annot_builtin", "variance_model"))
 
 
 def annot_config(args: argparse.Namespace, config: FitConfig) -> AnnotConfig:
@@ -115,8 +149,15 @@ def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
     from dreml.cli.fit import check_out_prefix  # the fit command imports this module
 
     model = args.variance_model or "linear"
-    if model != "ldak" and args.annot is None:
-        raise InputError(f"--variance-model {model} needs --annot FILE")
+    source = StoreAnnotations(
+        annot=args.annot,
+        builtin=args.annot_builtin,
+        ld_window=args.ld_window,
+        max_missing=args.max_missing_annot,
+        holdout=parse_chromosomes(args.annot_holdout_chr),
+    )
+    if model != "ldak" and args.annot is None and not source.builtin:
+        raise InputError(f"--variance-model {model} needs --annot FILE or --annot-builtin COLS")
     names = trait_names(args)
     if getattr(args, "all_pheno", False) or (names is not None and len(names) > 1):
         raise InputError("--annot fits one trait at a time: give one --pheno-name")
@@ -128,9 +169,9 @@ def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
     inputs = inputs_from_args(args)
     check_out_prefix(args.out)
     with cluster_client(args) as client:
-        result, ids, description = fit_store(
+        result, ids, description, heldout = fit_store(
             inputs,
-            args.annot,
+            source,
             variance_model=model,
             client=client,
             config=settings,
@@ -140,8 +181,10 @@ def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
             memory_budget=memory_budget(args),
             frequencies=args.freq_from,
         )
-    paths = write_annotated(result, ids, args.out, description)
+    paths = write_annotated(result, ids, args.out, description, heldout)
     print(summary_text(result))
+    if heldout:
+        print(heldout_text(heldout))
     if not result.converged:
         logger.warning("not converged: %s", result.status)
     print("wrote " + ", ".join(str(p) for p in paths))

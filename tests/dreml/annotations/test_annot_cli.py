@@ -1,5 +1,6 @@
-"""`dreml fit --annot` end to end: a store, a local cluster, the outputs, and the same fit in process on a float64 streaming
-operator."""
+"""`dreml fit --annot` end to end: a store, the session's local cluster (--scheduler), the outputs,
+and the same fit in process on a float64 streaming operator; built-in columns, a held-out
+chromosome and --max-missing-annot through the CLI."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _parse(argv):
     return build_parser().parse_args(argv)
 
 
-def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, capsys):
+def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, capsys, client):
     args = _parse(
         [
             "fit",
@@ -54,8 +55,8 @@ def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, caps
             str(cohort / "c.annot.gz"),
             "--out",
             str(tmp_path / "r"),
-            "--workers",
-            "1",
+            "--scheduler",
+            client.scheduler.address,
             "--exact",
             "--worker-dtype",
             "float64",
@@ -77,7 +78,7 @@ def test_dreml_fit_annot__outputs_and_same_fit_in_process(cohort, tmp_path, caps
     data = load_analysis_data(store.sample_id, cohort / "c.pheno", store_fid=store.sample_family_id)
     op = StreamingOperator(cohort / "c.zarr", samples=data.sample_index, dtype=np.float64)
     ids = np.asarray(variant_table(op).id).astype(str)
-    columns, A = read_annotations(cohort / "c.annot.gz", ids)
+    columns, A, _ = read_annotations(cohort / "c.annot.gz", ids)
     ref = fit_annotated(op, data.y, data.X, annotations=A, columns=columns, config=AnnotConfig(method="exact", seed=4))
     np.testing.assert_allclose(report["params"], ref.params, rtol=1e-6, atol=1e-8)
     assert report["h2"] == pytest.approx(ref.h2, rel=1e-6)
@@ -98,5 +99,56 @@ def test_dreml_fit_annot__raise_on_model_without_annotations(cohort, tmp_path):
             str(tmp_path / "r"),
         ]
     )
-    with pytest.raises(InputError, match="--variance-model mlp needs --annot FILE"):
+    with pytest.raises(InputError, match="--variance-model mlp needs --annot FILE or --annot-builtin COLS"):
+        run_annotated(args, config_from_args(args))
+
+
+def test_dreml_fit_annot_builtin__holdout_in_the_report(cohort, tmp_path, capsys, client):
+    """maf and ld_score alone, chromosome 1 held out: the report's columns, the held-out rows and
+    the ld_score column the same as `store_ld_scores` on an in-process operator."""
+    args = _parse(
+        [
+            "fit",
+            "--store",
+            str(cohort / "c.zarr"),
+            "--pheno",
+            str(cohort / "c.pheno"),
+            "--annot-builtin",
+            "maf,ld_score",
+            "--ld-window",
+            "20",
+            "--annot-holdout-chr",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--scheduler",
+            client.scheduler.address,
+            "--exact",
+            "--worker-dtype",
+            "float64",
+            "--seed",
+            "4",
+        ]
+    )
+    assert wants_annotations(args)
+    assert run_annotated(args, config_from_args(args)) == 0
+    out = capsys.readouterr().out
+    assert "held-out chr" in out
+    report = json.loads((tmp_path / "r.annot.json").read_text())
+    assert report["param_names"] == ["intercept", "tau_maf", "tau_ld_score"]
+    assert report["inputs"]["annot_builtin"] == ["maf", "ld_score"] and report["inputs"]["ld_window"] == 20
+    (h,) = report["heldout"]
+    assert h["chromosome"] == "1" and h["m_train"] + h["m_test"] == report["m"]
+    assert h["difference"] == pytest.approx(h["loglik"] - h["loglik_grouped"])
+    assert np.isfinite([h["loglik"], h["loglik_grouped"]]).all() and h["loglik_se"] == 0
+
+
+def test_dreml_fit_annot__raise_on_ids_not_in_store(cohort, tmp_path, client):
+    annot = tmp_path / "a.txt"
+    annot.write_text((cohort / "c.bim").read_text().split()[1] + " 1\nnot_a_variant 2\n")
+    args = _parse(
+        ["fit", "--store", str(cohort / "c.zarr"), "--pheno", str(cohort / "c.pheno"), "--annot", str(annot)]
+        + ["--max-missing-annot", "0", "--out", str(tmp_path / "r"), "--scheduler", client.scheduler.address]
+    )
+    with pytest.raises(InputError, match="line 2: variant not_a_variant is not in the store; 1 annotated variants are not"):
         run_annotated(args, config_from_args(args))

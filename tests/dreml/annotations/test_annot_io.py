@@ -22,7 +22,7 @@ from dreml.errors import InputError
 def test_read_annotations__header_order_and_extra_variants(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("SNP coding maf\nrs3 1 0.3\nrs1 0 0.1\nrs9 1 0.5\n\nrs2 1 2e-1\n")
-    columns, A = read_annotations(path, ["rs1", "rs2", "rs3"])
+    columns, A, _ = read_annotations(path, ["rs1", "rs2", "rs3"])
     assert columns == ("coding", "maf")
     np.testing.assert_array_equal(A, [[0, 0.1], [1, 0.2], [1, 0.3]])
 
@@ -32,7 +32,7 @@ def test_read_annotations__compressed_without_header(tmp_path, compress):
     text = b"rs1\t0.5\t1\nrs2\t-1\t0\n"
     path = tmp_path / f"a.{compress}"
     path.write_bytes(gzip.compress(text) if compress == "gz" else zstandard.ZstdCompressor().compress(text))
-    columns, A = read_annotations(path, ["rs2", "rs1"])
+    columns, A, _ = read_annotations(path, ["rs2", "rs1"])
     assert columns == ("annot1", "annot2")
     np.testing.assert_array_equal(A, [[-1, 0], [0.5, 1]])
 

@@ -1,0 +1,199 @@
+"""The factor model (`dreml.reml.factors`) against dense NumPy computations written here.
+
+- E-step: the posterior mean of F and the factors' BLUPs from the explicit covariance of the
+  observed entries (N_obs x N_obs), and the per-sample covariances C_i from the explicit
+  posterior of vec(F) when K_g is replaced by its mean diagonal (1e-8).
+- The whole fit (exact path, tight tolerance): its result satisfies the stationarity
+  conditions of the algorithm, checked densely: F^ is the dense posterior mean at the final
+  parameters, (Lambda, psi) is the dense M-step from it, and each factor's h2 maximises the
+  dense profile REML likelihood of its posterior mean (a bounded scalar optimiser).
+- Bad input: one-line `InputError`s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from dreml.errors import InputError
+from dreml.operators import DenseOperator
+from dreml.reml import FitConfig
+from dreml.reml.factors import FactorConfig, fit_factor_model, posterior
+from tests.dreml.reml.cohort import genotype_blocks
+
+
+def _factor_traits(K_g: np.ndarray, h2: np.ndarray, T: int, psi: float, missing: float, seed: int):
+    """Y = F Lambda + E with f_k ~ N(0, h2_k K + (1 - h2_k) I), Lambda ~ N(0, 1), a share `missing` NaN."""
+    rng = np.random.default_rng(seed)
+    n = K_g.shape[0]
+    w, V = np.linalg.eigh(K_g)
+    root = V * np.sqrt(np.maximum(w, 0))
+    F = np.column_stack([np.sqrt(h) * root @ rng.standard_normal(n) + np.sqrt(1 - h) * rng.standard_normal(n) for h in h2])
+    Y = F @ rng.standard_normal((len(h2), T)) + np.sqrt(psi) * rng.standard_normal((n, T))
+    Y[rng.random((n, T)) < missing] = np.nan
+    return Y
+
+
+def _dense_posterior(K, R, M, Lambda, psi, theta):
+    """F^ (n, K) and U (G, n, K) from the explicit covariance of the observed entries."""
+    n, T = R.shape
+    Sigma = np.einsum("kg,gij->kij", theta[:, :-1], K) + theta[:, -1, None, None] * np.eye(n)  # (K, n, n)
+    obs = np.argwhere(M > 0)  # (N_obs, 2): (sample, trait)
+    i, t = obs[:, 0], obs[:, 1]
+    # Cov(y_it, y_js) = sum_k lambda_kt lambda_ks Sigma_k[i, j] + [i = j, t = s] psi_t
+    V = np.einsum("ka,kb,kab->ab", Lambda[:, t], Lambda[:, t], Sigma[:, i][:, :, i]) + np.diag(psi[t])
+    alpha = np.linalg.solve(V, R[i, t])
+    W = np.zeros((n, Lambda.shape[0]))
+    np.add.at(W, i, alpha[:, None] * Lambda[:, t].T)  # A^T alpha
+    F = np.einsum("kij,jk->ik", Sigma, W)
+    U = np.einsum("kg,gij,jk->gik", theta[:, :-1], K, W)
+    return F, U
+
+
+def _dense_m_step(R, M, F, C, psi_floor):
+    Lambda, psi = [], []
+    for t in range(R.shape[1]):
+        o = M[:, t] > 0
+        A = F[o].T @ F[o] + C[o].sum(axis=0)
+        lam = np.linalg.solve(A, F[o].T @ R[o, t])
+        Lambda.append(lam)
+        psi.append(max((R[o, t] @ R[o, t] - lam @ (F[o].T @ R[o, t])) / o.sum(), psi_floor * (R[o, t] @ R[o, t]) / o.sum()))
+    return np.array(Lambda).T, np.array(psi)
+
+
+def _dense_reml(K, f):
+    """(theta_g, theta_e) maximising the REML likelihood of f ~ N(1 mu, theta_g K + theta_e I):
+    a bounded scalar optimiser over h2 of the likelihood profiled over the scale."""
+    n = len(f)
+    one = np.ones(n)
+
+    def profile(h2):
+        V = h2 * K + (1 - h2) * np.eye(n)
+        L = np.linalg.cholesky(V)
+        Vi1, Vif = np.linalg.solve(V, one), np.linalg.solve(V, f)
+        q = f @ Vif - (one @ Vif) ** 2 / (one @ Vi1)
+        return 0.5 * (2 * np.log(np.diag(L)).sum() + np.log(one @ Vi1) + (n - 1) * np.log(q)), q / (n - 1)
+
+    h2 = minimize_scalar(lambda h: profile(h)[0], bounds=(1e-6, 1 - 1e-6), method="bounded", options={"xatol": 1e-10}).x
+    scale = profile(h2)[1]
+    return h2 * scale, (1 - h2) * scale
+
+
+def _dense_factor_h2(K, R, M, Lambda, psi):
+    """Step (R) densely: GLS scores per sample, REML, the mean noise variance removed."""
+    h2 = []
+    for k in range(Lambda.shape[0]):
+        scores, noise = [], []
+        for i in range(R.shape[0]):
+            o = M[i] > 0
+            P = (Lambda[:, o] / psi[o]) @ Lambda[:, o].T
+            scores.append(np.linalg.solve(P, (Lambda[:, o] / psi[o]) @ R[i, o])[k])
+            noise.append(np.linalg.inv(P)[k, k])
+        theta_g, theta_e = _dense_reml(K, np.array(scores))
+        h2.append(theta_g / (theta_g + theta_e - np.mean(noise)))
+    return np.array(h2)
+
+
+def test_posterior__equals_dense_posterior():
+    """Two components, 3 factors, a quarter of the values missing: F^, U at 1e-8; C_i at 1e-10."""
+    Z = genotype_blocks(80, 400, 2, 3)
+    op = DenseOperator.from_genotypes(Z)
+    rng = np.random.default_rng(1)
+    n, T, K = 80, 7, 3
+    M = (rng.random((n, T)) > 0.25).astype(float)
+    R = M * rng.standard_normal((n, T))
+    Lambda, psi = rng.standard_normal((K, T)), rng.uniform(0.2, 1.0, T)
+    theta = rng.dirichlet(np.ones(3), K)  # (K, G + 1), rows sum to 1
+    post = posterior(op, R, M, Lambda, psi, theta, tol=1e-13, max_iter=500)
+    F, U = _dense_posterior(op.K, R, M, Lambda, psi, theta)
+    assert post.status == "converged"
+    np.testing.assert_allclose(post.factors, F, rtol=0, atol=1e-8 * np.abs(F).max())
+    np.testing.assert_allclose(post.blups, U, rtol=0, atol=1e-8 * np.abs(U).max())
+    # C_i: the exact posterior covariance of f_i when Sigma_k = s_k I (relatives ignored)
+    s = theta[:, :-1] @ (np.einsum("gii->g", op.K) / n) + theta[:, -1]
+    A = np.zeros((int(M.sum()), n * K))  # vec(F) in (sample, factor) order -> observed entries
+    for row, (i, t) in enumerate(np.argwhere(M > 0)):
+        A[row, i * K : (i + 1) * K] = Lambda[:, t]
+    psi_obs = psi[np.argwhere(M > 0)[:, 1]]
+    cov = np.linalg.inv(np.diag(np.tile(1 / s, n)) + A.T @ (A / psi_obs[:, None]))
+    blocks = np.stack([cov[i * K : (i + 1) * K, i * K : (i + 1) * K] for i in range(n)])
+    np.testing.assert_allclose(post.C, blocks, rtol=0, atol=1e-10)
+
+
+def _dense_masked_pca(R, M, K, iterations):
+    scale = np.sqrt((R**2).sum(axis=0) / M.sum(axis=0))
+    Z = R / scale
+    filled = Z
+    for _ in range(iterations):
+        U, S, Vt = np.linalg.svd(filled, full_matrices=False)
+        filled = np.where(M > 0, Z, U[:, :K] @ np.diag(S[:K]) @ Vt[:K])
+    U, S, Vt = np.linalg.svd(filled, full_matrices=False)
+    n = R.shape[0]
+    return np.sqrt(n) * U[:, :K], np.diag(S[:K]) @ Vt[:K] / np.sqrt(n) * scale
+
+
+def test_fit_factor_model__equals_the_dense_alternating_algorithm():
+    """Three EM iterations on the exact path against the algorithm written densely here: masked
+    PCA, REML of each factor by a bounded scalar optimiser of the profile likelihood, the E-step
+    from the explicit covariance, the M-step trait by trait; then the final E-step."""
+    Z = genotype_blocks(120, 500, 1, 5)
+    op = DenseOperator.from_genotypes(Z)
+    K_g = op.K[0]
+    n, T, K = 120, 8, 2
+    Y = _factor_traits(K_g, np.array([0.8, 0.5]), T=T, psi=0.2, missing=0.15, seed=2)
+    reml = FitConfig(method="exact", seed=3, tol_decrement=1e-14, max_iter=60)
+    config = FactorConfig(n_factors=K, max_iter=3, tol=1e-12, e_step_tol=1e-12, pca_iter=20, reml=reml)
+    result = fit_factor_model(op, Y, None, config)
+    assert not result.converged and "no convergence in 3 iterations" in result.status and result.iterations == 3
+
+    M = np.isfinite(Y).astype(float)
+    R = np.where(M > 0, Y - np.nanmean(Y, axis=0), 0.0)
+    assert (M.sum(axis=1) >= K).all()  # every sample has GLS scores
+    F, Lambda = _dense_masked_pca(R, M, K, 20)
+    floor = 1e-3 * (R**2).sum(axis=0) / M.sum(axis=0)
+    psi = np.maximum(((R - M * (F @ Lambda)) ** 2).sum(axis=0) / M.sum(axis=0), floor)
+    h2 = _dense_factor_h2(K_g, R, M, Lambda, psi)
+    for _ in range(3):
+        theta = np.column_stack([h2, 1 - h2])
+        F, _ = _dense_posterior(op.K, R, M, Lambda, psi, theta)
+        s = h2 * np.trace(K_g) / n + 1 - h2  # the prior variances' mean diagonal
+        C = np.linalg.inv(np.einsum("kt,it,lt->ikl", Lambda, M / psi, Lambda) + np.diag(1 / s))
+        Lambda, psi = _dense_m_step(R, M, F, C, 1e-3)
+        h2 = _dense_factor_h2(K_g, R, M, Lambda, psi)
+    F, U = _dense_posterior(op.K, R, M, Lambda, psi, np.column_stack([h2, 1 - h2]))
+    sign = np.sign(Lambda[np.arange(K), np.abs(Lambda).argmax(axis=1)])
+    np.testing.assert_allclose(result.h2_total, h2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.loadings, Lambda * sign[:, None], rtol=0, atol=1e-6 * np.abs(Lambda).max())
+    np.testing.assert_allclose(result.psi, psi, rtol=1e-6)
+    np.testing.assert_allclose(result.factors, F * sign, rtol=0, atol=1e-6 * np.abs(F).max())
+    X = np.ones((n, 1))
+    np.testing.assert_allclose(
+        result.predicted(X), np.nanmean(Y, axis=0) + F @ Lambda, rtol=0, atol=1e-6 * np.abs(Y[M > 0]).max()
+    )
+    np.testing.assert_allclose(result.genetic_values(), U.sum(axis=0) @ Lambda, rtol=0, atol=1e-6 * np.abs(Y[M > 0]).max())
+
+
+def test_fit_factor_model__raise_on_factor_count_not_below_trait_count():
+    op = DenseOperator(np.eye(20))
+    with pytest.raises(InputError, match="factor count K = 3 must be at least 1 and smaller than the number of traits T = 3"):
+        fit_factor_model(op, np.zeros((20, 3)), None, FactorConfig(n_factors=3))
+
+
+def test_fit_factor_model__raise_on_no_traits():
+    op = DenseOperator(np.eye(20))
+    with pytest.raises(InputError, match=r"no traits left to fit \(T = 0"):
+        fit_factor_model(op, np.zeros((20, 0)), None, FactorConfig(n_factors=1))
+
+
+def test_fit_factor_model__raise_on_trait_with_too_few_observations():
+    op = DenseOperator(np.eye(20))
+    Y = np.random.default_rng(0).standard_normal((20, 4))
+    Y[2:, 1] = np.nan
+    with pytest.raises(InputError, match="trait 1 has too few observed samples"):
+        fit_factor_model(op, Y, None, FactorConfig(n_factors=2))
+
+
+def test_factor_config__raise_on_invalid_setting():
+    with pytest.raises(ValueError, match="n_factors must be at least 1"):
+        FactorConfig(n_factors=0)

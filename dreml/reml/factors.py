@@ -89,6 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreml.errors import InputError
+from dreml.operators.dense import DenseOperator
 from dreml.operators.protocol import GRMOperator, with_diagonal
 from dreml.reml.config import FitConfig, fresh_seed
 from dreml.reml.method import choose_method
@@ -152,7 +153,8 @@ class FactorModelResult:
         history: one dict per iteration: iteration, h2, d_lambda, d_h2, remaining_lambda,
             remaining_h2 (the stopping rule's D, None in the first iteration), e_step_iterations,
             e_step_residual, psi_mean, passes, wall_s.
-        passes: passes over the genotypes in all; method: the factors' REML path.
+        passes: passes over the genotypes in all (the exact path reads K_g once: 1 pass); method:
+            the factors' REML path.
         seed: the master seed (the factors' REML seeds are spawned from it, `trait_seeds`).
         config: the `FactorConfig` used (with the seed).
     """
@@ -422,7 +424,11 @@ def fit_factor_model(
     seed = fresh_seed() if config.reml.seed is None else config.reml.seed
     config = dataclasses.replace(config, reml=dataclasses.replace(config.reml, seed=seed))
     t0 = time.perf_counter()
-    before = operator.passes
+    genotypes, before = operator, operator.passes
+    if method == "exact":
+        # as `fit_reml_traits`: K_g read once (one pass of n columns), every later product dense
+        n = Y.shape[0]
+        operator = DenseOperator(np.asarray(genotypes.matmat(np.eye(n)), dtype=np.float64), genotypes.component_names)
     R, M, B = residualise_traits(Y, X)
     psi_min = config.psi_floor * (R**2).sum(axis=0) / M.sum(axis=0)
     F0, Lambda = masked_pca(R, M, config.n_factors, config.pca_iter)
@@ -457,7 +463,7 @@ def fit_factor_model(
                 "e_step_iterations": post.iterations,
                 "e_step_residual": post.residual,
                 "psi_mean": float(psi.mean()),
-                "passes": int(operator.passes - before),
+                "passes": int(genotypes.passes - before),
                 "wall_s": time.perf_counter() - t0,
             }
         )
@@ -505,7 +511,7 @@ def fit_factor_model(
         converged=converged,
         status=status,
         history=history,
-        passes=int(operator.passes - before),
+        passes=int(genotypes.passes - before),
         method=reml.method,
         seed=seed,
         config=config,

@@ -12,6 +12,9 @@ Fits: the factor model with K = 5 (default `FactorConfig`, seed 0) on the observ
 GBLUP per trait (REML on its observed samples, `fit_reml_traits`, seed 0), whose prediction of a
 held-out sample is x b + theta_g K[:, obs] P y.
 Rows:
+- "factor space": the canonical correlations between the true and estimated factors (the
+  rotation-invariant recovery), and the traits' h2 implied by the fit,
+  sum_k lambda_kt^2 h2_k / (sum_k lambda_kt^2 + psi_t), against the true ones (correlation, mean bias);
 - one per true factor: its h2, the matched estimate (the estimated factor whose posterior mean
   correlates best with it, one to one), its SE, and that correlation;
 - one per method: mean over traits of the correlation of the predictions of the held-out
@@ -54,7 +57,7 @@ def simulate(n: int, m: int, traits: int, missing: float, seed: int = 0) -> dict
     psi = (Lambda**2).sum(axis=0)
     Y = F @ Lambda + rng.standard_normal((n, traits)) * np.sqrt(psi)
     held_out = rng.random((n, traits)) < missing
-    return {"K": K, "F": F, "h2": h2, "G": genetic @ Lambda, "Y": Y, "held_out": held_out}
+    return {"K": K, "F": F, "h2": h2, "G": genetic @ Lambda, "Y": Y, "held_out": held_out, "trait_h2": trait_h2(Lambda, h2, psi)}
 
 
 def gblup(K: np.ndarray, Y_obs: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -77,8 +80,25 @@ def gblup(K: np.ndarray, Y_obs: np.ndarray, seed: int) -> tuple[np.ndarray, floa
 
 
 def mean_correlation(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """Mean over traits of corr(pred, truth) over the masked samples of each trait."""
-    return float(np.mean([np.corrcoef(pred[mask[:, t], t], truth[mask[:, t], t])[0, 1] for t in range(pred.shape[1])]))
+    """Mean over traits of corr(pred, truth) over the masked samples of each trait; a constant
+    prediction (a GBLUP with theta_g = 0) counts as 0."""
+    r = []
+    for t in range(pred.shape[1]):
+        p, y = pred[mask[:, t], t], truth[mask[:, t], t]
+        r.append(0.0 if np.ptp(p) == 0 else float(np.corrcoef(p, y)[0, 1]))
+    return float(np.mean(r))
+
+
+def canonical_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Canonical correlations between the column spaces of A and B (n, K): rotation-invariant."""
+    Qa, _ = np.linalg.qr(A - A.mean(axis=0))
+    Qb, _ = np.linalg.qr(B - B.mean(axis=0))
+    return np.linalg.svd(Qa.T @ Qb, compute_uv=False)
+
+
+def trait_h2(Lambda: np.ndarray, h2: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """Each trait's h2 implied by the factors: sum_k lambda_kt^2 h2_k / (sum_k lambda_kt^2 + psi_t)."""
+    return (Lambda**2 * h2[:, None]).sum(axis=0) / ((Lambda**2).sum(axis=0) + psi)
 
 
 def run(quick: bool) -> list[dict]:
@@ -103,6 +123,17 @@ def run(quick: bool) -> list[dict]:
         }
         for k, j in zip(true_k, est_k)
     ]
+    implied = trait_h2(fit.loadings, fit.h2_total, fit.psi)
+    rows.append(
+        {
+            **common,
+            "row": "factor space",
+            "canonical_corr_min": float(canonical_correlations(sim["F"], fit.factors).min()),
+            "canonical_corr_mean": float(canonical_correlations(sim["F"], fit.factors).mean()),
+            "trait_h2_corr": float(np.corrcoef(implied, sim["trait_h2"])[0, 1]),
+            "trait_h2_bias": float((implied - sim["trait_h2"]).mean()),
+        }
+    )
     mask, X = sim["held_out"], np.ones((size["n"], 1))
     gblup_pred, gblup_s = gblup(sim["K"], Y_obs, seed=0)
     rows.append(

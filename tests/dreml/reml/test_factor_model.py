@@ -174,6 +174,23 @@ def test_fit_factor_model__equals_the_dense_alternating_algorithm():
     np.testing.assert_allclose(result.genetic_values(), U.sum(axis=0) @ Lambda, rtol=0, atol=1e-6 * np.abs(Y[M > 0]).max())
 
 
+def test_fit_factor_model__randomised_within_monte_carlo_error_of_exact():
+    """The same two iterations on the randomised path: h2 within 3 Monte Carlo SEs of the exact
+    path's, the loadings within 1% (the E-step solves are the same; only REML is randomised)."""
+    Z = genotype_blocks(120, 500, 1, 5)
+    op = DenseOperator.from_genotypes(Z)
+    Y = _factor_traits(op.K[0], np.array([0.8, 0.5]), T=8, psi=0.2, missing=0.15, seed=2)
+    fits = {
+        method: fit_factor_model(op, Y, None, FactorConfig(n_factors=2, max_iter=2, reml=FitConfig(method=method, seed=3)))
+        for method in ("exact", "randomised")
+    }
+    exact, randomised = fits["exact"], fits["randomised"]
+    assert randomised.method == "randomised" and randomised.passes > exact.passes == 1
+    assert (randomised.h2_mc_se > 0).all() and (exact.h2_mc_se == 0).all()
+    assert (np.abs(randomised.h2_total - exact.h2_total) < 3 * randomised.h2_mc_se).all()
+    np.testing.assert_allclose(randomised.loadings, exact.loadings, rtol=0, atol=1e-2 * np.abs(exact.loadings).max())
+
+
 def test_fit_factor_model__raise_on_factor_count_not_below_trait_count():
     op = DenseOperator(np.eye(20))
     with pytest.raises(InputError, match="factor count K = 3 must be at least 1 and smaller than the number of traits T = 3"):

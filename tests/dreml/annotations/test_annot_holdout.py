@@ -40,14 +40,18 @@ def profile_reml_loglik(Z: np.ndarray, sigma2: np.ndarray, y: np.ndarray, X: np.
     return -best.fun, float(np.exp(best.x))
 
 
-def test_heldout_loglik__exact_equals_dense_reference():
+def _data():
     n, m = 150, 180
     Z, _ = genotypes(n, m, seed=61)
     rng = np.random.default_rng(62)
     A = np.column_stack([rng.integers(0, 2, m), rng.standard_normal(m)]).astype(float)
     y = phenotype(Z, 0.6 * np.exp(A[:, 1]) / np.exp(A[:, 1]).sum(), 0.4, seed=63)
     X = np.column_stack([np.ones(n), rng.standard_normal(n)])
-    chrom = np.repeat(["1", "2", "3"], [50, 70, 60])
+    return Z, A, y, X, np.repeat(["1", "2", "3"], [50, 70, 60])
+
+
+def test_heldout_loglik__exact_equals_dense_reference():
+    Z, A, y, X, chrom = _data()
     out = heldout_loglik(Z, y, X, chromosomes=chrom, holdout=["2"], annotations=A, columns=("b", "c"), config=EXACT)
     (h,) = out
     test = chrom == "2"
@@ -65,6 +69,19 @@ def test_heldout_loglik__exact_equals_dense_reference():
     assert abs(h.loglik_grouped - profile_reml_loglik(Z[:, test], grouped, y, X)[0]) < 1e-6
     assert h.difference == pytest.approx(h.loglik - h.loglik_grouped, abs=1e-12)
     assert h.loglik_se == 0 and h.passes > 0
+
+
+def test_heldout_loglik__randomised_within_monte_carlo_error():
+    """The randomised path: its held-out logL (SLQ) at its own prediction equals the dense
+    profile likelihood there within 4 Monte Carlo SEs (theta_e's MC error enters at second order)."""
+    Z, A, y, X, chrom = _data()
+    config = AnnotConfig(method="randomised", seed=3, pcg_tol=1e-8, probe_tol=1e-6, slq_tol=1e-6)
+    (h,) = heldout_loglik(Z, y, X, chromosomes=chrom, holdout=["3"], annotations=A, config=config)
+    tau, test = np.array(h.train["params"]), chrom == "3"
+    ref, _ = profile_reml_loglik(Z[:, test], np.exp(tau[0] + A[test] @ tau[1:]), y, X)
+    assert 0 < h.loglik_se < 1
+    assert abs(h.loglik - ref) < 4 * h.loglik_se
+    assert h.passes > 0
 
 
 def test_predict__equals_sigma2_on_the_fitted_variants():

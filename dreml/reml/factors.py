@@ -1,5 +1,8 @@
 """A low-rank factor model for many traits, fitted through the operator (`fit_factor_model`).
 
+(Over 500 lines: a fifth is this docstring, the one statement of the method; the steps below
+share its notation and are short.)
+
 MegaLMM's model (Runcie et al. 2021), estimated on the REML side instead of by Gibbs sampling:
 
     Y = X B + F Lambda + E,      Y: (n, T), entries missing at random (mask M, M_it = 1: observed)
@@ -28,9 +31,9 @@ factor. Iteration j, from (Lambda, psi, theta):
     applied by Woodbury with the K x K matrices
         C_i = (diag(1/s) + Lambda diag(M_i / psi) Lambda^T)^-1                      (n, K, K)
     Second moments (documented approximation): E[f_i f_i^T | Y] ~ f^_i f^_i^T + C_i, C_i being
-    the posterior covariance of f_i given sample i's own traits only (the information that
-    relatives carry through K_g is ignored: C_i bounds the exact posterior covariance from above,
-    and is exact when every h2_k = 0).
+    the posterior covariance of f_i given sample i's own traits only, with the prior variance
+    s_k (the information that relatives carry through K_g is ignored, so C_i overstates the
+    posterior covariance where relatives are informative; exact when every h2_k = 0).
 (M) Lambda and psi by masked regression of each trait on F^ with these moments:
         A_t = sum_i M_it (f^_i f^_i^T + C_i),  b_t = sum_i M_it f^_i r_it,  lambda_t = A_t^-1 b_t,
         psi_t = max((sum_i M_it r_it^2 - b_t^T lambda_t) / n_t, psi_floor var_t)
@@ -73,9 +76,11 @@ F0 = sqrt(n) U_K (unit-variance scores), Lambda0 = S_K V_K^T / sqrt(n) times eac
 psi0 the observed residual variance of R - F0 Lambda0; theta0 from step (R) at (Lambda0, psi0).
 
 Prediction: the trait values, missing ones included, Y^ = X B + F^ Lambda (F^ uses the
-sample's other observed traits and its relatives); the genomic values G^ = (sum_g U_g) Lambda
-(relatives only), trait by trait t: sum_k lambda_kt u_k, the factors' post-REML BLUPs
-(u_gk = theta_gk K_g W_k, the same form as `dreml.reml.effects.Effects.blup`).
+sample's other observed traits and its relatives); the genomic values G^ = (sum_g U_g) Lambda,
+trait by trait t: sum_k lambda_kt u_k, from the factors' BLUPs u_gk = theta_gk K_g W_k (the
+form of `dreml.reml.effects.Effects.blup`, theta_g K_g P y, with W_k in the place of P y): the
+genetic part of the factors, which enters a sample's missing trait through its relatives and,
+for a sample with other traits observed, through those.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ projection
     P = H^-1 - H^-1 X (X^T H^-1 X)^-1 X^T H^-1,
 
 so that min_beta (r - X beta)^T H^-1 (r - X beta) = r^T P r. `PMetric` applies P through block
-PCG solves with H (one operator pass per iteration); `PenalisedColumns` holds the penalised
+PCG solves with H (one operator pass per iteration), or through a Cholesky factor of H when
+the components are held as explicit matrices (`DenseOperator`: the exact path, where
+`fit_sparse_reml` reads K_g once); `PenalisedColumns` holds the penalised
 variants Z_S (standardised genotypes, one column z_j per variant j in S) on their own
 genotype operator and gives Z_S^T U and chosen columns Z_S[:, W] in one pass each.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from dreml.operators.dense import DenseOperator
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.pcg import block_pcg
 
@@ -50,12 +53,19 @@ class PMetric:
 
     def __post_init__(self) -> None:
         self.theta = np.asarray(self.theta, dtype=np.float64)
+        self._chol: tuple[np.ndarray, bool] | None = None
         self.HiX = self.solve(self.X)  # shape: (n, p)
         self._A = cho_factor(self.X.T @ self.HiX, lower=True)
 
     def solve(self, B: np.ndarray) -> np.ndarray:  # shape: (n, k) -> (n, k)
-        """H^-1 B."""
+        """H^-1 B: a Cholesky solve on a `DenseOperator` (the exact path), else block PCG."""
         theta = self.theta
+        if isinstance(self.operator, DenseOperator):
+            if self._chol is None:
+                n = self.operator.shape[0]
+                self._chol = cho_factor(np.tensordot(theta[:-1], self.operator.K, axes=1) + theta[-1] * np.eye(n), lower=True)
+            self.solves += 1
+            return cho_solve(self._chol, B)
 
         def apply_H(V: np.ndarray) -> np.ndarray:
             return np.asarray(self.operator.matmat(V, weights=theta[:-1]), dtype=np.float64) + theta[-1] * V

@@ -39,10 +39,11 @@ from dreml.cv import assign_folds
 from dreml.errors import InputError
 from dreml.lasso.metric import PenalisedColumns, PMetric
 from dreml.lasso.solver import KKTSummary, LassoSolution, WorkingSet, solve_lasso
-from dreml.operators import RestrictedOperator
+from dreml.operators import DenseOperator, RestrictedOperator
 from dreml.operators.protocol import GRMOperator
 from dreml.reml import FitConfig, fit_reml
 from dreml.reml.config import fresh_seed
+from dreml.reml.method import choose_method
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,13 @@ def _path(alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c
     return points
 
 
+def restrict(operator: GRMOperator, rows: np.ndarray) -> GRMOperator:
+    """K_g on the samples `rows`: sliced when explicit, else a zero-padding `RestrictedOperator`."""
+    if isinstance(operator, DenseOperator):
+        return DenseOperator(operator.K[:, rows][:, :, rows], operator.component_names)
+    return RestrictedOperator(operator, rows)
+
+
 def _fold_predictions(
     operator: GRMOperator,
     columns: PenalisedColumns,
@@ -230,7 +238,7 @@ def _fold_predictions(
 ) -> np.ndarray:  # shape: (len(test), N)
     """Held-out predictions of one fold for every lambda (module docstring), theta fixed."""
     fixed = dataclasses.replace(config, reml_rounds=0)
-    restricted = RestrictedOperator(operator, train)
+    restricted = restrict(operator, train)
     alternation = _Alternation(restricted, columns.restricted(train), y[train], X[train], FitConfig(), fixed, theta)
     Py = alternation.working.Py
     points = _path(alternation, lambdas, weights, alternation.columns.zt(Py)[:, 0])
@@ -264,7 +272,8 @@ def fit_sparse_reml(
         reml: the REML engine's settings (method, probes, seed) for every theta fit.
     """
     weights = np.asarray(weights, dtype=np.float64)
-    passes_before = _passes(operator) + _passes(columns.operator)
+    counted = (operator, columns.operator)  # the operators whose passes the result reports
+    passes_before = sum(_passes(o) for o in counted)
     if len(weights) != columns.s:
         raise InputError(f"{len(weights)} penalty weights for {columns.s} penalised variants")
     if columns.s == 0:
@@ -272,6 +281,11 @@ def fit_sparse_reml(
     if not np.all(np.isfinite(weights) & (weights > 0)):
         bad = weights[~(np.isfinite(weights) & (weights > 0))][0]
         raise InputError(f"penalty weights must be positive and finite; got {bad}")
+    method, reason = choose_method(reml.method, len(y), operator.n_components)
+    if method == "exact" and not isinstance(operator, DenseOperator):
+        # read K_g once: every REML fit, solve and fold of the path then runs on the driver
+        logger.info("exact path (%s): K_g read once for the whole path", reason)
+        operator = DenseOperator(operator.matmat(np.eye(len(y))), operator.component_names)
     theta_null = _reml(operator, y, X, reml, None)
     logger.info("null model (no sparse effects): theta %s", np.array2string(theta_null, precision=4))
     alternation = _Alternation(operator, columns, y, X, reml, config, theta_null)
@@ -293,7 +307,7 @@ def fit_sparse_reml(
         chosen = int(np.argmin(mse))
         active = len(points[chosen].solution.active)
         logger.info("selected lambda %.4g (%d active): held-out MSE %.4g", lambdas[chosen], active, mse[chosen])
-    passes = _passes(operator) + _passes(columns.operator) - passes_before
+    passes = sum(_passes(o) for o in counted) - passes_before
     return SparsePath(tuple(points), lambda_max, theta_null, chosen, config, passes)
 
 

@@ -56,10 +56,14 @@ def coordinate_descent(
     """
     k = len(q)
     b = np.zeros(k) if b is None else np.array(b, dtype=np.float64)
-    gradient = q - G @ b  # shape: (k,), q - G b
     diag = np.diag(G).copy()
-    scale = np.sqrt(diag)
-    full = np.arange(k)
+    # a column with z_j^T P z_j ~ 0 (e.g. a rare variant without carriers in a training fold,
+    # constant and so projected out with the intercept) carries no information: b_j = 0
+    usable = diag > 1e-12 * max(1.0, float(np.max(diag, initial=0.0)))
+    b[~usable] = 0.0
+    gradient = q - G @ b  # shape: (k,), q - G b
+    scale = np.sqrt(np.where(usable, diag, 0.0))
+    full = np.flatnonzero(usable)
     sweeps, indices = 0, full
     while sweeps < CD_MAX_SWEEPS:
         sweeps += 1
@@ -78,7 +82,7 @@ def coordinate_descent(
             indices = full  # the non-zeros settled: confirm with a full sweep
         else:
             nonzero = np.flatnonzero(b)
-            indices = nonzero if indices is full and 0 < len(nonzero) < k else full
+            indices = nonzero if indices is full and 0 < len(nonzero) < len(full) else full
     return b, sweeps
 
 

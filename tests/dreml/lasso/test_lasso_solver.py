@@ -114,3 +114,24 @@ def test_coordinate_descent__equals_fista_on_a_small_quadratic():
     penalty = rng.uniform(0.5, 3.0, 12)
     b, _ = coordinate_descent(A.T @ A, A.T @ y, penalty)
     np.testing.assert_allclose(b, fista(A, y, penalty), atol=1e-9)
+
+
+def test_pmetric__pcg_on_the_store_equals_dense_P(problem, tmp_path_factory):
+    # the randomised path's metric: block PCG through a genotype operator, not a Cholesky factor
+    Z, X, y, (_, op_s) = problem
+    store = op_s.layout.stores[0]
+    op_g = StreamingOperator(store, Components(("g",), (np.arange(M - S),)), dtype=np.float64)
+    theta = np.array([0.4, 0.6])
+    metric = PMetric(op_g, X, theta, tol=1e-11)
+    B = np.column_stack([y, Z[:, M - S]])
+    expected = dense_P(Z[:, : M - S], X, theta) @ B
+    np.testing.assert_allclose(metric.apply(B), expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
+    assert metric.converged and metric.passes > 0
+
+
+def test_coordinate_descent__column_without_information_stays_zero():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((20, 5))
+    A[:, 2] = 0.0  # e.g. a rare variant without carriers in a training fold
+    b, _ = coordinate_descent(A.T @ A, A.T @ rng.standard_normal(20), np.full(5, 0.1))
+    assert b[2] == 0.0 and np.all(np.isfinite(b))

@@ -63,7 +63,9 @@ def add_sparse_options(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help=f"relative tolerance of the global KKT check (default {DEFAULTS.kkt_tol})",
     )
-    g.add_argument("--kkt-check", action="store_true", help="a KKT violation at the reported lambda is an error (exit 1)")
+    g.add_argument(
+        "--kkt-check", action="store_true", help="a KKT violation at the reported lambda is an error (exit 2, after the outputs)"
+    )
 
 
 def wants_sparse(args: argparse.Namespace) -> bool:

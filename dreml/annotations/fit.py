@@ -75,6 +75,9 @@ class AnnotConfig:
         max_step: largest change of one coordinate of psi per iteration (log scale / alpha).
         adam_max_iter, learning_rate, tol_grad: Adam (mlp): steps, step size, and the gradient
             threshold of its stopping rule.
+        weight_decay: lambda of the mlp's weight decay: Adam maximises l - lambda/2 ||w||^2 over
+            the network's weights w (not log s, not log theta_e), the MAP estimate under a
+            N(0, 1/lambda) prior (0: maximum likelihood). The reported logL is unpenalised.
         hidden: hidden layer sizes of the mlp map; mlp_seed: its initial weights.
         loglik: compute the log-likelihood at the end (SLQ on the randomised path).
         seed: probes of the randomised path and of the start fit (None: fresh, recorded).
@@ -96,6 +99,7 @@ class AnnotConfig:
     adam_max_iter: int = 500
     learning_rate: float = 0.05
     tol_grad: float = 1e-3
+    weight_decay: float = 0.0
     hidden: tuple[int, ...] = (16,)
     mlp_seed: int = 0
     loglik: bool = True
@@ -115,6 +119,8 @@ class AnnotConfig:
         for name in ("tol_decrement", "max_step", "learning_rate", "tol_grad"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
 
     def to_dict(self) -> dict[str, Any]:
@@ -390,7 +396,16 @@ def fit_annotated(
             max_step=config.max_step,
         )
     else:
-        opt = adam(evaluator, psi0, max_iter=config.adam_max_iter, learning_rate=config.learning_rate, tol_grad=config.tol_grad)
+        # the network's weights are named w1, w2, ... (`MlpMap.names`); log s and log theta_e are not penalised
+        decay = config.weight_decay * np.array([name.startswith("w") for name in vmap.names] + [False], dtype=np.float64)
+        opt = adam(
+            evaluator,
+            psi0,
+            max_iter=config.adam_max_iter,
+            learning_rate=config.learning_rate,
+            tol_grad=config.tol_grad,
+            decay=decay,
+        )
     point = opt.point
     loglik, loglik_se = evaluator.loglik(point) if (config.loglik or method == "exact") else (float("nan"), float("nan"))
     unc = _uncertainty(vmap, A, columns, point.psi, opt.ai, point.grad_cov)

@@ -13,7 +13,9 @@ so the fit stops once it is below a third of the Monte Carlo error, or below sqr
 
 Adam (Kingma & Ba 2015) for maps with many parameters (`mlp`), ascent on grad; stopping rule:
 mean squared gradient entry below max(tol_grad^2, the mean Monte Carlo variance of an entry),
-i.e. the gradient is no larger than its own noise.
+i.e. the gradient is no larger than its own noise. With weight decay lambda (a vector, 0 for the
+coordinates not penalised) Adam ascends l(psi) - 1/2 sum_a lambda_a psi_a^2, the MAP estimate
+under a N(0, 1/lambda_a) prior on the penalised coordinates: grad - lambda * psi replaces grad.
 """
 
 from __future__ import annotations
@@ -114,16 +116,20 @@ def fisher_scoring(
     return Optimum(point=point, ai=ai, iterations=it, converged=converged, status=status, decrement=nu, history=history)
 
 
-def adam(evaluator, psi0: np.ndarray, *, max_iter: int, learning_rate: float, tol_grad: float) -> Optimum:
-    """Adam ascent from psi0 (module docstring); beta1 = 0.9, beta2 = 0.999, eps = 1e-8."""
+def adam(
+    evaluator, psi0: np.ndarray, *, max_iter: int, learning_rate: float, tol_grad: float, decay: np.ndarray | None = None
+) -> Optimum:
+    """Adam ascent from psi0 (module docstring); beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    `decay`: lambda per coordinate of psi (None: no penalty)."""
     t0 = time.perf_counter()
     psi = np.asarray(psi0, dtype=np.float64).copy()
+    decay = np.zeros_like(psi) if decay is None else np.asarray(decay, dtype=np.float64)
     m1, m2 = np.zeros_like(psi), np.zeros_like(psi)
     history: list = []
     status, converged = "", False
     for it in range(max_iter + 1):
         point = evaluator.evaluate(psi)
-        g = point.grad
+        g = point.grad - decay * psi
         mean_sq = float(g @ g) / g.size
         noise = float(np.trace(point.grad_cov)) / g.size
         history.append(_record(it, point, sum(evaluator.count.passes.values()), t0, mean_sq_grad=mean_sq, mc_variance=noise))

@@ -112,6 +112,14 @@ def add_annotation_options(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help=f"Adam step size (mlp; default {AnnotConfig.learning_rate})",
     )
+    g.add_argument(
+        "--annot-weight-decay",
+        type=float,
+        default=AnnotConfig.weight_decay,
+        metavar="L",
+        help="mlp weight decay: maximise logL - L/2 ||w||^2 over the network's weights (a N(0, 1/L) prior; "
+        f"default {AnnotConfig.weight_decay}: maximum likelihood)",
+    )
 
 
 def wants_annotations(args: argparse.Namespace) -> bool:
@@ -136,6 +144,7 @@ def annot_config(args: argparse.Namespace, config: FitConfig) -> AnnotConfig:
             max_step_halvings=config.max_step_halvings,
             adam_max_iter=args.annot_adam_steps,
             learning_rate=args.annot_learning_rate,
+            weight_decay=args.annot_weight_decay,
             hidden=tuple(args.annot_hidden),
             loglik=config.loglik,
             seed=config.seed,

@@ -144,3 +144,30 @@ def test_ldak_alpha__recovered_on_simulation():
     assert fit.converged, fit.status
     assert abs(alpha + 0.25) < 3 * se
     assert se < 0.5
+
+
+def test_mlp_weight_decay__shrinks_the_network():
+    """A strong decay (a tight N(0, 1/lambda) prior) pulls every weight towards 0, so sigma2 stays
+    near constant; log s and log theta_e are not penalised (h2 near the unpenalised start)."""
+    Z, _ = genotypes(100, 80, seed=44)
+    A = np.random.default_rng(45).standard_normal((80, 2))
+    y = phenotype(Z, 0.5 * np.exp(A[:, 0]) / np.exp(A[:, 0]).sum(), 0.5, seed=46)
+    fits = {
+        decay: fit_annotated(
+            Z,
+            y,
+            annotations=A,
+            variance_model="mlp",
+            config=AnnotConfig(method="exact", adam_max_iter=40, hidden=(3,), weight_decay=decay, seed=1),
+        )
+        for decay in (0.0, 1e4)
+    }
+    w0, w = (np.linalg.norm(np.asarray(f.params[1:])) for f in (fits[0.0], fits[1e4]))
+    assert w < 0.5 * w0
+    assert np.ptp(fits[1e4].sigma2) / fits[1e4].sigma2.mean() < 0.05 < np.ptp(fits[0.0].sigma2) / fits[0.0].sigma2.mean()
+    assert abs(fits[1e4].h2 - fits[1e4].start["h2"]) < 0.05
+
+
+def test_annot_config__raise_on_negative_weight_decay():
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        AnnotConfig(weight_decay=-1.0)

@@ -253,7 +253,7 @@ def report(result: SparseResult, store: Store, description: dict) -> dict:
                 "cv_mse": p.cv_mse,
                 "cv_r2": p.cv_r2,
                 "converged": p.converged,
-                "status": p.solution.status,
+                "status": p.status,
             }
             for p in path.points
         ],

@@ -102,7 +102,8 @@ class PathPoint:
     Fields:
         solution: the LASSO at (theta, lambda). theta: (theta_1..theta_G, theta_e).
         rounds: REML / LASSO alternations made; alternation_converged: theta settled within
-            `theta_tol` (always True with `reml_rounds` = 0).
+            `theta_tol` (always True with `reml_rounds` = 0); reml_converged: every REML fit
+            of the alternation converged.
         cv_mse, cv_r2: pooled held-out mean squared error and R^2 (NaN without selection).
     """
 
@@ -110,12 +111,21 @@ class PathPoint:
     theta: np.ndarray
     rounds: int
     alternation_converged: bool
+    reml_converged: bool = True
     cv_mse: float = float("nan")
     cv_r2: float = float("nan")
 
     @property
     def converged(self) -> bool:
-        return self.solution.converged and self.alternation_converged
+        return self.solution.converged and self.alternation_converged and self.reml_converged
+
+    @property
+    def status(self) -> str:
+        if not self.solution.converged:
+            return self.solution.status
+        if not self.reml_converged:
+            return "a REML fit of the offset phenotype did not converge"
+        return "converged" if self.alternation_converged else "theta still moving after the last alternation"
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,7 @@ class SparsePath:
         chosen: index of the selected lambda (None without selection).
         config: the settings (with the seed used).
         passes: operator passes in all (the penalised operator's and the components').
+        null_converged: the null model's REML fit converged.
     """
 
     points: tuple[PathPoint, ...]
@@ -137,6 +148,7 @@ class SparsePath:
     chosen: int | None
     config: SparseConfig
     passes: int
+    null_converged: bool = True
 
     @property
     def selected(self) -> PathPoint | None:
@@ -145,19 +157,22 @@ class SparsePath:
     @property
     def converged(self) -> bool:
         point = self.selected
-        return all(p.converged for p in self.points) if point is None else point.converged
+        return self.null_converged and (all(p.converged for p in self.points) if point is None else point.converged)
 
     def kkt(self) -> KKTSummary:
         """The KKT summary of the selected lambda (or of the last one without selection)."""
         return (self.selected or self.points[-1]).solution.kkt
 
 
-def _reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray, config: FitConfig, start: np.ndarray | None) -> np.ndarray:
+def _reml(
+    operator: GRMOperator, y: np.ndarray, X: np.ndarray, config: FitConfig, start: np.ndarray | None
+) -> tuple[np.ndarray, bool]:
+    """(theta, converged) of the REML fit of y on X, started at `start` (None: the engine's start)."""
     started = config if start is None else dataclasses.replace(config, priors=tuple(float(t) for t in start))
     result = fit_reml(operator, y, X, started)
     if not result.converged:
         logger.warning("REML of the offset phenotype did not converge: %s", result.status)
-    return np.asarray(result.theta, dtype=np.float64)
+    return np.asarray(result.theta, dtype=np.float64), bool(result.converged)
 
 
 class _Alternation:
@@ -180,11 +195,12 @@ class _Alternation:
 
     def point(self, lam: float, weights: np.ndarray, b0: np.ndarray, strong: np.ndarray) -> PathPoint:
         solution = self.lasso(lam, weights, b0, strong)
-        rounds, settled = 0, True
+        rounds, settled, reml_ok = 0, True, True
         while rounds < self.config.reml_rounds:
             rounds += 1
             offset = self.y - self.working.Z @ solution.b[self.working.index]
-            theta = _reml(self.operator, offset, self.X, self.reml, self.theta)
+            theta, converged = _reml(self.operator, offset, self.X, self.reml, self.theta)
+            reml_ok = reml_ok and converged
             change = float(np.max(np.abs(theta - self.theta)) / np.sum(self.theta))
             settled = change < self.config.theta_tol
             if change > 0:
@@ -193,7 +209,7 @@ class _Alternation:
                 solution = self.lasso(lam, weights, solution.b, strong)
             if settled:
                 break
-        return PathPoint(solution, self.theta.copy(), rounds, settled)
+        return PathPoint(solution, self.theta.copy(), rounds, settled, reml_ok)
 
 
 def _path(alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c0: np.ndarray) -> list[PathPoint]:
@@ -211,7 +227,7 @@ def _path(alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c
             len(solution.active),
             np.array2string(point.theta, precision=4),
             solution.kkt.violations,
-            "" if point.converged else f" ({solution.status if not solution.converged else 'theta still moving'})",
+            "" if point.converged else f" ({point.status})",
         )
         b, c_prev, lam_prev = solution.b, solution.c, lam
     return points
@@ -286,7 +302,7 @@ def fit_sparse_reml(
         # read K_g once: every REML fit, solve and fold of the path then runs on the driver
         logger.info("exact path (%s): K_g read once for the whole path", reason)
         operator = DenseOperator(operator.matmat(np.eye(len(y))), operator.component_names)
-    theta_null = _reml(operator, y, X, reml, None)
+    theta_null, null_converged = _reml(operator, y, X, reml, None)
     logger.info("null model (no sparse effects): theta %s", np.array2string(theta_null, precision=4))
     alternation = _Alternation(operator, columns, y, X, reml, config, theta_null)
     c0 = columns.zt(alternation.working.Py)[:, 0]
@@ -308,7 +324,7 @@ def fit_sparse_reml(
         active = len(points[chosen].solution.active)
         logger.info("selected lambda %.4g (%d active): held-out MSE %.4g", lambdas[chosen], active, mse[chosen])
     passes = sum(_passes(o) for o in counted) - passes_before
-    return SparsePath(tuple(points), lambda_max, theta_null, chosen, config, passes)
+    return SparsePath(tuple(points), lambda_max, theta_null, chosen, config, passes, null_converged)
 
 
 def _passes(operator) -> int:

@@ -538,7 +538,9 @@ def _genetic_covariance(Lambda: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
 
 def _relative_change(new: np.ndarray, old: np.ndarray) -> float:
-    return float(np.linalg.norm(new - old) / np.linalg.norm(new))
+    """||new - old||_F / ||new||_F (0 when both are 0, e.g. the genetic covariance with every h2 = 0)."""
+    change, size = np.linalg.norm(new - old), np.linalg.norm(new)
+    return float(change / size) if size > 0 else (0.0 if change == 0 else float("inf"))
 
 
 def _remaining(d: float, d_previous: float) -> float:

@@ -18,6 +18,8 @@ from dreml.cli import build_parser
 from dreml.cli.factors import add_factor_options, run_factors
 from dreml.cli.fit import config_from_args
 from dreml.errors import InputError
+from dreml.factors import union_design
+from dreml.fit import prepare_inputs
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
 from dreml.reml.factors import FactorConfig, fit_factor_model
@@ -119,3 +121,25 @@ def test_run_factors__raise_on_no_trait_list(cohort, tmp_path):
     argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--factors", "1"]
     with pytest.raises(InputError, match="--factors needs the traits: --all-pheno or --pheno-name a,b,c"):
         _run(argv + ["--out", str(tmp_path / "x")])
+
+
+def test_run_factors__raise_on_refused_option(cohort, tmp_path):
+    root, *_ = cohort
+    argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--all-pheno", "--factors", "1"]
+    with pytest.raises(InputError, match="--reml-lrt does not go with --factors"):
+        _run(argv + ["--reml-lrt", "1", "--out", str(tmp_path / "x")])
+
+
+def test_run_factors__raise_on_trait_named_twice(cohort, tmp_path):
+    root, *_ = cohort
+    argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--pheno-name", "t1,t2,t1"]
+    with pytest.raises(InputError, match="--pheno-name lists a trait twice"):
+        _run(argv + ["--factors", "1", "--out", str(tmp_path / "x")])
+
+
+def test_union_design__raise_on_different_covariates(cohort):
+    root, *_ = cohort
+    plain = prepare_inputs(root / "c.zarr", root / "f.pheno", pheno_name="t1")
+    adjusted = prepare_inputs(root / "c.zarr", root / "f.pheno", pheno_name="t2", covar=root / "c.covar")
+    with pytest.raises(InputError, match="the traits resolved to different covariate columns"):
+        union_design([plain, adjusted])

@@ -149,7 +149,8 @@ class FactorModelResult:
     """Outcome of `fit_factor_model`. Arrays over factors k = 1..K, traits t = 1..T, samples i.
 
     Fields:
-        loadings: Lambda, shape (K, T); each factor's sign makes its largest |loading| positive.
+        loadings: Lambda, shape (K, T); each factor's sign makes its largest |loading| positive;
+            the factors keep the order of the masked PCA start (decreasing singular values).
         psi: residual variances psi_t, shape (T,).
         theta: each factor's variance components (G genetic, then residual), summing to 1, (K, G + 1).
         h2: theta_gk, shape (K, G); h2_total: sum_g theta_gk, shape (K,).

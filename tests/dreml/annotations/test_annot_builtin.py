@@ -9,7 +9,7 @@ import pytest
 
 from converters import convert
 from dreml.annotations.builtin import minor_allele_frequency, parse_builtin, store_ld_scores, windowed_ld_scores
-from dreml.annotations.io import read_annotations
+from dreml.annotations.io import StoreAnnotations, read_annotations
 from dreml.errors import InputError
 from dreml.fit import variant_table
 from dreml.operators import StreamingOperator
@@ -76,3 +76,13 @@ def test_read_annotations__raise_on_too_many_ids_not_in_store(tmp_path):
         match=r"line 3: variant rsX is not in the store; 2 annotated variants are not, more than --max-missing-annot 1",
     ):
         read_annotations(path, ["rs1"], store_ids=["rs1"], max_missing=1)
+
+
+def test_store_annotations__raise_on_negative_ld_window():
+    with pytest.raises(InputError, match="--ld-window must be >= 0, got -1"):
+        StoreAnnotations(builtin=("ld_score",), ld_window=-1)
+
+
+def test_store_annotations__raise_on_negative_max_missing():
+    with pytest.raises(InputError, match="--max-missing-annot must be >= 0, got -2"):
+        StoreAnnotations(annot="a.txt", max_missing=-2)

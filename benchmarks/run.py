@@ -27,6 +27,8 @@ MODULES = (
     "benchmarks.traits",
     "benchmarks.sparse",
     "benchmarks.gpu",
+    "benchmarks.lasso",
+    "benchmarks.factors",
 )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotations
 from dreml.cli.bivariate import add_bivariate_options, run_bivariate, wants_bivariate
 from dreml.cli.common import add_cluster_options, cluster_client
+from dreml.cli.factors import add_factor_options, run_factors, wants_factors
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
 from dreml.cli.sparse import add_sparse_options, run_sparse, wants_sparse
 from dreml.errors import InputError
@@ -121,6 +122,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_annotation_options(p)
     add_bivariate_options(p)
+    add_factor_options(p)
     add_sparse_options(p)
     add_cluster_options(p)
     _add_config_flags(p)
@@ -170,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if wants_bivariate(args):  # before FitConfig: bivariate priors may hold negative covariances
         return run_bivariate(args)
     config = config_from_args(args)
+    if wants_factors(args):
+        return run_factors(args, config)
     if wants_annotations(args):
         return run_annotated(args, config)
     if wants_sparse(args):

@@ -7,7 +7,6 @@ predictions of the missing values agree at 1e-6 (float64 workers, exact path).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -15,8 +14,6 @@ import pytest
 
 from converters import convert
 from dreml.cli import build_parser
-from dreml.cli.factors import add_factor_options, run_factors
-from dreml.cli.fit import config_from_args
 from dreml.errors import InputError
 from dreml.factors import union_design
 from dreml.fit import prepare_inputs
@@ -52,18 +49,10 @@ def cohort(tmp_path_factory):
     return root, K, Y, ids
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    """`dreml fit` arguments with the factor options (added here until `dreml fit` has them)."""
-    parser = build_parser()
-    fit_parser = parser._subparsers._group_actions[0].choices["fit"]  # type: ignore[union-attr]
-    if "--factors" not in fit_parser._option_string_actions:
-        add_factor_options(fit_parser)
-    return parser.parse_args(argv)
-
-
 def _run(argv: list[str]) -> int:
-    args = _parse(argv)
-    return run_factors(args, config_from_args(args))
+    """`dreml fit` through its parser and hand-over, errors raised (not turned into exit codes)."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
 
 
 def test_dreml_fit_factors_cli__equals_the_dense_fit_and_writes_the_outputs(cohort, client, tmp_path):

@@ -57,6 +57,12 @@ def add_sparse_options(p: argparse.ArgumentParser) -> None:
         help=f"REML / LASSO alternations per lambda at most (0: theta of the null model; default {DEFAULTS.reml_rounds})",
     )
     g.add_argument(
+        "--lambda-max-active",
+        type=int,
+        metavar="N",
+        help="stop the path after the first lambda with more than N non-zero effects (default: a tenth of the samples)",
+    )
+    g.add_argument(
         "--kkt-tol",
         type=float,
         default=DEFAULTS.kkt_tol,
@@ -81,6 +87,7 @@ def sparse_config(args: argparse.Namespace, config: FitConfig) -> SparseConfig:
         folds=args.lambda_folds,
         seed=config.seed,
         kkt_error=args.kkt_check,
+        max_active=args.lambda_max_active,
     )
 
 

@@ -16,6 +16,9 @@ lambda, warm-started from the previous one (b, theta and the working set):
 `reml_rounds` = 0 keeps theta at the null model's fit for the whole path (LMM-Lasso,
 Rakitsch et al. 2013): one REML fit in all.
 
+The path stops early after the first lambda with more than `max_active` non-zero effects
+(default n / 10; `SparseConfig`).
+
 Selection: K-fold cross-validation (the folds of `dreml cv`, seeded). For each fold the LASSO
 path is refitted on the training rows at the null model's theta (held fixed, as `dreml cv
 --fixed-variance` does: the path's theta changes little for a sparse b, and refitting REML per
@@ -62,6 +65,10 @@ class SparseConfig:
         folds: cross-validation folds for the selection (0: no selection).
         seed: seeds the folds; None draws one (recorded).
         kkt_error: a KKT violation at the selected lambda is an error (`--kkt-check`).
+        max_active: the path stops after the first lambda with more non-zero effects than this
+            (`--lambda-max-active`; None: a tenth of the samples). Beyond it the sparse part is
+            no longer sparse: b starts to absorb the residual, theta_e collapses under the
+            alternation and the working set's Gram matrix approaches n x n.
     """
 
     n_lambda: int = 20
@@ -73,6 +80,7 @@ class SparseConfig:
     folds: int = 5
     seed: int | None = None
     kkt_error: bool = False
+    max_active: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_lambda < 1:
@@ -85,6 +93,8 @@ class SparseConfig:
             raise InputError(f"--lambda-folds must be 0 (no selection) or at least 2, got {self.folds}")
         if not (0 < self.kkt_tol < 1 and 0 < self.solve_tol < self.kkt_tol):
             raise InputError(f"need 0 < solve tolerance ({self.solve_tol}) < KKT tolerance ({self.kkt_tol}) < 1")
+        if self.max_active is not None and self.max_active < 1:
+            raise InputError(f"--lambda-max-active must be at least 1, got {self.max_active}")
         if self.seed is None:
             object.__setattr__(self, "seed", fresh_seed())
 
@@ -212,7 +222,10 @@ class _Alternation:
         return PathPoint(solution, self.theta.copy(), rounds, settled, reml_ok)
 
 
-def _path(alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c0: np.ndarray) -> list[PathPoint]:
+def _path(
+    alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c0: np.ndarray, max_active: int | None = None
+) -> list[PathPoint]:
+    """The points of the path at `lambdas`, stopping after the first with more than `max_active` non-zeros."""
     points: list[PathPoint] = []
     b = np.zeros(len(weights))
     c_prev, lam_prev = c0, lambdas[0]
@@ -230,6 +243,9 @@ def _path(alternation: _Alternation, lambdas: np.ndarray, weights: np.ndarray, c
             "" if point.converged else f" ({point.status})",
         )
         b, c_prev, lam_prev = solution.b, solution.c, lam
+        if max_active is not None and len(solution.active) > max_active:
+            logger.info("path stopped at lambda %.4g: %d non-zero effects > %d", lam, len(solution.active), max_active)
+            break
     return points
 
 
@@ -307,8 +323,9 @@ def fit_sparse_reml(
     alternation = _Alternation(operator, columns, y, X, reml, config, theta_null)
     c0 = columns.zt(alternation.working.Py)[:, 0]
     lambda_max = float(np.max(np.abs(c0) / weights))
-    lambdas = config.lambdas(lambda_max)
-    points = _path(alternation, lambdas, weights, c0)
+    max_active = config.max_active if config.max_active is not None else max(1, len(y) // 10)
+    points = _path(alternation, config.lambdas(lambda_max), weights, c0, max_active)
+    lambdas = np.array([p.solution.lam for p in points])
     chosen = None
     if config.folds:
         labels = assign_folds(len(y), config.folds, int(config.seed or 0))

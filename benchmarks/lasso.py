@@ -87,7 +87,7 @@ def rates(found: np.ndarray, causal: np.ndarray) -> tuple[float, float]:
 def run(quick: bool) -> list[dict]:
     """Rows for each replicate (see the module docstring)."""
     ROOT.mkdir(parents=True, exist_ok=True)
-    n, m, replicates = (1_000, 4_000, 1) if quick else (3_000, 10_000, 3)
+    n, m, replicates = (1_000, 4_000, 1) if quick else (2_000, 8_000, 3)
     rows = []
     with session(n_workers=2) as client:
         for seed in range(1, replicates + 1):

@@ -73,7 +73,7 @@ class SparseConfig:
 
     n_lambda: int = 20
     lambda_min_ratio: float = 0.01
-    reml_rounds: int = 3
+    reml_rounds: int = 10
     theta_tol: float = 1e-3
     kkt_tol: float = 1e-4
     solve_tol: float = 1e-8

@@ -34,10 +34,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from benchmarks.sparse import rare_store
+from benchmarks.sparse import rare_store, synthetic_source
 from converters.convert import write_store
-from converters.source import Source
-from converters.tables import SampleTable, VariantTable
 from dreml.backend import array_module_of, cuda_available
 from dreml.cluster import connect
 from dreml.fit import ComponentChoice, fit_prepared, prepare_inputs
@@ -80,31 +78,13 @@ class CommonReader:
         return self
 
 
-def common_source(n: int, m: int) -> Source:
-    ids = np.array([f"s{i}" for i in range(n)])
-    half = m // 2
-    variants = VariantTable(
-        contig_id=np.array(["1", "2"]),
-        contig=np.repeat(np.array([0, 1], dtype=np.int32), [half, m - half]),
-        position=np.concatenate([np.arange(1, half + 1), np.arange(1, m - half + 1)]).astype(np.int64),
-        variant_id=np.array([f"v{j}" for j in range(m)]),
-        allele=np.tile(np.array(["A", "G"]), (m, 1)),
-    )
-    return Source(
-        format="synthetic",
-        files=(),
-        samples=SampleTable(family_id=ids, sample_id=ids),
-        variants=variants,
-        genotypes=CommonReader(n, m),
-    )
-
-
 def common_store(n: int, m: int, cpu_client) -> tuple[Store, float]:
     out = CACHE / f"common_n{n}_m{m}.zarr"
     if out.exists():
         return open_store(out), float("nan")
     t0 = time.perf_counter()
-    store = write_store(common_source(n, m), out, client=cpu_client, variant_chunk=VARIANT_CHUNK)
+    source = synthetic_source(CommonReader(n, m), n, m, contigs=2)
+    store = write_store(source, out, client=cpu_client, variant_chunk=VARIANT_CHUNK)
     return store, time.perf_counter() - t0
 
 

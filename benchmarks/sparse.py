@@ -78,21 +78,21 @@ class RareReader:
         return self
 
 
-def rare_source(n: int, m: int) -> Source:
+def synthetic_source(reader, n: int, m: int, contigs: int = 1) -> Source:
+    """A `Source` of n samples and m variants (REF A, ALT G) split evenly over `contigs`,
+    genotypes drawn by `reader` inside the conversion tasks."""
     ids = np.array([f"s{i}" for i in range(n)])
+    contig = np.arange(m) * contigs // m
+    starts = np.searchsorted(contig, np.arange(contigs))
     variants = VariantTable(
-        contig_id=np.array(["1"]),
-        contig=np.zeros(m, dtype=np.int32),
-        position=np.arange(1, m + 1, dtype=np.int64),
-        variant_id=np.array([f"rv{j}" for j in range(m)]),
+        contig_id=np.array([str(c + 1) for c in range(contigs)]),
+        contig=contig.astype(np.int32),
+        position=(np.arange(m) - starts[contig] + 1).astype(np.int64),
+        variant_id=np.array([f"v{j}" for j in range(m)]),
         allele=np.tile(np.array(["A", "G"]), (m, 1)),
     )
     return Source(
-        format="synthetic",
-        files=(),
-        samples=SampleTable(family_id=ids, sample_id=ids),
-        variants=variants,
-        genotypes=RareReader(n, m),
+        format="synthetic", files=(), samples=SampleTable(family_id=ids, sample_id=ids), variants=variants, genotypes=reader
     )
 
 
@@ -102,7 +102,8 @@ def rare_store(n: int, m: int, client) -> tuple[Store, float]:
     if out.exists():
         return open_store(out), float("nan")
     t0 = time.perf_counter()
-    store = write_store(rare_source(n, m), out, client=client, variant_chunk=VARIANT_CHUNK, sparse_below=SPARSE_BELOW)
+    source = synthetic_source(RareReader(n, m), n, m)
+    store = write_store(source, out, client=client, variant_chunk=VARIANT_CHUNK, sparse_below=SPARSE_BELOW)
     return store, time.perf_counter() - t0
 
 

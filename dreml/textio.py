@@ -64,3 +64,12 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, zstandard.ZstdError) as exc:
         raise InputError(f"{path}: line {lineno + 1}: cannot decompress ({exc})") from None
+
+
+def is_number(text: str) -> bool:
+    """Whether `text` parses as a float (a header word does not)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -28,7 +28,7 @@ from dreml.operators import GenotypeOperator
 from dreml.outputs import atomic_write_text, write_json
 from dreml.reml import FitConfig
 from dreml.store import Store
-from dreml.textio import numbered_lines
+from dreml.textio import is_number, numbered_lines
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def read_penalised_set(path: str | Path, store: Store) -> PenalisedSet:
         if not words or words[0].startswith("#"):
             continue
         if words[0] not in index_of:
-            if not found and not absent and number == 1 and (len(words) == 1 or not _is_number(words[1])):
+            if not found and not absent and number == 1 and (len(words) == 1 or not is_number(words[1])):
                 continue  # a header line
             absent += 1
             continue
@@ -60,7 +60,7 @@ def read_penalised_set(path: str | Path, store: Store) -> PenalisedSet:
             raise InputError(f"{path}, line {number}: expected a variant ID and an optional weight, got {len(words)} fields")
         weight = 1.0
         if len(words) == 2:
-            if not _is_number(words[1]):
+            if not is_number(words[1]):
                 raise InputError(f"{path}, line {number}: weight {words[1]!r} is not a number")
             weight = float(words[1])
             if not (np.isfinite(weight) and weight > 0):
@@ -86,14 +86,6 @@ def rare_penalised_set(store: Store, maf_below: float) -> PenalisedSet:
     if len(indices) == 0:
         raise InputError(f"{store.path}: no variant has a MAF below {maf_below}: the penalised set is empty")
     return PenalisedSet(indices, np.ones(len(indices)), f"MAF < {maf_below}")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def without(components: Components, penalised: PenalisedSet) -> Components:

@@ -4,8 +4,9 @@ Simulation (`dreml.simulate` genotypes with LD blocks, MAF from maf_min up): the
 S is every variant with MAF below RARE (weights 1); CAUSAL of them get effects +-EFFECT on the
 standardised scale; the common variants carry a polygenic component (h2 = H2_POLY, all of them
 causal); residual variance 1 - H2_POLY - the sparse part. `dreml fit --sparse-maf-below RARE`
-(Python: `dreml.lasso.data.fit_sparse`) on a local cluster, lambda chosen by 5-fold CV; the
-true positive rate and false discovery rate of the selected variants against the truth,
+(Python: `dreml.lasso.data.fit_sparse`) on a local cluster, lambda chosen by 5-fold CV (the minimum
+held-out MSE, and the 1-SE rule from the same fit); the true positive rate and false discovery
+rate of the selected variants against the truth,
 beside the marginal test of each variant of S (OLS on the covariates, Bonferroni at 0.05 over
 |S|; what `dreml gwas marginal` computes). Rows: time, passes, theta, the path length.
 """
@@ -22,7 +23,7 @@ from converters import convert
 from dreml.cluster import session
 from dreml.fit import prepare_inputs
 from dreml.lasso.data import fit_sparse, rare_penalised_set
-from dreml.lasso.path import SparseConfig
+from dreml.lasso.path import SparseConfig, choose
 from dreml.reml import FitConfig
 from dreml.simulate import SimulationConfig, simulate_cohort
 from dreml.store import Store, open_store
@@ -107,6 +108,11 @@ def run(quick: bool) -> list[dict]:
             assert point is not None
             found = result.variants[point.solution.active]
             tpr, fdr = rates(found, causal)
+            mse = np.array([p.cv_mse for p in result.path.points])
+            se = np.array([p.cv_mse_se for p in result.path.points])
+            sparser = result.path.points[choose(mse, se, "1se")]
+            found_1se = result.variants[sparser.solution.active]
+            tpr_1se, fdr_1se = rates(found_1se, causal)
             m_tpr, m_fdr = rates(marginal_hits(store, pheno, penalised.indices), causal)
             rows.append(
                 {
@@ -119,6 +125,9 @@ def run(quick: bool) -> list[dict]:
                     "selected": len(found),
                     "lasso_tpr": tpr,
                     "lasso_fdr": fdr,
+                    "selected_1se": len(found_1se),
+                    "tpr_1se": tpr_1se,
+                    "fdr_1se": fdr_1se,
                     "marginal_tpr": m_tpr,
                     "marginal_fdr": m_fdr,
                     "h2_poly": float(point.theta[0] / point.theta.sum()),

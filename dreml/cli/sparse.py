@@ -50,6 +50,13 @@ def add_sparse_options(p: argparse.ArgumentParser) -> None:
         help=f"cross-validation folds choosing lambda (minimum held-out MSE; 0: no choice; default {DEFAULTS.folds})",
     )
     g.add_argument(
+        "--lambda-rule",
+        choices=("min", "1se"),
+        default=DEFAULTS.rule,
+        help="min: the lambda of the smallest held-out MSE; 1se: the largest lambda within one standard error of it "
+        f"(sparser; default {DEFAULTS.rule})",
+    )
+    g.add_argument(
         "--sparse-reml-rounds",
         type=int,
         default=DEFAULTS.reml_rounds,
@@ -85,6 +92,7 @@ def sparse_config(args: argparse.Namespace, config: FitConfig) -> SparseConfig:
         reml_rounds=args.sparse_reml_rounds,
         kkt_tol=args.kkt_tol,
         folds=args.lambda_folds,
+        rule=args.lambda_rule,
         seed=config.seed,
         kkt_error=args.kkt_check,
         max_active=args.lambda_max_active,

@@ -217,6 +217,7 @@ def report(result: SparseResult, store: Store, description: dict) -> dict:
             "kkt_tol": config.kkt_tol,
             "solve_tol": config.solve_tol,
             "folds": config.folds,
+            "rule": config.rule,
             "max_active": config.max_active,
         },
         "lambdas_planned": config.n_lambda,
@@ -230,7 +231,7 @@ def report(result: SparseResult, store: Store, description: dict) -> dict:
         else {
             "index": path.chosen,
             "lambda": point.solution.lam,
-            "criterion": "minimum pooled held-out MSE",
+            "criterion": "minimum held-out MSE" if config.rule == "min" else "largest lambda within 1 SE of the minimum MSE",
             "theta": point.theta.tolist(),
             "n_active": len(point.solution.active),
             "variants": [str(store.variant_id[result.variants[i]]) for i in point.solution.active],
@@ -246,6 +247,7 @@ def report(result: SparseResult, store: Store, description: dict) -> dict:
                 "kkt": p.solution.kkt.to_dict(),
                 "cv_mse": p.cv_mse,
                 "cv_r2": p.cv_r2,
+                "cv_mse_se": p.cv_mse_se,
                 "converged": p.converged,
                 "status": p.status,
             }

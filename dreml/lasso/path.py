@@ -27,7 +27,8 @@ fold and lambda would multiply the cost by K N), and each test sample is predict
     yhat_S = X_S beta_T + Z_S,S b_T + sum_g theta_g [K_g pad_T(P_T (y_T - Z_T b_T))]_S,
 
 the fixed, sparse and BLUP parts (`dreml.cv`). The chosen lambda minimises the pooled mean
-squared error of the held-out predictions.
+squared error of the held-out predictions (`rule` "min") or is the largest lambda whose MSE is
+within one standard error of that minimum ("1se": sparser, fewer false positives).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SparseConfig:
         kkt_tol: relative tolerance of the global KKT check (above the solves' error).
         solve_tol: relative residual of the PCG solves with H.
         folds: cross-validation folds for the selection (0: no selection).
+        rule: "min" (smallest held-out MSE) or "1se" (the largest lambda within one SE of it).
         seed: seeds the folds; None draws one (recorded).
         kkt_error: a KKT violation at the selected lambda is an error (`--kkt-check`).
         max_active: the path stops after the first lambda with more non-zero effects than this
@@ -78,6 +80,7 @@ class SparseConfig:
     kkt_tol: float = 1e-4
     solve_tol: float = 1e-8
     folds: int = 5
+    rule: str = "min"
     seed: int | None = None
     kkt_error: bool = False
     max_active: int | None = None
@@ -93,6 +96,8 @@ class SparseConfig:
             raise InputError(f"--lambda-folds must be 0 (no selection) or at least 2, got {self.folds}")
         if not (0 < self.kkt_tol < 1 and 0 < self.solve_tol < self.kkt_tol):
             raise InputError(f"need 0 < solve tolerance ({self.solve_tol}) < KKT tolerance ({self.kkt_tol}) < 1")
+        if self.rule not in ("min", "1se"):
+            raise InputError(f"--lambda-rule must be min or 1se, got {self.rule!r}")
         if self.max_active is not None and self.max_active < 1:
             raise InputError(f"--lambda-max-active must be at least 1, got {self.max_active}")
         if self.seed is None:
@@ -114,7 +119,8 @@ class PathPoint:
         rounds: REML / LASSO alternations made; alternation_converged: theta settled within
             `theta_tol` (always True with `reml_rounds` = 0); reml_converged: every REML fit
             of the alternation converged.
-        cv_mse, cv_r2: pooled held-out mean squared error and R^2 (NaN without selection).
+        cv_mse, cv_r2: pooled held-out mean squared error and R^2 (NaN without selection);
+            cv_mse_se: the standard error of cv_mse (from the squared errors of the n samples).
     """
 
     solution: LassoSolution
@@ -124,6 +130,7 @@ class PathPoint:
     reml_converged: bool = True
     cv_mse: float = float("nan")
     cv_r2: float = float("nan")
+    cv_mse_se: float = float("nan")
 
     @property
     def converged(self) -> bool:
@@ -334,14 +341,28 @@ def fit_sparse_reml(
             test, train = np.flatnonzero(labels == fold), np.flatnonzero(labels != fold)
             predictions[test] = _fold_predictions(operator, columns, y, X, theta_null, lambdas, weights, train, test, config)
             logger.info("cross-validation fold %d of %d done", fold, config.folds)
-        mse = np.mean((y[:, None] - predictions) ** 2, axis=0)
+        squared = (y[:, None] - predictions) ** 2  # shape: (n, N)
+        mse = squared.mean(axis=0)
+        se = squared.std(axis=0, ddof=1) / np.sqrt(len(y))
         r2 = 1 - mse / np.var(y)
-        points = [dataclasses.replace(p, cv_mse=float(e), cv_r2=float(r)) for p, e, r in zip(points, mse, r2)]
-        chosen = int(np.argmin(mse))
+        points = [
+            dataclasses.replace(p, cv_mse=float(e), cv_r2=float(r), cv_mse_se=float(d)) for p, e, r, d in zip(points, mse, r2, se)
+        ]
+        chosen = choose(mse, se, config.rule)
         active = len(points[chosen].solution.active)
         logger.info("selected lambda %.4g (%d active): held-out MSE %.4g", lambdas[chosen], active, mse[chosen])
     passes = sum(_passes(o) for o in counted) - passes_before
     return SparsePath(tuple(points), lambda_max, theta_null, chosen, config, passes, null_converged)
+
+
+def choose(mse: np.ndarray, se: np.ndarray, rule: str) -> int:
+    """The index of the selected lambda (lambdas decreasing): "min", the smallest held-out MSE;
+    "1se", the largest lambda whose MSE is within one standard error of that minimum (the
+    sparser model that predicts as well within the CV's noise; glmnet's lambda.1se)."""
+    best = int(np.argmin(mse))
+    if rule == "min":
+        return best
+    return int(np.flatnonzero(mse <= mse[best] + se[best])[0])
 
 
 def _passes(operator) -> int:

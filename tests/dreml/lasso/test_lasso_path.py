@@ -10,7 +10,7 @@ from converters import convert
 from dreml.components import Components
 from dreml.errors import InputError
 from dreml.lasso.metric import PenalisedColumns
-from dreml.lasso.path import SparseConfig, _fold_predictions, fit_sparse_reml
+from dreml.lasso.path import SparseConfig, _fold_predictions, choose, fit_sparse_reml
 from dreml.operators import DenseOperator, StreamingOperator
 from dreml.reml import FitConfig, fit_reml
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
@@ -97,3 +97,11 @@ def test_fit_sparse_reml__raise_on_non_positive_weights(problem):
     weights[5] = -1.0
     with pytest.raises(InputError, match="penalty weights must be positive and finite; got -1.0"):
         fit_sparse_reml(operator, columns, y, X, weights, SparseConfig(folds=0, seed=1), EXACT)
+
+
+def test_choose__min_and_one_standard_error_rules():
+    mse = np.array([5.0, 2.5, 2.0, 2.2, 3.0])
+    se = np.full(5, 0.6)
+    assert choose(mse, se, "min") == 2
+    assert choose(mse, se, "1se") == 1  # the largest lambda (first) with MSE <= 2.0 + 0.6
+    assert choose(mse, np.zeros(5), "1se") == 2

@@ -61,7 +61,8 @@ def add_sparse_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULTS.reml_rounds,
         metavar="N",
-        help=f"REML / LASSO alternations per lambda at most (0: theta of the null model; default {DEFAULTS.reml_rounds})",
+        help="REML / LASSO alternations per lambda at most (default 0: theta of the null model for the whole path; "
+        "alternation can collapse theta_e, docs/math.md)",
     )
     g.add_argument(
         "--lambda-max-active",

@@ -4,8 +4,10 @@ Model: y = X beta + Z_S b + sum_g u_g + e, u_g ~ N(0, theta_g K_g), e ~ N(0, the
 weighted L1 penalty lambda sum_j w_j |b_j| on the penalised variants S.
 
 Path: lambda_k = lambda_max r^(k / (N - 1)), k = 0..N-1, with lambda_max = max_j |z_j^T P y| / w_j
-(the smallest lambda with b = 0, at the null model's theta) and r = `lambda_min_ratio`. At each
-lambda, warm-started from the previous one (b, theta and the working set):
+(the smallest lambda with b = 0, at the null model's theta) and r = `lambda_min_ratio`. Each
+lambda is warm-started from the previous one (b and the working set). By default theta stays
+at the null model's REML fit (LMM-Lasso, Rakitsch et al. 2013: one REML fit in all).
+`reml_rounds` > 0 alternates at each lambda:
 
     repeat at most `reml_rounds` times:
         b     <- LASSO at theta (`dreml.lasso.solver`)
@@ -13,8 +15,9 @@ lambda, warm-started from the previous one (b, theta and the working set):
     until theta moves by less than `theta_tol` (relative to sum theta); the LASSO is then
     solved once more at the final theta, so the reported (b, theta) belong together.
 
-`reml_rounds` = 0 keeps theta at the null model's fit for the whole path (LMM-Lasso,
-Rakitsch et al. 2013): one REML fit in all.
+Alternation is block coordinate descent on -l_REML(theta; y - Z_S b) + lambda sum_j w_j |b_j|,
+which is unbounded below when S can fit y: theta_e then collapses (docs/math.md), hence the
+default.
 
 The path stops early after the first lambda with more than `max_active` non-zero effects
 (default n / 10; `SparseConfig`).
@@ -59,7 +62,8 @@ class SparseConfig:
     Arguments:
         n_lambda: lambdas on the path (`--lambda-path`), at least 1.
         lambda_min_ratio: lambda_min / lambda_max, in (0, 1).
-        reml_rounds: REML / LASSO alternations per lambda at most (0: theta of the null model).
+        reml_rounds: REML / LASSO alternations per lambda at most (0, the default: theta of
+            the null model for the whole path).
         theta_tol: relative change of theta that ends the alternation.
         kkt_tol: relative tolerance of the global KKT check (above the solves' error).
         solve_tol: relative residual of the PCG solves with H.
@@ -75,7 +79,7 @@ class SparseConfig:
 
     n_lambda: int = 20
     lambda_min_ratio: float = 0.01
-    reml_rounds: int = 10
+    reml_rounds: int = 0
     theta_tol: float = 1e-3
     kkt_tol: float = 1e-4
     solve_tol: float = 1e-8

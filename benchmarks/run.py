@@ -29,6 +29,7 @@ MODULES = (
     "benchmarks.gpu",
     "benchmarks.lasso",
     "benchmarks.factors",
+    "benchmarks.annotations",
 )
 
 

@@ -34,17 +34,9 @@ from dreml.annotations.builtin import minor_allele_frequency, parse_builtin, sto
 from dreml.annotations.fit import AnnotatedResult, AnnotConfig, fit_annotated
 from dreml.annotations.holdout import HeldOut, heldout_loglik
 from dreml.errors import InputError
-from dreml.textio import VARIANT_HEADER_WORDS, numbered_lines
+from dreml.textio import VARIANT_HEADER_WORDS, is_number, numbered_lines
 
 logger = logging.getLogger(__name__)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 class Annotations(NamedTuple):
@@ -93,7 +85,7 @@ def read_annotations(
             continue
         if columns is None:
             first = fields[0].lstrip("#").lower()
-            if first in VARIANT_HEADER_WORDS or not all(_is_number(f) for f in fields[1:]):
+            if first in VARIANT_HEADER_WORDS or not all(is_number(f) for f in fields[1:]):
                 columns = tuple(fields[1:])
                 if len(set(columns)) != len(columns):
                     raise InputError(f"{path}: line {lineno}: a column name is repeated in the header")

@@ -8,7 +8,9 @@ causal); residual variance 1 - H2_POLY - the sparse part. `dreml fit --sparse-ma
 held-out MSE, and the 1-SE rule from the same fit); the true positive rate and false discovery
 rate of the selected variants against the truth,
 beside the marginal test of each variant of S (OLS on the covariates, Bonferroni at 0.05 over
-|S|; what `dreml gwas marginal` computes). Rows: time, passes, theta, the path length.
+|S|; what `dreml gwas marginal` computes), and the true positives among the CAUSAL largest |b_j|
+against the CAUSAL smallest marginal p-values (the same number of picks). Rows: time, passes,
+theta, the path length.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def standardised(store: Store) -> np.ndarray:  # shape: (n, m)
     return np.nan_to_num(Z)
 
 
-def marginal_hits(store: Store, pheno: Path, variants: np.ndarray) -> np.ndarray:
-    """Variants of `variants` significant by OLS (intercept covariate) at 0.05 / len(variants)."""
+def marginal_p(store: Store, pheno: Path, variants: np.ndarray) -> np.ndarray:
+    """OLS p-values (intercept covariate) of `variants`."""
     y = np.array([float(line.split()[2]) for line in pheno.read_text().splitlines()[1:]])
     Z = standardised(store)[:, variants]
     yc = y - y.mean()
@@ -75,8 +77,7 @@ def marginal_hits(store: Store, pheno: Path, variants: np.ndarray) -> np.ndarray
     beta = Zc.T @ yc / np.sum(Zc**2, axis=0)
     resid = np.sum(yc**2) - beta**2 * np.sum(Zc**2, axis=0)
     se = np.sqrt(resid / (len(y) - 2) / np.sum(Zc**2, axis=0))
-    p = 2 * stats.t.sf(np.abs(beta / se), len(y) - 2)
-    return variants[p < 0.05 / len(variants)]
+    return 2 * stats.t.sf(np.abs(beta / se), len(y) - 2)
 
 
 def rates(found: np.ndarray, causal: np.ndarray) -> tuple[float, float]:
@@ -113,7 +114,12 @@ def run(quick: bool) -> list[dict]:
             sparser = result.path.points[choose(mse, se, "1se")]
             found_1se = result.variants[sparser.solution.active]
             tpr_1se, fdr_1se = rates(found_1se, causal)
-            m_tpr, m_fdr = rates(marginal_hits(store, pheno, penalised.indices), causal)
+            p = marginal_p(store, pheno, penalised.indices)
+            m_tpr, m_fdr = rates(penalised.indices[p < 0.05 / len(p)], causal)
+            # the same number of picks (CAUSAL) from each: the largest |b| at the selected lambda
+            # against the smallest marginal p
+            top_lasso = result.variants[np.argsort(-np.abs(point.solution.b))[:CAUSAL]]
+            top_marginal = penalised.indices[np.argsort(p)[:CAUSAL]]
             rows.append(
                 {
                     "n": n,
@@ -130,6 +136,8 @@ def run(quick: bool) -> list[dict]:
                     "fdr_1se": fdr_1se,
                     "marginal_tpr": m_tpr,
                     "marginal_fdr": m_fdr,
+                    "top20_lasso_tpr": rates(top_lasso, causal)[0],
+                    "top20_marginal_tpr": rates(top_marginal, causal)[0],
                     "h2_poly": float(point.theta[0] / point.theta.sum()),
                     "kkt_violations": point.solution.kkt.violations,
                     "passes": result.path.passes,

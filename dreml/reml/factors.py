@@ -160,6 +160,10 @@ class FactorModelResult:
         beta: per-trait OLS covariate effects, shape (p, T).
         factors: F^, the posterior means of F, shape (n, K).
         factor_blups: U_gk, shape (G, n, K).
+        weights: W = A^T alpha, shape (n, K): F^_k = Sigma_k W_k, so a sample outside the fit
+            gets F^ from its relatives by one product (`dreml.reml.factor_prediction`).
+        factor_covariance: C_i, the posterior covariance of f_i from the sample's own traits, shape
+            (n, K, K) (module docstring; what `predictive_variance` uses).
         iterations: EM iterations made; converged, status: the stopping rule (module docstring).
         history: one dict per iteration: iteration, h2, d_lambda, d_h2, d_genetic_covariance
             (relative change of the traits' genetic covariance Lambda^T diag(h2) Lambda),
@@ -182,6 +186,8 @@ class FactorModelResult:
     beta: np.ndarray
     factors: np.ndarray
     factor_blups: np.ndarray
+    weights: np.ndarray
+    factor_covariance: np.ndarray
     iterations: int
     converged: bool
     status: str
@@ -191,13 +197,23 @@ class FactorModelResult:
     seed: int
     config: FactorConfig
 
-    def genetic_values(self) -> np.ndarray:
-        """G^ = (sum_g U_g) Lambda, the genomic prediction of every trait, shape (n, T)."""
-        return self.factor_blups.sum(axis=0) @ self.loadings
+    def genetic_values(self, factor_blups: np.ndarray | None = None) -> np.ndarray:
+        """G^ = (sum_g U_g) Lambda, the genomic prediction of every trait, shape (n, T); for other
+        samples' BLUPs `factor_blups` (G, N, K) (`dreml.reml.factor_prediction`), shape (N, T)."""
+        U = self.factor_blups if factor_blups is None else factor_blups
+        return U.sum(axis=0) @ self.loadings
 
-    def predicted(self, X: np.ndarray) -> np.ndarray:
-        """Y^ = X B + F^ Lambda for the samples' covariates X (n, p), shape (n, T)."""
-        return X @ self.beta + self.factors @ self.loadings
+    def predicted(self, X: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+        """Y^ = X B + F^ Lambda for the samples' covariates X (n, p), shape (n, T); for other
+        samples' posterior means `factors` (N, K) and their covariates X (N, p), shape (N, T)."""
+        F = self.factors if factors is None else factors
+        return X @ self.beta + F @ self.loadings
+
+    def predictive_variance(self) -> np.ndarray:
+        """lambda_t^T C_i lambda_t + psi_t: the variance of y_it given the sample's own observed
+        traits (the relatives' information ignored, as C_i; an upper bound up to that
+        approximation), shape (n, T)."""
+        return np.einsum("kt,ikl,lt->it", self.loadings, self.factor_covariance, self.loadings) + self.psi
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (per-sample arrays left out)."""
@@ -227,7 +243,7 @@ class Posterior:
     """The E-step at (Lambda, psi, theta) (module docstring).
 
     Fields:
-        factors: F^, shape (n, K). blups: U_gk, shape (G, n, K).
+        factors: F^, shape (n, K). blups: U_gk, shape (G, n, K). weights: W, shape (n, K).
         C: per-sample posterior covariance from the sample's own traits, shape (n, K, K).
         iterations: PCG iterations (= passes; the product Sigma W adds one). residual: the
             largest relative residual. status: "converged" or the PCG's message.
@@ -235,6 +251,7 @@ class Posterior:
 
     factors: np.ndarray
     blups: np.ndarray
+    weights: np.ndarray
     C: np.ndarray
     iterations: int
     residual: float
@@ -346,8 +363,9 @@ def posterior(
 
     result = block_pcg(apply_H, R.reshape(-1, 1), solve_M=solve_M, tol=tol, max_iter=max_iter)
     alpha = M * result.x.reshape(n, T)
-    factors, blups = sigma(alpha @ Lambda.T)
-    return Posterior(factors, blups, C, result.iterations, float(result.residuals.max()), result.status)
+    W = alpha @ Lambda.T
+    factors, blups = sigma(W)
+    return Posterior(factors, blups, W, C, result.iterations, float(result.residuals.max()), result.status)
 
 
 def m_step(R: np.ndarray, M: np.ndarray, post: Posterior, psi_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -438,10 +456,7 @@ def fit_factor_model(
     config = dataclasses.replace(config, reml=dataclasses.replace(config.reml, seed=seed))
     t0 = time.perf_counter()
     genotypes, before = operator, operator.passes
-    if method == "exact":
-        # as `fit_reml_traits`: K_g read once (one pass of n columns), every later product dense
-        n = Y.shape[0]
-        operator = DenseOperator(np.asarray(genotypes.matmat(np.eye(n)), dtype=np.float64), genotypes.component_names)
+    operator = working_operator(operator, method)
     R, M, B = residualise_traits(Y, X)
     psi_min = config.psi_floor * (R**2).sum(axis=0) / M.sum(axis=0)
     F0, Lambda = masked_pca(R, M, config.n_factors, config.pca_iter)
@@ -522,6 +537,8 @@ def fit_factor_model(
         beta=B,
         factors=post.factors * sign,
         factor_blups=post.blups * sign,
+        weights=post.weights * sign,
+        factor_covariance=post.C * np.outer(sign, sign),
         iterations=len(history),
         converged=converged,
         status=status,
@@ -531,6 +548,15 @@ def fit_factor_model(
         seed=seed,
         config=config,
     )
+
+
+def working_operator(operator: GRMOperator, method: str) -> GRMOperator:
+    """The operator the fit multiplies by: on the exact path, as `fit_reml_traits`, K_g read once
+    (one pass of n columns) and every later product dense."""
+    if method != "exact":
+        return operator
+    n = operator.shape[0]
+    return DenseOperator(np.asarray(operator.matmat(np.eye(n)), dtype=np.float64), operator.component_names)
 
 
 def _genetic_covariance(Lambda: np.ndarray, theta: np.ndarray) -> np.ndarray:

@@ -23,19 +23,23 @@ from dreml.reml.factors import FactorConfig, fit_factor_model, posterior
 from tests.dreml.reml.cohort import genotype_blocks
 
 
-def _factor_traits(K_g: np.ndarray, h2: np.ndarray, T: int, psi: float, missing: float, seed: int):
-    """Y = F Lambda + E with f_k ~ N(0, h2_k K + (1 - h2_k) I), Lambda ~ N(0, 1), a share `missing` NaN."""
+def factor_traits(
+    K_g: np.ndarray, h2: np.ndarray, T: int, psi: float, missing: float, seed: int, loadings: np.ndarray | None = None
+) -> np.ndarray:
+    """Y = F Lambda + E with f_k ~ N(0, h2_k K + (1 - h2_k) I), Lambda ~ N(0, 1) unless given
+    (K, T), a share `missing` NaN."""
     rng = np.random.default_rng(seed)
     n = K_g.shape[0]
     w, V = np.linalg.eigh(K_g)
     root = V * np.sqrt(np.maximum(w, 0))
     F = np.column_stack([np.sqrt(h) * root @ rng.standard_normal(n) + np.sqrt(1 - h) * rng.standard_normal(n) for h in h2])
-    Y = F @ rng.standard_normal((len(h2), T)) + np.sqrt(psi) * rng.standard_normal((n, T))
+    Lambda = rng.standard_normal((len(h2), T)) if loadings is None else loadings
+    Y = F @ Lambda + np.sqrt(psi) * rng.standard_normal((n, T))
     Y[rng.random((n, T)) < missing] = np.nan
     return Y
 
 
-def _dense_posterior(K, R, M, Lambda, psi, theta):
+def dense_posterior(K, R, M, Lambda, psi, theta):
     """F^ (n, K) and U (G, n, K) from the explicit covariance of the observed entries."""
     n, T = R.shape
     Sigma = np.einsum("kg,gij->kij", theta[:, :-1], K) + theta[:, -1, None, None] * np.eye(n)  # (K, n, n)
@@ -106,7 +110,7 @@ def test_posterior__equals_dense_posterior():
     Lambda, psi = rng.standard_normal((K, T)), rng.uniform(0.2, 1.0, T)
     theta = rng.dirichlet(np.ones(3), K)  # (K, G + 1), rows sum to 1
     post = posterior(op, R, M, Lambda, psi, theta, tol=1e-13, max_iter=500)
-    F, U = _dense_posterior(op.K, R, M, Lambda, psi, theta)
+    F, U = dense_posterior(op.K, R, M, Lambda, psi, theta)
     assert post.status == "converged"
     np.testing.assert_allclose(post.factors, F, rtol=0, atol=1e-8 * np.abs(F).max())
     np.testing.assert_allclose(post.blups, U, rtol=0, atol=1e-8 * np.abs(U).max())
@@ -141,7 +145,7 @@ def test_fit_factor_model__equals_the_dense_alternating_algorithm():
     op = DenseOperator.from_genotypes(Z)
     K_g = op.K[0]
     n, T, K = 120, 8, 2
-    Y = _factor_traits(K_g, np.array([0.8, 0.5]), T=T, psi=0.2, missing=0.15, seed=2)
+    Y = factor_traits(K_g, np.array([0.8, 0.5]), T=T, psi=0.2, missing=0.15, seed=2)
     reml = FitConfig(method="exact", seed=3, tol_decrement=1e-14, max_iter=60)
     config = FactorConfig(n_factors=K, max_iter=3, tol=1e-12, e_step_tol=1e-12, pca_iter=20, reml=reml)
     result = fit_factor_model(op, Y, None, config)
@@ -156,12 +160,12 @@ def test_fit_factor_model__equals_the_dense_alternating_algorithm():
     h2 = _dense_factor_h2(K_g, R, M, Lambda, psi)
     for _ in range(3):
         theta = np.column_stack([h2, 1 - h2])
-        F, _ = _dense_posterior(op.K, R, M, Lambda, psi, theta)
+        F, _ = dense_posterior(op.K, R, M, Lambda, psi, theta)
         s = h2 * np.trace(K_g) / n + 1 - h2  # the prior variances' mean diagonal
         C = np.linalg.inv(np.einsum("kt,it,lt->ikl", Lambda, M / psi, Lambda) + np.diag(1 / s))
         Lambda, psi = _dense_m_step(R, M, F, C, 1e-3)
         h2 = _dense_factor_h2(K_g, R, M, Lambda, psi)
-    F, U = _dense_posterior(op.K, R, M, Lambda, psi, np.column_stack([h2, 1 - h2]))
+    F, U = dense_posterior(op.K, R, M, Lambda, psi, np.column_stack([h2, 1 - h2]))
     sign = np.sign(Lambda[np.arange(K), np.abs(Lambda).argmax(axis=1)])
     np.testing.assert_allclose(result.h2_total, h2, rtol=0, atol=1e-6)
     np.testing.assert_allclose(result.loadings, Lambda * sign[:, None], rtol=0, atol=1e-6 * np.abs(Lambda).max())
@@ -179,7 +183,7 @@ def test_fit_factor_model__randomised_within_monte_carlo_error_of_exact():
     path's, the loadings within 1% (the E-step solves are the same; only REML is randomised)."""
     Z = genotype_blocks(120, 500, 1, 5)
     op = DenseOperator.from_genotypes(Z)
-    Y = _factor_traits(op.K[0], np.array([0.8, 0.5]), T=8, psi=0.2, missing=0.15, seed=2)
+    Y = factor_traits(op.K[0], np.array([0.8, 0.5]), T=8, psi=0.2, missing=0.15, seed=2)
     fits = {
         method: fit_factor_model(op, Y, None, FactorConfig(n_factors=2, max_iter=2, reml=FitConfig(method=method, seed=3)))
         for method in ("exact", "randomised")

@@ -1,10 +1,11 @@
 """Many traits in shared passes: `dreml.fit.fit_traits_prepared` for T traits beside one trait.
 
 Rows (docs/performance.md, "Many traits"): a simulated cohort with one component (n x m
-below) and max(T) traits, each an independent draw of the same model (h2 = 0.4, its own
-missing values), covariates sex and age, 2 CPU workers of 1 thread, float32 workers,
-randomised path, master seed 0; a first one-trait fit warms the JIT up and is not recorded.
-For each T:
+below) and max(T) traits, each an independent draw of the same model (h2 = 0.4), observed on
+every sample (so that the traits can share their probes), covariates sex and age, 2 CPU
+workers of 1 thread, float32 workers, randomised path, master seed 0; a first one-trait fit
+warms the JIT up and is not recorded. For each T, with the probes shared (one Lanczos run for
+the traits, `dreml.reml.shared_probes`) and with per-trait probes (`--per-trait-probes`):
 - passes: passes of the T fits together (shard load excluded), against those of T = 1;
 - fits_s: wall time of the fits (SNP effects and shard load excluded);
 - alone_s: T x the one-trait time, what T separate fits on resident shards would cost.
@@ -28,28 +29,39 @@ from dreml.simulate import SimulationConfig, simulate_cohort
 
 FULL = {"n": 5_000, "m": 20_000, "variances": (0.4,)}
 QUICK = {"n": 800, "m": 2_000, "variances": (0.4,)}
-TRAIT_COUNTS = (1, 10, 30)
+TRAIT_COUNTS = (1, 10, 30, 100)
+PER_TRAIT_COUNTS = (10, 30)
 WORKERS = 2
 
 
 def traits_cohort(n: int, m: int, variances: tuple[float, ...], traits: int) -> Path:
     """Simulated cohort with `traits` traits, converted once and cached under bench_out/."""
-    prefix = ROOT / f"traits_{n}x{m}_t{traits}"
+    prefix = ROOT / f"traits_{n}x{m}_t{traits}_complete"
     if not prefix.with_suffix(".zarr").exists():
         simulate_cohort(
-            SimulationConfig(n_samples=n, n_variants=m, n_chromosomes=3, group_variances=variances, n_traits=traits, seed=11),
+            SimulationConfig(
+                n_samples=n,
+                n_variants=m,
+                n_chromosomes=3,
+                group_variances=variances,
+                n_traits=traits,
+                phenotype_missing_rate=0.0,
+                seed=11,
+            ),
             prefix,
         )
         convert("bed", prefix, prefix.with_suffix(".zarr"))
     return prefix
 
 
-def run(quick: bool, trait_counts: tuple[int, ...] = TRAIT_COUNTS) -> list[dict]:
+def run(quick: bool, trait_counts: tuple[int, ...] | None = None, per_trait_counts: tuple[int, ...] | None = None) -> list[dict]:
     size = QUICK if quick else FULL
-    prefix = traits_cohort(size["n"], size["m"], size["variances"], max(trait_counts))
+    trait_counts = trait_counts or ((1, 5) if quick else TRAIT_COUNTS)
+    per_trait_counts = per_trait_counts if per_trait_counts is not None else ((5,) if quick else PER_TRAIT_COUNTS)
+    prefix = traits_cohort(size["n"], size["m"], size["variances"], max(trait_counts + per_trait_counts))
     rows, base = [], None
 
-    def fit(T: int, client):
+    def fit(T: int, client, share: bool = True):
         inputs = [
             prepare_inputs(
                 prefix.with_suffix(".zarr"),
@@ -59,17 +71,19 @@ def run(quick: bool, trait_counts: tuple[int, ...] = TRAIT_COUNTS) -> list[dict]
             )
             for t in range(T)
         ]
-        return fit_traits_prepared(inputs, client=client, config=FitConfig(method="randomised", seed=0))
+        return fit_traits_prepared(inputs, client=client, config=FitConfig(method="randomised", seed=0), share_probes=share)
 
     with session(n_workers=WORKERS, threads_per_worker=1) as client:
         fit(1, client)  # JIT warm-up
-        for T in trait_counts:
-            outcome = fit(T, client)
+        runs = [(T, True) for T in trait_counts] + [(T, False) for T in per_trait_counts]
+        for T, share in runs:
+            outcome = fit(T, client, share)
             h2 = np.array([r.h2_total for r in outcome.results])
             row = {
                 "n": size["n"],
                 "m": size["m"],
                 "traits": T,
+                "probes": "shared" if outcome.probe_groups else "per trait",
                 "passes": outcome.passes - 1,
                 "fits_s": outcome.timings["fits"],
                 "converged": sum(r.converged for r in outcome.results),
@@ -92,9 +106,14 @@ def run(quick: bool, trait_counts: tuple[int, ...] = TRAIT_COUNTS) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--traits", type=int, nargs="+", default=list(TRAIT_COUNTS), help="numbers of traits measured")
+    parser.add_argument("--traits", type=int, nargs="+", help=f"numbers of traits, shared probes (default {TRAIT_COUNTS})")
+    parser.add_argument(
+        "--per-trait", type=int, nargs="*", help=f"numbers of traits, per-trait probes (default {PER_TRAIT_COUNTS})"
+    )
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick, trait_counts=tuple(args.traits))))
+    traits = tuple(args.traits) if args.traits else None
+    per_trait = tuple(args.per_trait) if args.per_trait is not None else None
+    print(format_table(run(quick=args.quick, trait_counts=traits, per_trait_counts=per_trait)))
 
 
 if __name__ == "__main__":

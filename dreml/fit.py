@@ -371,6 +371,7 @@ class TraitsOutcome:
         names: the traits. results: one per trait. passes: passes for all traits together
         (shard loading excluded). method: the path of every fit. seed: the master seed.
         samples_union: samples of the operator (the union of the traits' samples).
+        probe_groups: the traits (indices) that shared their probes, one tuple per sample set.
         timings: shard_load, fits, post_reml, end_to_end (seconds).
     """
 
@@ -381,6 +382,7 @@ class TraitsOutcome:
     seed: int
     samples_union: int
     timings: dict
+    probe_groups: tuple[tuple[int, ...], ...] = ()
 
 
 def fit_traits_prepared(
@@ -392,6 +394,7 @@ def fit_traits_prepared(
     max_missing: float = 1.0,
     memory_budget: int | str | None = None,
     frequencies: Literal["store", "samples"] = "store",
+    share_probes: bool = True,
 ) -> TraitsOutcome:
     """Fit several traits (one `FitInputs` each, same stores and components) in shared passes.
 
@@ -399,7 +402,8 @@ def fit_traits_prepared(
     `dreml.reml.traits.fit_reml_traits`; the SNP effects of every trait come from one pass
     (Z_g^T [P_1 y_1 | ... | P_T y_T], each P_t y_t padded to the union); with one genetic
     component each trait gets the closed-form LRT against the null model (no pass).
-    Arguments as in `fit_prepared`; `config.seed` is the master seed of the traits' seeds.
+    Arguments as in `fit_prepared`; `config.seed` is the master seed of the traits' seeds;
+    `share_probes` as in `fit_reml_traits`.
     """
     t0 = time.perf_counter()
     first = inputs[0]
@@ -419,7 +423,9 @@ def fit_traits_prepared(
         t_load = time.perf_counter() - t0
         dashboard = getattr(operator.client, "dashboard_link", None)
         logger.info("fitting %d traits on %d samples in shared passes; dashboard: %s", len(inputs), len(union), dashboard)
-        fits = fit_reml_traits(operator, [i.data.y for i in inputs], [i.data.X for i in inputs], rows, config)
+        fits = fit_reml_traits(
+            operator, [i.data.y for i in inputs], [i.data.X for i in inputs], rows, config, share_probes=share_probes
+        )
         t_fits = time.perf_counter()
         fitted = {t: r for t, r in enumerate(fits.results) if isinstance(r, RemlResult)}
         done = list(fitted)
@@ -466,6 +472,7 @@ def fit_traits_prepared(
         method=fits.method,
         seed=fits.seed,
         samples_union=int(len(union)),
+        probe_groups=fits.probe_groups,
         timings={"shard_load": t_load, "fits": t_fits - t0 - t_load, "post_reml": end - t_fits, "end_to_end": end - t0},
     )
 

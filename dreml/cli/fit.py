@@ -75,6 +75,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fit every phenotype column (or give --pheno-name a,b,c): the traits share the passes; "
         "PREFIX.<trait>.* per trait and PREFIX.traits.tsv",
     )
+    p.add_argument(
+        "--per-trait-probes",
+        dest="share_probes",
+        action="store_false",
+        help="with several traits and one component: give every trait its own probes instead of sharing one Lanczos "
+        "run among the traits observed on the same samples (docs/math.md)",
+    )
     p.add_argument("--out", required=True, help="output prefix")
     add_method_options(p, "the fit")
     p.add_argument(
@@ -239,6 +246,7 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
             max_missing=args.max_missing,
             memory_budget=memory_budget(args),
             frequencies=args.freq_from,
+            share_probes=args.share_probes,
         )
     paths = []
     for name, result, scale in zip(outcome.names, outcome.results, liability):
@@ -255,6 +263,7 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
             "method": outcome.method,
             "seed": outcome.seed,
             "samples_union": outcome.samples_union,
+            "probe_groups": [[outcome.names[t] for t in g] for g in outcome.probe_groups],
             "timings": outcome.timings,
             "failed": {n: str(r) for n, r in zip(outcome.names, outcome.results) if not isinstance(r, FitResult)},
         },

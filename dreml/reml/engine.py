@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from dreml.reml.results import RemlResult, uncertainty
 logger = logging.getLogger(__name__)
 
 
-def _check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(y, X) as float64 (X = 1 when None), checked; raises `InputError` naming what is wrong."""
     n = operator.shape[0]
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (n,):
@@ -51,7 +53,16 @@ def _check_priors(priors: tuple[float, ...] | None, n_components: int) -> None:
         )
 
 
-def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, config: FitConfig = FitConfig()) -> RemlResult:
+EvaluatorFactory = Callable[[GRMOperator, np.ndarray, np.ndarray, FitConfig], RandomisedEvaluator]
+
+
+def fit_reml(
+    operator: GRMOperator,
+    y: np.ndarray,
+    X: np.ndarray | None = None,
+    config: FitConfig = FitConfig(),
+    randomised: EvaluatorFactory | None = None,
+) -> RemlResult:
     """Fit y = X beta + sum_g u_g + e, u_g ~ N(0, theta_g K_g), e ~ N(0, theta_e I), by REML.
 
     Arguments:
@@ -63,6 +74,9 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
             seed) the probes, `config.priors` (None: Haseman-Elston) the start and
             `config.constrain` whether genetic variances stay non-negative. The result's
             `config` holds the seed and the path actually used.
+        randomised: builds the randomised path's evaluator from (operator, y, X, config) in
+            place of `RandomisedEvaluator` with the seed's probes (traits sharing their
+            probes, `dreml.reml.shared_probes`); None for the latter.
 
     Returns:
         `RemlResult`. Non-convergence is reported in `converged` / `status`, not raised.
@@ -71,7 +85,7 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
         InputError: shapes, non-finite values or rank-deficient covariates; priors of the
             wrong length or at which H is indefinite.
     """
-    y, X = _check_inputs(operator, y, X)
+    y, X = check_inputs(operator, y, X)
     _check_priors(config.priors, operator.n_components)
     if config.seed is None:
         config = dataclasses.replace(config, seed=fresh_seed())
@@ -85,6 +99,8 @@ def fit_reml(operator: GRMOperator, y: np.ndarray, X: np.ndarray | None = None, 
     evaluator: ExactEvaluator | RandomisedEvaluator
     if method == "exact":
         evaluator = ExactEvaluator(operator, y, X)
+    elif randomised is not None:
+        evaluator = randomised(operator, y, X, config)
     else:
         rank = config.precond_rank
         columns = min(rank + config.precond_oversampling, n) if rank else 0

@@ -2,7 +2,9 @@
 
 Reference: `fit_factor_model` on an explicit K built in this file from an independent decode of
 the .bed (pgenlib) and the phenotype matrix written here: the loadings, psi, h2 and the
-predictions of the missing values agree at 1e-6 (float64 workers, exact path).
+predictions of the missing values agree at 1e-6 (float64 workers, exact path). With candidate
+K values and unphenotyped samples: `choose_factor_count` and `predict_factors` on that explicit K
+(the held-out scores, the chosen K and the unphenotyped samples' predictions at 1e-6).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dreml.factors import union_design
 from dreml.fit import prepare_inputs
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig
+from dreml.reml.factor_prediction import predict_factors
+from dreml.reml.factor_selection import FactorSelectionConfig, choose_factor_count
 from dreml.reml.factors import FactorConfig, fit_factor_model
 from dreml.simulate import SimulationConfig, simulate_cohort, standardise
 from tests.plink_reference import read_dosage
@@ -81,12 +85,67 @@ def test_dreml_fit_factors_cli__equals_the_dense_fit_and_writes_the_outputs(coho
 
     pred = [line.split("\t") for line in (tmp_path / "f.factors.pred.tsv").read_text().splitlines()]
     missing = np.argwhere(~np.isfinite(Y[union]))
-    assert pred[0] == ["FID", "IID", "trait", "predicted", "genetic_value"] and len(pred) == len(missing) + 1
+    assert pred[0] == ["FID", "IID", "trait", "kind", "predicted", "genetic_value"] and len(pred) == len(missing) + 1
     expected_pred, expected_gv = ref.predicted(np.ones((len(union), 1))), ref.genetic_values()
     for row, (i, t) in zip(pred[1:], missing):
-        assert row[:3] == ids[union[i]] + [f"t{t + 1}"]
-        assert float(row[3]) == pytest.approx(expected_pred[i, t], rel=1e-5, abs=1e-6)
-        assert float(row[4]) == pytest.approx(expected_gv[i, t], rel=1e-5, abs=1e-6)
+        assert row[:4] == ids[union[i]] + [f"t{t + 1}", "missing"]
+        assert float(row[4]) == pytest.approx(expected_pred[i, t], rel=1e-5, abs=1e-6)
+        assert float(row[5]) == pytest.approx(expected_gv[i, t], rel=1e-5, abs=1e-6)
+    assert report["selection"] is None and report["unphenotyped"] is None
+
+
+def test_dreml_fit_factors_cli__chooses_k_and_predicts_unphenotyped_samples(cohort, client, tmp_path):
+    """--factors 1-3 --factor-predict-unphenotyped with 25 samples whose every trait is NA."""
+    root, K, Y, ids = cohort
+    Y = Y.copy()
+    new = np.sort(np.random.default_rng(6).choice(N, 25, replace=False))
+    Y[new] = np.nan
+    lines = ["FID IID " + " ".join(f"t{t + 1}" for t in range(T))]
+    lines += [" ".join(i + ["NA" if np.isnan(v) else repr(float(v)) for v in row]) for i, row in zip(ids, Y)]
+    (tmp_path / "g.pheno").write_text("\n".join(lines) + "\n")
+    argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(tmp_path / "g.pheno"), "--all-pheno", "--factors", "1-3"]
+    argv += ["--factor-holdout", "0.2", "--factor-predict-unphenotyped", "--method", "exact", "--worker-dtype", "float64"]
+    argv += ["--seed", "7", "--factor-max-iter", "3", "--scheduler", client.scheduler.address, "--out", str(tmp_path / "g")]
+    assert _run(argv) == 0
+
+    union = np.flatnonzero(np.isfinite(Y).any(axis=1))
+    assert np.array_equal(np.setdiff1d(np.arange(N), union), new)
+    config = FactorConfig(n_factors=1, max_iter=3, reml=FitConfig(method="exact", seed=7))
+    operator = DenseOperator(K[np.ix_(union, union)])
+    ref = choose_factor_count(operator, Y[union], None, config, FactorSelectionConfig((1, 2, 3), 0.2))
+    report = json.loads((tmp_path / "g.factors.json").read_text())
+    selection = report["selection"]
+    assert selection["candidates"] == [1, 2, 3] and selection["chosen"] == ref.chosen and selection["seed"] == 7
+    assert selection["n_heldout"] == ref.n_heldout and selection["holdout_fraction"] == 0.2
+    np.testing.assert_allclose(selection["heldout_log_density"], ref.scores, rtol=0, atol=1e-6)
+    assert report["n_factors"] == ref.chosen and report["unphenotyped"]["n_samples"] == len(new)
+    assert report["unphenotyped"]["fitted_agreement"] < 1e-6
+
+    factors, blups = predict_factors(DenseOperator(K), union, ref.result)
+    expected_pred = ref.result.predicted(np.ones((len(new), 1)), factors[new])
+    expected_gv = ref.result.genetic_values(blups[:, new])
+    pred = [line.split("\t") for line in (tmp_path / "g.factors.pred.tsv").read_text().splitlines()]
+    rows = [row for row in pred[1:] if row[3] == "unphenotyped"]
+    assert len(rows) == len(new) * T and len(pred) == 1 + len(rows) + int((~np.isfinite(Y[union])).sum())
+    for row, (i, t) in zip(rows, np.ndindex(len(new), T)):
+        assert row[:3] == ids[new[i]] + [f"t{t + 1}"]
+        assert float(row[4]) == pytest.approx(expected_pred[i, t], rel=1e-5, abs=1e-6)
+        assert float(row[5]) == pytest.approx(expected_gv[i, t], rel=1e-5, abs=1e-6)
+
+
+def test_run_factors__raise_on_prediction_with_sample_frequencies(cohort, tmp_path):
+    root, *_ = cohort
+    argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--all-pheno", "--factors", "2"]
+    with pytest.raises(InputError, match="--factor-predict-unphenotyped needs the store's allele frequencies"):
+        _run(argv + ["--factor-predict-unphenotyped", "--freq-from", "samples", "--out", str(tmp_path / "x")])
+
+
+def test_run_factors__raise_on_bad_factor_range(cohort, tmp_path, capsys):
+    root, *_ = cohort
+    argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--all-pheno", "--factors", "3-1"]
+    with pytest.raises(SystemExit):
+        _run(argv + ["--out", str(tmp_path / "x")])
+    assert "expected a range low-high with low <= high, got '3-1'" in capsys.readouterr().err
 
 
 def test_run_factors__raise_on_factor_count_not_below_trait_count(cohort, tmp_path):

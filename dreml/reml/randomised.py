@@ -65,6 +65,31 @@ def operator_traces(operator: GRMOperator) -> np.ndarray | None:
 
 
 @dataclass(frozen=True)
+class MainSolve:
+    """The score's main block solve at theta and what follows from it.
+
+    Fields:
+        result: the block PCG; its first p columns are H^-1 X, the next H^-1 y~.
+        HiX: H^-1 X, shape (n, p).
+        A: Cholesky factor of X^T H^-1 X (`scipy.linalg.cho_factor`).
+        c: the GLS coefficients (X^T H^-1 X)^-1 (H^-1 X)^T y~, shape (p,).
+        Py: P y, shape (n,).
+        KPy: K_g P y, shape (G, n).
+    """
+
+    result: PCGResult
+    HiX: np.ndarray
+    A: tuple[np.ndarray, bool]
+    c: np.ndarray
+    Py: np.ndarray
+    KPy: np.ndarray
+
+    def project(self, HiV: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """P V from H^-1 V."""
+        return HiV - self.HiX @ cho_solve(self.A, self.HiX.T @ V)
+
+
+@dataclass(frozen=True)
 class _Solved:
     """A finished solve kept for warm starts: H(theta) x = b - r."""
 
@@ -165,20 +190,15 @@ class RandomisedEvaluator:
         self._last[kind] = _Solved(theta, result.x[:, :k], Hx)
         return result
 
-    def score(self, theta: np.ndarray) -> Point:
+    def main_solve(self, theta: np.ndarray, M: CorePreconditioner) -> MainSolve:
+        """The block PCG on `self._main_rhs` = [X | y~ | ...] at theta, and what follows from its
+        first p + 1 columns (`MainSolve`)."""
         p = self.X.shape[1]
-        M = self.core.at(theta)
         result = self._solve("score", theta, self._main_rhs, self._main_tol, M)
         HiX = result.x[:, :p]
         A = cho_factor(self.X.T @ HiX, lower=True)
-
-        def project(HiV: np.ndarray, V: np.ndarray) -> np.ndarray:
-            """P V from H^-1 V."""
-            return HiV - HiX @ cho_solve(A, HiX.T @ V)
-
         c = cho_solve(A, HiX.T @ self.y)
         Py = result.x[:, p] - HiX @ c
-        PW = project(result.x[:, p + 1 :], self.probes.W)
         if theta.shape[0] == 2 and theta[0] != 0:
             # H P y = y~ - r_y - (X - r_X) c from the recursive residuals r (no pass)
             HPy = self.y - result.r[:, p] - (self.X - result.r[:, :p]) @ c
@@ -186,26 +206,41 @@ class RandomisedEvaluator:
         else:
             with self.count("score"):
                 KPy = np.asarray(self.op.matmat(Py[:, None]), dtype=np.float64)[:, :, 0]
-        V = np.vstack([KPy, Py[None]]).T  # shape: (n, G + 1), columns K_i P y
-        effects = Effects(c, cho_solve(A, np.eye(p)), Py, KPy, "converged" if result.status == "converged" else result.status)
-        W = self.probes.W
-        samples = np.vstack([np.einsum("gnb,nb->gb", self.KW, PW), np.einsum("nb,nb->b", W, PW)[None]])
+        return MainSolve(result, HiX, A, c, Py, KPy)
+
+    def point(
+        self, theta: np.ndarray, main: MainSolve, M: CorePreconditioner, samples: np.ndarray, failures: list[str], stats: dict
+    ) -> Point:
+        """The score at theta from the main solve and the Hutchinson samples (G + 1, B)."""
         traces, traces_cov = hutchinson(samples, self.controls)
+        if main.result.status != "converged":
+            failures = [f"score solve: {main.result.status}", *failures]
+        V = np.vstack([main.KPy, main.Py[None]]).T  # shape: (n, G + 1), columns K_i P y
+        p = self.X.shape[1]
+        status = "converged" if not failures else "; ".join(failures)
         return Point(
             theta=theta,
-            score=-0.5 * traces + 0.5 * (Py @ V),
+            score=-0.5 * traces + 0.5 * (main.Py @ V),
             score_cov=traces_cov / 4,
-            failures=() if result.status == "converged" else (f"score solve: {result.status}",),
-            stats={"pcg": result.stats(), "trace_se": np.sqrt(np.diag(traces_cov)).tolist()},
+            failures=tuple(failures),
+            stats={"pcg": main.result.stats(), **stats, "trace_se": np.sqrt(np.diag(traces_cov)).tolist()},
             data={
-                "Py": Py,
+                "Py": main.Py,
                 "V": V,
-                "project": project,
+                "project": main.project,
                 "M": M,
-                "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0])))),
-                "effects": effects,
+                "logdet_A": 2.0 * float(np.sum(np.log(np.diag(main.A[0])))),
+                "effects": Effects(main.c, cho_solve(main.A, np.eye(p)), main.Py, main.KPy, status),
             },
         )
+
+    def score(self, theta: np.ndarray) -> Point:
+        M = self.core.at(theta)
+        main = self.main_solve(theta, M)
+        W = self.probes.W
+        PW = main.project(main.result.x[:, self.X.shape[1] + 1 :], W)
+        samples = np.vstack([np.einsum("gnb,nb->gb", self.KW, PW), np.einsum("nb,nb->b", W, PW)[None]])
+        return self.point(theta, main, M, samples, [], {})
 
     def information(self, point: Point, *, loglik: bool) -> Information:
         M = point.data["M"]

@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import cho_solve
 
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig
-from dreml.reml.effects import Effects
 from dreml.reml.evaluation import Information, PassCounter, Point, residualise
 from dreml.reml.hutchinson import hutchinson
 from dreml.reml.krylov import LanczosProbes
@@ -135,63 +134,25 @@ class SharedProbeEvaluator(RandomisedEvaluator):
         self.count.passes["probes"] = max(self.count.passes["probes"], steps - 1)
 
     def score(self, theta: np.ndarray) -> Point:
-        p = self.X.shape[1]
         M = self.core.at(theta)
-        result = self._solve("score", theta, self._main_rhs, self._main_tol, M)
-        HiX = result.x[:, :p]
-        A = cho_factor(self.X.T @ HiX, lower=True)
-
-        def project(HiV: np.ndarray, V: np.ndarray) -> np.ndarray:
-            """P V from H^-1 V."""
-            return HiV - HiX @ cho_solve(A, HiX.T @ V)
-
-        c = cho_solve(A, HiX.T @ self.y)
-        Py = result.x[:, p] - HiX @ c
-        if theta[0] != 0:
-            # H P y = y~ - r_y - (X - r_X) c from the recursive residuals r (no pass)
-            HPy = self.y - result.r[:, p] - (self.X - result.r[:, :p]) @ c
-            KPy = (HPy - theta[1] * Py) / theta[0]
-        else:
-            with self.count("score"):
-                KPy = np.asarray(self.op.matmat(Py[:, None], weights=np.ones(1)), dtype=np.float64)[:, 0]
-        V = np.column_stack([KPy, Py])  # shape: (n, 2), columns K_i P y
+        main = self.main_solve(theta, M)
         quad = self.group.lanczos.quadrature(theta, self.config.probe_tol)
         self._note_steps(int(quad.steps.max()))
-        c_w = HiX.T @ self.probes.W  # shape: (p, B)
-        Ac_w = cho_solve(A, c_w)
+        c_w = main.HiX.T @ self.probes.W  # shape: (p, B)
+        Ac_w = cho_solve(main.A, c_w)
         samples = np.vstack(
             [
-                quad.KwHw - np.einsum("pb,pb->b", HiX.T @ self.KW[0], Ac_w),
+                quad.KwHw - np.einsum("pb,pb->b", main.HiX.T @ self.KW[0], Ac_w),
                 quad.wHw - np.einsum("pb,pb->b", c_w, Ac_w),
             ]
         )
-        traces, traces_cov = hutchinson(samples, self.controls)
-        failures = [] if result.status == "converged" else [f"score solve: {result.status}"]
+        failures = []
         if not quad.converged:
             failures.append(
                 f"probe quadrature: largest relative residual {quad.residual:.3g} after {self.group.lanczos.max_steps} "
                 f"Lanczos steps; raise pcg_max_iter"
             )
-        status = "converged" if not failures else "; ".join(failures)
-        return Point(
-            theta=theta,
-            score=-0.5 * traces + 0.5 * (Py @ V),
-            score_cov=traces_cov / 4,
-            failures=tuple(failures),
-            stats={
-                "pcg": result.stats(),
-                "lanczos_steps": int(quad.steps.max()),
-                "trace_se": np.sqrt(np.diag(traces_cov)).tolist(),
-            },
-            data={
-                "Py": Py,
-                "V": V,
-                "project": project,
-                "M": M,
-                "logdet_A": 2.0 * float(np.sum(np.log(np.diag(A[0])))),
-                "effects": Effects(c, cho_solve(A, np.eye(p)), Py, KPy[None], status),
-            },
-        )
+        return self.point(theta, main, M, samples, failures, {"lanczos_steps": int(quad.steps.max())})
 
     def information(self, point: Point, *, loglik: bool) -> Information:
         info = information_from_columns(self, point, point.data["V"], loglik=False, trace_MH=lambda: float("nan"))

@@ -399,12 +399,9 @@ def test_dreml_fit_cli__gcta_conventions_equal_the_same_analysis_on_plain_files(
     assert float(rows["Sum of V(G)_L/Vp"][0]) == pytest.approx(factor * gcta["h2_total"], abs=1e-6)
 
 
-def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(cohort, client, tmp_path):
-    """--pheno-name a,b,c: each trait's report equals the fit of that trait alone with its
-    spawned seed (float64 workers, 1e-8), a trait with its own missing values included, and the
-    traits together take the passes of the longest fit (+1 for all SNP effects)."""
-    from dreml.reml.traits import trait_seeds
-
+def _three_traits(cohort, tmp_path) -> Path:
+    """m.pheno with a = the cohort's trait, b = a shuffled over the same observed samples and
+    c = a with every 7th sample missing (its own sample set)."""
     root, _ = cohort
     rows = [line.split() for line in open(root / "c.pheno").readlines()[1:]]
     rng = np.random.default_rng(4)
@@ -413,15 +410,19 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
     for i, j in zip(observed, rng.permutation(observed)):
         shuffled[i] = rows[j][2]
     holes = [r[2] if k % 7 else "NA" for k, r in enumerate(rows)]
-    (tmp_path / "m.pheno").write_text(
-        "FID IID a b c\n" + "".join(f"{r[0]} {r[1]} {r[2]} {s} {h}\n" for r, s, h in zip(rows, shuffled, holes))
-    )
-    base = [
+    path = tmp_path / "m.pheno"
+    path.write_text("FID IID a b c\n" + "".join(f"{r[0]} {r[1]} {r[2]} {s} {h}\n" for r, s, h in zip(rows, shuffled, holes)))
+    return path
+
+
+def _traits_base(cohort, client, pheno: Path) -> list[str]:
+    root, _ = cohort
+    return [
         "fit",
         "--store",
         str(root / "c.zarr"),
         "--pheno",
-        str(tmp_path / "m.pheno"),
+        str(pheno),
         "--covar-auto",
         str(root / "c.covar"),
         "--method",
@@ -431,8 +432,19 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
         "--scheduler",
         client.scheduler.address,
     ]
-    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--out", str(tmp_path / "m")]) == 0
+
+
+def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(cohort, client, tmp_path):
+    """--pheno-name a,b,c --per-trait-probes: each trait's report equals the fit of that trait
+    alone with its spawned seed (float64 workers, 1e-8), a trait with its own missing values
+    included, and the traits together take the passes of the longest fit (+1 for all SNP
+    effects)."""
+    from dreml.reml.traits import trait_seeds
+
+    base = _traits_base(cohort, client, _three_traits(cohort, tmp_path))
+    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--per-trait-probes", "--out", str(tmp_path / "m")]) == 0
     summary = json.loads((tmp_path / "m.traits.json").read_text())
+    assert summary["probe_groups"] == []
     table = [line.split("\t") for line in (tmp_path / "m.traits.tsv").read_text().splitlines()]
     assert table[0] == ["trait", "n", "h2", "SE", "converged", "passes", "seed", "status"] and [r[0] for r in table[1:]] == list(
         "abc"
@@ -448,6 +460,30 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
         assert together["loglik"] == pytest.approx(alone["loglik"], rel=1e-8)
         alone_passes.append(alone["passes"] - alone["passes_by_kind"]["snp_effects"])
     assert summary["passes"] == max(alone_passes) + 1
+
+
+def test_dreml_fit_cli__traits_on_the_same_samples_share_probes(cohort, client, tmp_path):
+    """One component, a and b on the same samples: they share their probes (recorded in the
+    summary and each report), and a's fit does not depend on the traits beside it (1e-8: the
+    same after --pheno-name b,a); c, alone on its samples, still equals its own fit."""
+    from dreml.reml.traits import trait_seeds
+
+    base = _traits_base(cohort, client, _three_traits(cohort, tmp_path))
+    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--out", str(tmp_path / "m")]) == 0
+    summary = json.loads((tmp_path / "m.traits.json").read_text())
+    assert summary["probe_groups"] == [["a", "b"]]
+    a = json.loads((tmp_path / "m.a.json").read_text())
+    assert "probes shared" in a["method_reason"] and a["seed"] == 5 and a["passes_by_kind"]["probes"] > 0
+    assert dreml_main(base + ["--pheno-name", "b,a", "--seed", "5", "--out", str(tmp_path / "ba")]) == 0
+    again = json.loads((tmp_path / "ba.a.json").read_text())
+    for x, y in zip(a["components"], again["components"]):
+        assert x["variance"] == pytest.approx(y["variance"], rel=1e-8)
+    assert a["loglik"] == pytest.approx(again["loglik"], rel=1e-8)
+    c_seed = trait_seeds(5, 3)[2]
+    assert dreml_main(base + ["--pheno-name", "c", "--seed", str(c_seed), "--out", str(tmp_path / "alone_c")]) == 0
+    c_alone, c_together = (json.loads((tmp_path / f"{p}.json").read_text()) for p in ("alone_c", "m.c"))
+    for x, y in zip(c_together["components"], c_alone["components"]):
+        assert x["variance"] == pytest.approx(y["variance"], rel=1e-8)
 
 
 def test_dreml_fit_cli__gcta_reml_flags(cohort, client, tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 `--factors` takes one K, several candidates (`1,2,4`, ranges `1-6`) or `auto` (1..min(T - 1, 10)):
 with several, K is chosen by held-out likelihood (`dreml.reml.factor_selection`, the fraction
-`--factor-holdout` of the observed values held out) and the model refitted with it.
+`--factor-holdout` of the observed values held out, `--factor-rule best|1se`) and the model
+refitted with it.
 `--factor-predict-unphenotyped` also predicts the samples (after --keep/--remove) with no trait
 value, through their relatives (`dreml.factors`, one more shard load and pass).
 
@@ -65,10 +66,10 @@ def factor_counts(text: str) -> tuple[int, ...]:
 
 
 def add_factor_options(p: argparse.ArgumentParser) -> None:
-    """--factors, --factor-holdout, --factor-predict-unphenotyped, --factor-max-iter, --factor-tol
-    and --factor-e-step-tol on `dreml fit`'s parser."""
+    """--factors, --factor-holdout, --factor-rule, --factor-predict-unphenotyped, --factor-max-iter,
+    --factor-tol and --factor-e-step-tol on `dreml fit`'s parser."""
     defaults = FactorConfig(n_factors=1)
-    holdout = FactorSelectionConfig(candidates=(1, 2)).holdout
+    selection = FactorSelectionConfig(candidates=(1, 2))
     g = p.add_argument_group("low-rank factor model for many traits (docs/cli.md, docs/math.md)")
     g.add_argument(
         "--factors",
@@ -83,9 +84,16 @@ def add_factor_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--factor-holdout",
         type=float,
-        default=holdout,
+        default=selection.holdout,
         metavar="H",
-        help=f"with several candidate K: the fraction of observed values held out to choose K (default {holdout:g})",
+        help=f"with several candidate K: the fraction of observed values held out to choose K (default {selection.holdout:g})",
+    )
+    g.add_argument(
+        "--factor-rule",
+        choices=("best", "1se"),
+        default=selection.rule,
+        help="with several candidate K: best: the K of the highest held-out log density; 1se: the smallest K within one "
+        f"standard error of it (default {selection.rule})",
     )
     g.add_argument(
         "--factor-predict-unphenotyped",
@@ -143,7 +151,9 @@ def run_factors(args: argparse.Namespace, config: FitConfig) -> int:
             e_step_tol=args.factor_e_step_tol,
             reml=config,
         )
-        selection = FactorSelectionConfig(candidates=counts, holdout=args.factor_holdout) if len(counts) > 1 else None
+        selection = None
+        if len(counts) > 1:
+            selection = FactorSelectionConfig(candidates=counts, holdout=args.factor_holdout, rule=args.factor_rule)
     except ValueError as exc:
         raise InputError(f"--factors: {exc}") from exc
     if args.factor_predict_unphenotyped and args.freq_from == "samples":
@@ -170,9 +180,10 @@ def run_factors(args: argparse.Namespace, config: FitConfig) -> int:
     r = fit.result
     if fit.selection is not None:
         chosen = fit.selection
-        print(f"K by held-out log density per value ({chosen.n_heldout} values held out):")
-        for K, score, mse in zip(chosen.candidates, chosen.scores, chosen.mse):
-            print(f"  K = {K}: {score:.5f} (MSE {mse:.5g}){'  <- chosen' if K == chosen.chosen else ''}")
+        print(f"K by held-out log density per value ({chosen.n_heldout} values held out, rule {chosen.rule}):")
+        for K, score, se, mse in zip(chosen.candidates, chosen.scores, chosen.score_se, chosen.mse):
+            print(f"  K = {K}: {score:.5f} (SE of the difference from the best {se:.5f}, MSE {mse:.5g})", end="")
+            print("  <- chosen" if K == chosen.chosen else "")
     print(factors_tsv_text(fit), end="")
     print(
         f"{len(names)} traits, {r.loadings.shape[0]} factors, {fit.Y.shape[0]} samples: {r.iterations} iterations, "

@@ -20,8 +20,12 @@ entries), and the entries of one sample are correlated through its factors. Too 
 noise in the training entries and shrink psi_t, which the held-out densities penalise through
 both the mean and the variance. The held-out mean squared error of mu is reported alongside.
 
-K = the candidate with the highest score; the model is then refitted with that K on every
-observed entry, and that fit is the result.
+Rule "best" (default): K = the candidate with the highest score. Rule "1se": the smallest K
+whose score is within one standard error of the highest, the SE of the paired difference
+score(K) - score(K_best) over the held-out entries (sd of the per-entry differences / sqrt|H|;
+the entries of one sample are correlated, so this SE is somewhat optimistic): the most
+parsimonious candidate the held-out data cannot tell from the best (as glmnet's lambda.1se).
+The model is then refitted with the chosen K on every observed entry, and that fit is the result.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -51,10 +56,12 @@ class FactorSelectionConfig:
     Fields:
         candidates: the K values to compare, distinct, each at least 1 (kept in increasing order).
         holdout: h, the fraction of the observed entries held out, in (0, 0.5].
+        rule: "best" or "1se" (module docstring).
     """
 
     candidates: tuple[int, ...]
     holdout: float = 0.1
+    rule: Literal["best", "1se"] = "best"
 
     def __post_init__(self) -> None:
         values = tuple(sorted(self.candidates))
@@ -62,6 +69,8 @@ class FactorSelectionConfig:
             raise ValueError(f"candidates must be at least 2 distinct factor counts, each at least 1, got {self.candidates}")
         if not 0 < self.holdout <= 0.5:
             raise ValueError(f"holdout must be in (0, 0.5], got {self.holdout}")
+        if self.rule not in ("best", "1se"):
+            raise ValueError(f"rule must be 'best' or '1se', got {self.rule!r}")
         object.__setattr__(self, "candidates", values)
 
 
@@ -72,9 +81,11 @@ class FactorSelection:
     Fields:
         candidates: the K values compared.
         scores: score(K), the mean held-out log density per entry (module docstring).
+        score_se: the SE of score(K) - score(best K), paired over the held-out entries (0 for the best).
         mse: the held-out mean squared error of mu per candidate.
         converged, iterations: of each candidate's fit on the training entries.
-        chosen: the K with the highest score.
+        best: the K with the highest score; chosen: the K the rule chose.
+        rule: "best" or "1se".
         holdout: h; n_heldout: |H|; seed: the master seed (held-out entries and every fit).
         passes: passes over the genotypes in all (candidates and refit).
         wall_s: seconds of each candidate's fit.
@@ -83,10 +94,13 @@ class FactorSelection:
 
     candidates: tuple[int, ...]
     scores: list[float]
+    score_se: list[float]
     mse: list[float]
     converged: list[bool]
     iterations: list[int]
+    best: int
     chosen: int
+    rule: str
     holdout: float
     n_heldout: int
     seed: int
@@ -100,9 +114,12 @@ class FactorSelection:
             "criterion": CRITERION,
             "candidates": list(self.candidates),
             "heldout_log_density": self.scores,
+            "heldout_log_density_se": self.score_se,
             "heldout_mse": self.mse,
             "converged": self.converged,
             "iterations": self.iterations,
+            "rule": self.rule,
+            "best": self.best,
             "chosen": self.chosen,
             "holdout_fraction": self.holdout,
             "n_heldout": self.n_heldout,
@@ -117,12 +134,26 @@ def heldout_mask(Y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.isfinite(Y) & (np.random.default_rng(seed).random(Y.shape) < fraction)
 
 
-def heldout_scores(result: FactorModelResult, Y: np.ndarray, X: np.ndarray, heldout: np.ndarray) -> tuple[float, float]:
-    """score(K) and the MSE of mu over the held-out entries `heldout` (n, T) of Y (module docstring)."""
+def heldout_log_densities(
+    result: FactorModelResult, Y: np.ndarray, X: np.ndarray, heldout: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """log N(y_it; mu_it, v_it) and the squared errors (y_it - mu_it)^2 of the held-out entries
+    `heldout` (n, T) of Y, each shape (|H|,) in row-major order (module docstring)."""
     residual = (Y - result.predicted(X))[heldout]
     variance = result.predictive_variance()[heldout]
-    log_density = -0.5 * (np.log(2 * np.pi * variance) + residual**2 / variance)
-    return float(log_density.mean()), float((residual**2).mean())
+    return -0.5 * (np.log(2 * np.pi * variance) + residual**2 / variance), residual**2
+
+
+def choose(candidates: tuple[int, ...], log_densities: np.ndarray, rule: str) -> tuple[int, int, np.ndarray]:
+    """The best K, the K chosen by `rule` and the paired SEs of the score differences from the
+    best (module docstring); `log_densities`: per candidate and held-out entry, shape (C, |H|)."""
+    scores = log_densities.mean(axis=1)
+    best = int(np.argmax(scores))
+    differences = log_densities - log_densities[best]
+    se = differences.std(axis=1, ddof=1) / np.sqrt(log_densities.shape[1])
+    within = np.flatnonzero(scores >= scores[best] - se)
+    chosen = best if rule == "best" else int(within.min())
+    return candidates[best], candidates[chosen], se
 
 
 def choose_factor_count(
@@ -162,26 +193,29 @@ def choose_factor_count(
     before = operator.passes
     # every fit multiplies by the same K_g: on the exact path read it once for all of them
     working = working_operator(operator, method)
-    scores, mse, converged, iterations, wall = [], [], [], [], []
+    densities, mse, converged, iterations, wall = [], [], [], [], []
     for K in selection.candidates:
         t0 = time.perf_counter()
         fit = fit_factor_model(working, training, X, dataclasses.replace(config, n_factors=K))
-        score, error = heldout_scores(fit, Y, X, heldout)
+        log_density, squared_error = heldout_log_densities(fit, Y, X, heldout)
         wall.append(time.perf_counter() - t0)
-        scores.append(score)
-        mse.append(error)
+        densities.append(log_density)
+        mse.append(float(squared_error.mean()))
         converged.append(fit.converged)
         iterations.append(fit.iterations)
-        logger.info("factor count K = %d: held-out log density %.5f per entry, MSE %.5g", K, score, error)
-    chosen = selection.candidates[int(np.argmax(scores))]
+        logger.info("factor count K = %d: held-out log density %.5f per entry, MSE %.5g", K, log_density.mean(), mse[-1])
+    best, chosen, se = choose(selection.candidates, np.stack(densities), selection.rule)
     result = fit_factor_model(working, Y, X, dataclasses.replace(config, n_factors=chosen))
     return FactorSelection(
         candidates=selection.candidates,
-        scores=scores,
+        scores=[float(d.mean()) for d in densities],
+        score_se=se.tolist(),
         mse=mse,
         converged=converged,
         iterations=iterations,
+        best=best,
         chosen=chosen,
+        rule=selection.rule,
         holdout=selection.holdout,
         n_heldout=int(heldout.sum()),
         seed=seed,
@@ -191,4 +225,4 @@ def choose_factor_count(
     )
 
 
-__all__ = ["FactorSelection", "FactorSelectionConfig", "choose_factor_count", "heldout_mask", "heldout_scores"]
+__all__ = ["FactorSelection", "FactorSelectionConfig", "choose", "choose_factor_count", "heldout_log_densities", "heldout_mask"]

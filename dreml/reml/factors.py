@@ -12,10 +12,16 @@ MegaLMM's model (Runcie et al. 2021), estimated on the REML side instead of by G
 Each factor has unit prior variance (the loadings carry the scale) and its own variance
 components over the operator's G components: h2_gk = theta_gk, h2_k = sum_g theta_gk.
 
-Fixed effects: every trait is residualised on X over its own observed samples once, before
-the fit (OLS, b_t = (X_t^T X_t)^-1 X_t^T y_t): R = M . (Y - X B). The factors are then fitted
-to the covariate-adjusted traits; B is not re-estimated by GLS (with covariates that are not
-genetic, the difference is small and it keeps every step a solve with the factors alone).
+Fixed effects by GLS, through the EM: B starts at each trait's OLS over its own observed
+samples, B0, b0_t = (X_t^T X_t)^-1 X_t^T y_t, with R0 = M . (Y - X B0); each M-step regresses
+each trait on [X, F^] jointly, B = B0 + Delta, and the residualised traits R = M . (Y - X B)
+= M . (R0 - X Delta) enter the next E-step. At a fixed point B is the GLS estimate given
+(Lambda, psi, theta), exactly (the second-moment approximation below does not enter): the
+M-step's normal equations for b_t say X_t^T (y_t - X_t b_t - F^_t lambda_t) = 0, and on the
+observed entries y - X B - F^ Lambda = r - A Sigma A^T alpha = Psi alpha (as V alpha = r,
+V = A Sigma A^T + Psi), so X_t^T alpha_t = 0 for every t, i.e. X_A^T V^-1 (y - X_A vec B) = 0:
+the GLS normal equations (X_A: vec B -> the observed entries of X B). No extra solve: B costs
+p columns in the M-step's small per-trait systems.
 
 Estimation: an approximate EM (an expectation-conditional-maximisation cycle) with REML per
 factor. Iteration j, from (Lambda, psi, theta):
@@ -34,9 +40,11 @@ factor. Iteration j, from (Lambda, psi, theta):
     the posterior covariance of f_i given sample i's own traits only, with the prior variance
     s_k (the information that relatives carry through K_g is ignored, so C_i overstates the
     posterior covariance where relatives are informative; exact when every h2_k = 0).
-(M) Lambda and psi by masked regression of each trait on F^ with these moments:
-        A_t = sum_i M_it (f^_i f^_i^T + C_i),  b_t = sum_i M_it f^_i r_it,  lambda_t = A_t^-1 b_t,
-        psi_t = max((sum_i M_it r_it^2 - b_t^T lambda_t) / n_t, psi_floor var_t)
+(M) Delta, Lambda and psi by masked regression of each trait on z_i = [x_i, f^_i] (p + K) with
+    these moments (r0: the entries of R0):
+        A_t = sum_i M_it (z_i z_i^T + [0, 0; 0, C_i]),  b_t = sum_i M_it z_i r0_it,
+        [delta_t; lambda_t] = A_t^-1 b_t,
+        psi_t = max((sum_i M_it r0_it^2 - b_t^T [delta_t; lambda_t]) / n_t, psi_floor var_t)
 (R) REML per factor on its GLS scores, the unshrunk per-sample estimates from the sample's own
     observed traits at the new (Lambda, psi):
         f~_i = P_i^-1 Lambda (M_i . r_i / psi),   P_i = Lambda diag(M_i / psi) Lambda^T,
@@ -61,9 +69,10 @@ Stopping rule: EM converges linearly, often slowly (rate rho close to 1: on the 
 ~0.985 per iteration, also for textbook EM with every h2 = 0), so a small change between
 iterations does not mean a small distance to the fixed point. After iteration j,
     d_Lambda = ||Lambda_j - Lambda_{j-1}||_F / ||Lambda_j||_F,   d_h2 = max_k |h2_k,j - h2_k,j-1|,
+    d_B = ||M . X (B_j - B_{j-1})||_F / ||R0||_F   (the covariates' fit, on the residuals' scale),
 each with its observed rate rho = d_j / d_{j-1} and its estimated remaining distance
     D = d_j rho / (1 - rho)   (the tail of a geometric series; infinite when rho >= 1),
-and the fit stops when max(d, D) < `tol` for both (j >= 2). With many traits and factors
+and the fit stops when max(d, D) < `tol` for all three (j >= 2). With many traits and factors
 of similar h2 the iterates creep along a nearly flat ridge of rotations of the factors (T = 200,
 K = 5: d_Lambda ~4e-4 per iteration for hundreds of iterations, the factors' h2 drifting by
 ~1e-4 each, the traits' genetic covariance Lambda^T diag(h2) Lambda by ~7e-4): the rule then
@@ -74,7 +83,7 @@ iterations, so the Monte Carlo error does not move the iterates). At most `max_i
 iterations; `converged` is true only when the rule was met and every E-step solve and every
 factor's REML fit converged (`status` says what failed).
 
-Initialisation: masked PCA of R. Each trait is scaled to unit variance over its observed
+Initialisation: masked PCA of R0 (B = B0). Each trait is scaled to unit variance over its observed
 entries, missing entries start at 0 (the trait's mean after residualising) and are replaced by
 the rank-K reconstruction, `pca_iter` times (hard-impute, Mazumder et al. 2010); then
 F0 = sqrt(n) U_K (unit-variance scores), Lambda0 = S_K V_K^T / sqrt(n) times each trait's scale,
@@ -157,7 +166,7 @@ class FactorModelResult:
         h2_se: SE of h2_total from the factor's REML information given F^ (conditional on F^ and
             Lambda: their uncertainty is not propagated), shape (K,).
         h2_mc_se: Monte Carlo SE of h2_total (0 on the exact path), shape (K,).
-        beta: per-trait OLS covariate effects, shape (p, T).
+        beta: the covariate effects B, GLS at the fixed point (module docstring), shape (p, T).
         factors: F^, the posterior means of F, shape (n, K).
         factor_blups: U_gk, shape (G, n, K).
         weights: W = A^T alpha, shape (n, K): F^_k = Sigma_k W_k, so a sample outside the fit
@@ -166,8 +175,8 @@ class FactorModelResult:
             (n, K, K) (module docstring; what `predictive_variance` uses).
         iterations: EM iterations made; converged, status: the stopping rule (module docstring).
         history: one dict per iteration: iteration, h2, d_lambda, d_h2, d_genetic_covariance
-            (relative change of the traits' genetic covariance Lambda^T diag(h2) Lambda),
-            remaining_lambda, remaining_h2 (the
+            (relative change of the traits' genetic covariance Lambda^T diag(h2) Lambda), d_beta,
+            remaining_lambda, remaining_h2, remaining_beta (the
             stopping rule's D, None in the first iteration), e_step_iterations,
             e_step_residual, psi_mean, passes, wall_s.
         passes: passes over the genotypes in all (the exact path reads K_g once: 1 pass); method:
@@ -286,10 +295,10 @@ def _check(operator: GRMOperator, Y: np.ndarray, X: np.ndarray | None, n_factors
 
 
 def residualise_traits(Y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each trait's OLS on X over its observed samples (module docstring).
+    """Each trait's OLS on X over its observed samples, the start B0 (module docstring).
 
     Returns:
-        R = M . (Y - X B) (n, T) with zeros where unobserved; the mask M (n, T) as floats; B (p, T).
+        R0 = M . (Y - X B0) (n, T) with zeros where unobserved; the mask M (n, T) as floats; B0 (p, T).
     """
     M = np.isfinite(Y)
     B = np.stack([np.linalg.lstsq(X[M[:, t]], Y[M[:, t], t], rcond=None)[0] for t in range(Y.shape[1])], axis=1)
@@ -368,14 +377,20 @@ def posterior(
     return Posterior(factors, blups, W, C, result.iterations, float(result.residuals.max()), result.status)
 
 
-def m_step(R: np.ndarray, M: np.ndarray, post: Posterior, psi_min: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lambda (K, T) and psi (T,) by masked regression on F^ with the second moments (module docstring)."""
-    F = post.factors
-    A = np.einsum("it,ik,il->tkl", M, F, F) + np.einsum("it,ikl->tkl", M, post.C)  # (T, K, K)
-    b = np.einsum("it,ik->tk", M * R, F)  # (T, K)
-    Lambda = np.linalg.solve(A, b[:, :, None])[:, :, 0]  # (T, K)
-    psi = ((R**2).sum(axis=0) - np.einsum("tk,tk->t", b, Lambda)) / M.sum(axis=0)
-    return Lambda.T, np.maximum(psi, psi_min)
+def m_step(
+    R0: np.ndarray, M: np.ndarray, X: np.ndarray, post: Posterior, psi_min: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Delta = B - B0 (p, T), Lambda (K, T) and psi (T,) by masked regression of R0 on [X, F^]
+    with the second moments (module docstring)."""
+    p = X.shape[1]
+    Z = np.hstack([X, post.factors])  # (n, p + K)
+    A = np.einsum("it,ia,ib->tab", M, Z, Z)  # (T, p + K, p + K)
+    A[:, p:, p:] += np.einsum("it,ikl->tkl", M, post.C)
+    b = np.einsum("it,ia->ta", R0, Z)  # (T, p + K); R0 is 0 where unobserved
+    # least squares, not solve: a covariate constant over one trait's samples leaves A_t singular
+    coef = np.stack([np.linalg.lstsq(A_t, b_t, rcond=None)[0] for A_t, b_t in zip(A, b)])  # (T, p + K)
+    psi = ((R0**2).sum(axis=0) - np.einsum("ta,ta->t", b, coef)) / M.sum(axis=0)
+    return coef[:, :p].T, coef[:, p:].T, np.maximum(psi, psi_min)
 
 
 def gls_scores(R: np.ndarray, M: np.ndarray, Lambda: np.ndarray, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -457,29 +472,34 @@ def fit_factor_model(
     t0 = time.perf_counter()
     genotypes, before = operator, operator.passes
     operator = working_operator(operator, method)
-    R, M, B = residualise_traits(Y, X)
-    psi_min = config.psi_floor * (R**2).sum(axis=0) / M.sum(axis=0)
-    F0, Lambda = masked_pca(R, M, config.n_factors, config.pca_iter)
-    psi = np.maximum(((R - M * (F0 @ Lambda)) ** 2).sum(axis=0) / M.sum(axis=0), psi_min)
-    reml = factor_reml(operator, R, M, Lambda, psi, config.reml)
+    R0, M, B0 = residualise_traits(Y, X)
+    R, delta = R0, np.zeros_like(B0)
+    psi_min = config.psi_floor * (R0**2).sum(axis=0) / M.sum(axis=0)
+    F0, Lambda = masked_pca(R0, M, config.n_factors, config.pca_iter)
+    psi = np.maximum(((R0 - M * (F0 @ Lambda)) ** 2).sum(axis=0) / M.sum(axis=0), psi_min)
+    reml = factor_reml(operator, R0, M, Lambda, psi, config.reml)
     theta = reml.theta  # (K, G + 1)
     logger.info(
         "factor model: %d traits, %d factors, %d samples; start h2 %s", Y.shape[1], config.n_factors, Y.shape[0], _fmt(theta)
     )
     history: list[dict] = []
     converged, failures = False, ""
-    previous: tuple[float, float] | None = None
+    previous: tuple[float, ...] | None = None
+    scale_R0 = float(np.linalg.norm(R0)) or 1.0
     for iteration in range(1, config.max_iter + 1):
         post = posterior(operator, R, M, Lambda, psi, theta, tol=config.e_step_tol, max_iter=config.e_step_max_iter)
-        new_Lambda, psi = m_step(R, M, post, psi_min)
+        new_delta, new_Lambda, psi = m_step(R0, M, X, post, psi_min)
+        R = M * (R0 - X @ new_delta)
         reml = factor_reml(operator, R, M, new_Lambda, psi, config.reml)
         new_theta = reml.theta
         d_lambda = _relative_change(new_Lambda, Lambda)
         d_h2 = float(np.abs(new_theta[:, :-1].sum(axis=1) - theta[:, :-1].sum(axis=1)).max())
+        d_beta = float(np.linalg.norm(M * (X @ (new_delta - delta)))) / scale_R0
         d_genetic = _relative_change(_genetic_covariance(new_Lambda, new_theta), _genetic_covariance(Lambda, theta))
-        Lambda, theta = new_Lambda, new_theta
-        remaining = None if previous is None else (_remaining(d_lambda, previous[0]), _remaining(d_h2, previous[1]))
-        previous = (d_lambda, d_h2)
+        Lambda, theta, delta = new_Lambda, new_theta, new_delta
+        changes = (d_lambda, d_h2, d_beta)
+        remaining = None if previous is None else tuple(_remaining(d, d_prev) for d, d_prev in zip(changes, previous))
+        previous = changes
         failures = "; ".join([f"E-step: {post.status}"] * (post.status != "converged") + reml.failures)
         history.append(
             {
@@ -488,8 +508,10 @@ def fit_factor_model(
                 "d_lambda": d_lambda,
                 "d_h2": d_h2,
                 "d_genetic_covariance": d_genetic,
+                "d_beta": d_beta,
                 "remaining_lambda": None if remaining is None else remaining[0],
                 "remaining_h2": None if remaining is None else remaining[1],
+                "remaining_beta": None if remaining is None else remaining[2],
                 "e_step_iterations": post.iterations,
                 "e_step_residual": post.residual,
                 "psi_mean": float(psi.mean()),
@@ -506,7 +528,7 @@ def fit_factor_model(
             post.iterations,
             history[-1]["passes"],
         )
-        if remaining is not None and max(d_lambda, d_h2, *remaining) < tol:
+        if remaining is not None and max(*changes, *remaining) < tol:
             converged = not failures
             break
     # final posterior at the final parameters: the factors and BLUPs that go with them
@@ -522,7 +544,8 @@ def fit_factor_model(
         last = history[-1]
         status = (
             f"no convergence in {config.max_iter} iterations (d_Lambda {last['d_lambda']:.2e}, d_h2 {last['d_h2']:.2e}, "
-            f"estimated remaining {last['remaining_lambda']}, {last['remaining_h2']}; tol {tol:g}): raise --factor-max-iter"
+            f"d_B {last['d_beta']:.2e}, estimated remaining {last['remaining_lambda']}, {last['remaining_h2']}, "
+            f"{last['remaining_beta']}; tol {tol:g}): raise --factor-max-iter"
         )
     sign = np.sign(Lambda[np.arange(Lambda.shape[0]), np.abs(Lambda).argmax(axis=1)])  # (K,)
     h2 = theta[:, :-1]
@@ -534,7 +557,7 @@ def fit_factor_model(
         h2_total=h2.sum(axis=1),
         h2_se=reml.h2_se,
         h2_mc_se=reml.h2_mc_se,
-        beta=B,
+        beta=B0 + delta,
         factors=post.factors * sign,
         factor_blups=post.blups * sign,
         weights=post.weights * sign,

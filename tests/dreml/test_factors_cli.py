@@ -116,6 +116,7 @@ def test_dreml_fit_factors_cli__chooses_k_and_predicts_unphenotyped_samples(coho
     report = json.loads((tmp_path / "g.factors.json").read_text())
     selection = report["selection"]
     assert selection["candidates"] == [1, 2, 3] and selection["chosen"] == ref.chosen and selection["seed"] == 7
+    assert selection["rule"] == "best" and selection["best"] == ref.chosen
     assert selection["n_heldout"] == ref.n_heldout and selection["holdout_fraction"] == 0.2
     np.testing.assert_allclose(selection["heldout_log_density"], ref.scores, rtol=0, atol=1e-6)
     assert report["n_factors"] == ref.chosen and report["unphenotyped"]["n_samples"] == len(new)

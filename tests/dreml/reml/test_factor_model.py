@@ -55,15 +55,23 @@ def dense_posterior(K, R, M, Lambda, psi, theta):
     return F, U
 
 
-def _dense_m_step(R, M, F, C, psi_floor):
-    Lambda, psi = [], []
-    for t in range(R.shape[1]):
+def _dense_m_step(Y, M, X, F, C, psi_min):
+    """B, Lambda, psi trait by trait: y_t on [X, F^] over its observed samples, E[f f^T] = f^ f^^T + C_i,
+    psi_t the expected residual mean square, floored."""
+    p = X.shape[1]
+    B, Lambda, psi = [], [], []
+    for t in range(Y.shape[1]):
         o = M[:, t] > 0
-        A = F[o].T @ F[o] + C[o].sum(axis=0)
-        lam = np.linalg.solve(A, F[o].T @ R[o, t])
+        Z = np.hstack([X[o], F[o]])
+        A = Z.T @ Z
+        A[p:, p:] += C[o].sum(axis=0)
+        coef = np.linalg.solve(A, Z.T @ Y[o, t])
+        b, lam = coef[:p], coef[p:]
+        rss = ((Y[o, t] - Z @ coef) ** 2).sum() + np.einsum("k,ikl,l->", lam, C[o], lam)
+        B.append(b)
         Lambda.append(lam)
-        psi.append(max((R[o, t] @ R[o, t] - lam @ (F[o].T @ R[o, t])) / o.sum(), psi_floor * (R[o, t] @ R[o, t]) / o.sum()))
-    return np.array(Lambda).T, np.array(psi)
+        psi.append(max(rss / o.sum(), psi_min[t]))
+    return np.array(B).T, np.array(Lambda).T, np.array(psi)
 
 
 def _dense_reml(K, f):
@@ -137,22 +145,32 @@ def _dense_masked_pca(R, M, K, iterations):
     return np.sqrt(n) * U[:, :K], np.diag(S[:K]) @ Vt[:K] / np.sqrt(n) * scale
 
 
+def _dense_ols(Y, M, X):
+    """Each trait's OLS on X over its observed samples, (p, T)."""
+    return np.column_stack([np.linalg.lstsq(X[M[:, t] > 0], Y[M[:, t] > 0, t], rcond=None)[0] for t in range(Y.shape[1])])
+
+
 def test_fit_factor_model__equals_the_dense_alternating_algorithm():
-    """Three EM iterations on the exact path against the algorithm written densely here: masked
-    PCA, REML of each factor by a bounded scalar optimiser of the profile likelihood, the E-step
-    from the explicit covariance, the M-step trait by trait; then the final E-step."""
+    """Three EM iterations on the exact path, with a covariate, against the algorithm written
+    densely here: OLS start, masked PCA, REML of each factor by a bounded scalar optimiser of the
+    profile likelihood, the E-step from the explicit covariance, the M-step trait by trait (y_t
+    on [X, F^]); then the final E-step."""
     Z = genotype_blocks(120, 500, 1, 5)
     op = DenseOperator.from_genotypes(Z)
     K_g = op.K[0]
     n, T, K = 120, 8, 2
-    Y = factor_traits(K_g, np.array([0.8, 0.5]), T=T, psi=0.2, missing=0.15, seed=2)
+    rng = np.random.default_rng(7)
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    Y = factor_traits(K_g, np.array([0.8, 0.5]), T=T, psi=0.2, missing=0.15, seed=2) + X @ rng.standard_normal((2, T))
     reml = FitConfig(method="exact", seed=3, tol_decrement=1e-14, max_iter=60)
     config = FactorConfig(n_factors=K, max_iter=3, tol=1e-12, e_step_tol=1e-12, pca_iter=20, reml=reml)
-    result = fit_factor_model(op, Y, None, config)
+    result = fit_factor_model(op, Y, X, config)
     assert not result.converged and "no convergence in 3 iterations" in result.status and result.iterations == 3
 
     M = np.isfinite(Y).astype(float)
-    R = np.where(M > 0, Y - np.nanmean(Y, axis=0), 0.0)
+    Y0 = np.where(M > 0, Y, 0.0)
+    B = _dense_ols(Y0, M, X)
+    R = M * (Y0 - X @ B)
     assert (M.sum(axis=1) >= K).all()  # every sample has GLS scores
     F, Lambda = _dense_masked_pca(R, M, K, 20)
     floor = 1e-3 * (R**2).sum(axis=0) / M.sum(axis=0)
@@ -163,19 +181,47 @@ def test_fit_factor_model__equals_the_dense_alternating_algorithm():
         F, _ = dense_posterior(op.K, R, M, Lambda, psi, theta)
         s = h2 * np.trace(K_g) / n + 1 - h2  # the prior variances' mean diagonal
         C = np.linalg.inv(np.einsum("kt,it,lt->ikl", Lambda, M / psi, Lambda) + np.diag(1 / s))
-        Lambda, psi = _dense_m_step(R, M, F, C, 1e-3)
+        B, Lambda, psi = _dense_m_step(Y0, M, X, F, C, floor)
+        R = M * (Y0 - X @ B)
         h2 = _dense_factor_h2(K_g, R, M, Lambda, psi)
     F, U = dense_posterior(op.K, R, M, Lambda, psi, np.column_stack([h2, 1 - h2]))
     sign = np.sign(Lambda[np.arange(K), np.abs(Lambda).argmax(axis=1)])
     np.testing.assert_allclose(result.h2_total, h2, rtol=0, atol=1e-6)
     np.testing.assert_allclose(result.loadings, Lambda * sign[:, None], rtol=0, atol=1e-6 * np.abs(Lambda).max())
     np.testing.assert_allclose(result.psi, psi, rtol=1e-6)
+    np.testing.assert_allclose(result.beta, B, rtol=0, atol=1e-6 * np.abs(B).max())
     np.testing.assert_allclose(result.factors, F * sign, rtol=0, atol=1e-6 * np.abs(F).max())
-    X = np.ones((n, 1))
-    np.testing.assert_allclose(
-        result.predicted(X), np.nanmean(Y, axis=0) + F @ Lambda, rtol=0, atol=1e-6 * np.abs(Y[M > 0]).max()
-    )
-    np.testing.assert_allclose(result.genetic_values(), U.sum(axis=0) @ Lambda, rtol=0, atol=1e-6 * np.abs(Y[M > 0]).max())
+    scale = np.abs(Y[M > 0]).max()
+    np.testing.assert_allclose(result.predicted(X), X @ B + F @ Lambda, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(result.genetic_values(), U.sum(axis=0) @ Lambda, rtol=0, atol=1e-6 * scale)
+
+
+def test_fit_factor_model__covariate_effects_are_gls_at_the_fixed_point():
+    """Run to (near) the fixed point (400 iterations, K = 1, n = 100, a covariate): B equals the
+    dense GLS estimate (X_A^T V^-1 X_A)^-1 X_A^T V^-1 y at the final (Lambda, psi, theta), V the
+    explicit covariance of the observed entries, to 1e-5, while OLS differs by far more."""
+    n, T = 100, 5
+    op = DenseOperator.from_genotypes(genotype_blocks(n, 300, 1, 5))
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    Y = factor_traits(op.K[0], np.array([0.7]), T=T, psi=0.5, missing=0.2, seed=1) + X @ rng.standard_normal((2, T))
+    reml = FitConfig(method="exact", seed=1, tol_decrement=1e-12)
+    result = fit_factor_model(op, Y, X, FactorConfig(n_factors=1, max_iter=400, tol=1e-7, e_step_tol=1e-12, reml=reml))
+    assert result.history[-1]["remaining_beta"] < 1e-6
+
+    obs = np.argwhere(np.isfinite(Y))
+    i, t = obs[:, 0], obs[:, 1]
+    Lambda, theta = result.loadings, result.theta
+    Sigma = np.einsum("kg,gij->kij", theta[:, :-1], op.K) + theta[:, -1, None, None] * np.eye(n)
+    V = np.einsum("ka,kb,kab->ab", Lambda[:, t], Lambda[:, t], Sigma[:, i][:, :, i]) + np.diag(result.psi[t])
+    p = X.shape[1]
+    XA = np.zeros((len(obs), p * T))  # vec B (trait-major) -> observed entries of X B
+    for row, (sample, trait) in enumerate(obs):
+        XA[row, trait * p : (trait + 1) * p] = X[sample]
+    solved = np.linalg.solve(V, np.column_stack([XA, Y[i, t]]))
+    gls = np.linalg.solve(XA.T @ solved[:, :-1], XA.T @ solved[:, -1]).reshape(T, p).T
+    np.testing.assert_allclose(result.beta, gls, rtol=0, atol=1e-5 * np.abs(gls).max())
+    assert np.abs(_dense_ols(np.where(np.isfinite(Y), Y, 0.0), np.isfinite(Y), X) - gls).max() > 1e-3 * np.abs(gls).max()
 
 
 def test_fit_factor_model__randomised_within_monte_carlo_error_of_exact():

@@ -9,15 +9,21 @@ exact REML path, so the comparison is of the models, not of the solvers).
   variance comes from the factors);
 - held out: a share `new` of the samples entirely (new individuals: every trait masked) and a
   share `missing` of the other samples' trait values, at random.
-Fits: the factor model with K = 5 (default `FactorConfig`, seed 0) on the observed values; one
-GBLUP per trait (REML on its observed samples, `fit_reml_traits`, seed 0), whose prediction of a
-held-out sample is x b + theta_g K[:, obs] P y.
+Fits: the factor model with K = 5 (default `FactorConfig`, seed 0) on the observed values of the
+phenotyped samples, the new samples predicted through their relatives as `dreml fit
+--factor-predict-unphenotyped` does (`predict_factors`: one product with K over all samples);
+with `--choose 1-8`, K chosen among those candidates by held-out log density (`--rule best|1se`,
+`choose_factor_count`, 10% of the observed values held out) and refitted; one GBLUP per trait
+(REML on its observed samples, `fit_reml_traits`, seed 0), whose prediction of a held-out
+sample is x b + theta_g K[:, obs] P y.
 Rows:
 - "factor space": the canonical correlations between the true and estimated factors (the
   rotation-invariant recovery), and the traits' h2 implied by the fit,
   sum_k lambda_kt^2 h2_k / (sum_k lambda_kt^2 + psi_t), against the true ones (correlation, mean bias);
 - one per true factor: its h2, the matched estimate (the estimated factor whose posterior mean
   correlates best with it, one to one), its SE, and that correlation;
+- with --choose: the candidates' held-out log densities per value, their paired SEs from the
+  best, and the chosen K;
 - one per method: mean over traits of the correlation of the predictions of the held-out
   values with (r_pheno) the held-out phenotypes and (r_genetic) the true genetic values
   sum_k lambda_kt g_k (the factor model's Y^ for r_pheno, its genomic prediction G^ for
@@ -34,8 +40,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from benchmarks.run import format_table
+from dreml.cli.factors import factor_counts
 from dreml.operators import DenseOperator
 from dreml.reml import FitConfig, RemlResult
+from dreml.reml.factor_prediction import predict_factors
+from dreml.reml.factor_selection import FactorSelectionConfig, choose_factor_count
 from dreml.reml.factors import FactorConfig, fit_factor_model
 from dreml.reml.traits import fit_reml_traits
 from dreml.simulate import standardise
@@ -115,18 +124,39 @@ def trait_h2(Lambda: np.ndarray, h2: np.ndarray, psi: np.ndarray) -> np.ndarray:
     return (Lambda**2 * h2[:, None]).sum(axis=0) / ((Lambda**2).sum(axis=0) + psi)
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, choose: tuple[int, ...] = (), rule: str = "best") -> list[dict]:
     size = QUICK if quick else FULL
     sim = simulate(size["n"], size["m"], size["traits"], size["missing"], size["new"])
     Y_obs = np.where(sim["held_out"], np.nan, sim["Y"])
     K_true = len(FACTOR_H2)
-    t0 = time.perf_counter()
-    fit = fit_factor_model(DenseOperator(sim["K"]), Y_obs, None, FactorConfig(n_factors=K_true, reml=FitConfig(seed=0)))
-    factor_s = time.perf_counter() - t0
-    corr = np.abs(np.corrcoef(sim["F"].T, fit.factors.T)[:K_true, K_true:])  # (true, estimated)
-    true_k, est_k = linear_sum_assignment(-corr)
+    phenotyped = np.flatnonzero(~sim["new"])
+    operator = DenseOperator(sim["K"][np.ix_(phenotyped, phenotyped)])
+    config = FactorConfig(n_factors=K_true, reml=FitConfig(seed=0))
     common = {"n": size["n"], "m": size["m"], "traits": size["traits"], "missing": size["missing"], "new": size["new"]}
-    rows = [
+    rows = []
+    t0 = time.perf_counter()
+    if choose:
+        selection = choose_factor_count(operator, Y_obs[phenotyped], None, config, FactorSelectionConfig(choose, rule=rule))
+        fit = selection.result
+        rows.append(
+            {
+                **common,
+                "row": f"choose K ({rule})",
+                "candidates": ",".join(map(str, selection.candidates)),
+                "log_density": " ".join(f"{v:.4f}" for v in selection.scores),
+                "se_from_best": " ".join(f"{v:.4f}" for v in selection.score_se),
+                "chosen": selection.chosen,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    else:
+        fit = fit_factor_model(operator, Y_obs[phenotyped], None, config)
+    factors, blups = predict_factors(DenseOperator(sim["K"]), phenotyped, fit)
+    factor_s = time.perf_counter() - t0
+    n_est = fit.loadings.shape[0]
+    corr = np.abs(np.corrcoef(sim["F"].T, factors.T)[:K_true, K_true:])  # (true, estimated)
+    true_k, est_k = linear_sum_assignment(-corr)
+    rows += [
         {
             **common,
             "row": f"factor {k + 1}",
@@ -142,8 +172,9 @@ def run(quick: bool) -> list[dict]:
         {
             **common,
             "row": "factor space",
-            "canonical_corr_min": float(canonical_correlations(sim["F"], fit.factors).min()),
-            "canonical_corr_mean": float(canonical_correlations(sim["F"], fit.factors).mean()),
+            "K": n_est,
+            "canonical_corr_min": float(canonical_correlations(sim["F"], factors).min()),
+            "canonical_corr_mean": float(canonical_correlations(sim["F"], factors).mean()),
             "trait_h2_corr": float(np.corrcoef(implied, sim["trait_h2"])[0, 1]),
             "trait_h2_bias": float((implied - sim["trait_h2"]).mean()),
         }
@@ -153,7 +184,7 @@ def run(quick: bool) -> list[dict]:
     partly = sim["held_out"] & ~sim["new"][:, None]  # missing values of samples with other traits observed
     new = sim["held_out"] & sim["new"][:, None]  # every value of the samples with no trait observed
     for name, predicted, genetic, seconds in (
-        ("factor model", fit.predicted(X), fit.genetic_values(), factor_s),
+        (f"factor model (K = {n_est})", fit.predicted(X, factors), fit.genetic_values(blups), factor_s),
         ("independent GBLUPs", gblup_pred, gblup_pred, gblup_s),
     ):
         rows.append(
@@ -165,7 +196,7 @@ def run(quick: bool) -> list[dict]:
                 "r_pheno_new": mean_correlation(predicted, sim["Y"], new),
                 "r_genetic_new": mean_correlation(genetic, sim["G"], new),
                 "seconds": seconds,
-                **({"iterations": fit.iterations, "converged": fit.converged} if name == "factor model" else {}),
+                **({"iterations": fit.iterations, "converged": fit.converged} if name.startswith("factor") else {}),
             }
         )
     return rows
@@ -174,8 +205,10 @@ def run(quick: bool) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--choose", type=factor_counts, default=(), help="candidate K values (1,2,4 or 1-8): choose K")
+    parser.add_argument("--rule", choices=("best", "1se"), default="best", help="rule of --choose")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick, choose=args.choose, rule=args.rule)))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from dreml.simulate import SimulationConfig, simulate_cohort
 
 FULL = {"n": 5_000, "m": 20_000, "variances": (0.4,)}
 QUICK = {"n": 800, "m": 2_000, "variances": (0.4,)}
+ISSUE = {"n": 20_000, "m": 100_000, "variances": (0.4,)}  # the size of issue 13's target
 TRAIT_COUNTS = (1, 10, 30, 100)
 PER_TRAIT_COUNTS = (10, 30)
 WORKERS = 2
@@ -54,8 +55,13 @@ def traits_cohort(n: int, m: int, variances: tuple[float, ...], traits: int) -> 
     return prefix
 
 
-def run(quick: bool, trait_counts: tuple[int, ...] | None = None, per_trait_counts: tuple[int, ...] | None = None) -> list[dict]:
-    size = QUICK if quick else FULL
+def run(
+    quick: bool,
+    trait_counts: tuple[int, ...] | None = None,
+    per_trait_counts: tuple[int, ...] | None = None,
+    size: dict | None = None,
+) -> list[dict]:
+    size = size or (QUICK if quick else FULL)
     trait_counts = trait_counts or ((1, 5) if quick else TRAIT_COUNTS)
     per_trait_counts = per_trait_counts if per_trait_counts is not None else ((5,) if quick else PER_TRAIT_COUNTS)
     prefix = traits_cohort(size["n"], size["m"], size["variances"], max(trait_counts + per_trait_counts))
@@ -110,10 +116,12 @@ def main() -> None:
     parser.add_argument(
         "--per-trait", type=int, nargs="*", help=f"numbers of traits, per-trait probes (default {PER_TRAIT_COUNTS})"
     )
+    parser.add_argument("--issue-size", action="store_true", help=f"the issue's size, n x m = {ISSUE['n']} x {ISSUE['m']}")
     args = parser.parse_args()
     traits = tuple(args.traits) if args.traits else None
     per_trait = tuple(args.per_trait) if args.per_trait is not None else None
-    print(format_table(run(quick=args.quick, trait_counts=traits, per_trait_counts=per_trait)))
+    size = ISSUE if args.issue_size else None
+    print(format_table(run(quick=args.quick, trait_counts=traits, per_trait_counts=per_trait, size=size)))
 
 
 if __name__ == "__main__":

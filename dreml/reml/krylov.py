@@ -109,11 +109,21 @@ class LanczosProbes:
 
     def _coefficients(self, theta: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(alpha, beta) of shape (J, B) with J enough steps for every probe at theta (or the
-        step limit), and the steps each probe needs (J where it never reaches tol)."""
+        step limit), and the steps each probe needs (J where it never reaches tol).
+
+        Raises:
+            IndefiniteError: a pivot of S_j is not positive before the probe's tolerance.
+        """
         with self._lock:
             while True:
                 alpha, beta = np.array(self._alpha), np.array(self._beta)
-                needed = _steps_needed(theta, alpha, beta, tol)
+                d, _ = _pivots(theta, alpha, beta)
+                ok = _residuals(theta, alpha, beta, d) <= tol
+                needed = np.where(ok.any(axis=0), ok.argmax(axis=0) + 1, len(alpha) + 1)
+                # a non-positive pivot before a probe converged proves H indefinite: stop there
+                used = np.arange(len(alpha))[:, None] < np.minimum(needed, len(alpha))[None, :]
+                if (d[used] <= 0).any():
+                    raise IndefiniteError(f"H(theta) is not positive definite at theta = {theta}: a Lanczos Ritz value is <= 0")
                 if (needed <= len(alpha)).all() or len(alpha) >= self.max_steps:
                     return alpha, beta, np.minimum(needed, len(alpha))
                 self._extend()
@@ -128,8 +138,6 @@ class LanczosProbes:
         d, offdiag = _pivots(theta, alpha, beta)
         B = alpha.shape[1]
         used = np.arange(alpha.shape[0])[:, None] < steps[None, :]
-        if (d[used] <= 0).any():
-            raise IndefiniteError(f"H(theta) is not positive definite at theta = {theta}: a Lanczos Ritz value is <= 0")
         # S_j z = e_1 per probe, j = its own steps: L D L^T with L_{i+1,i} = offdiag_i / d_i
         ell = offdiag / d[:-1] if len(d) > 1 else np.zeros((0, B))
         u = np.ones((len(d), B))
@@ -184,10 +192,3 @@ def _residuals(theta: np.ndarray, alpha: np.ndarray, beta: np.ndarray, d: np.nda
     # log |e_j^T S_j^-1 e_1| = sum_{i<j} log|theta_g beta_i| - sum_{i<=j} log|d_i|
     log_last = np.vstack([np.zeros((1, alpha.shape[1])), np.cumsum(log_off[:-1], axis=0)]) - np.cumsum(log_d, axis=0)
     return np.exp(log_off + log_last)
-
-
-def _steps_needed(theta: np.ndarray, alpha: np.ndarray, beta: np.ndarray, tol: float) -> np.ndarray:
-    """Per probe the first step whose residual at theta is <= tol; J + 1 where none is yet."""
-    d, _ = _pivots(theta, alpha, beta)
-    ok = _residuals(theta, alpha, beta, d) <= tol
-    return np.where(ok.any(axis=0), ok.argmax(axis=0) + 1, alpha.shape[0] + 1)

@@ -75,12 +75,14 @@ def test_quadrature__does_not_depend_on_how_far_the_run_went(problem):
     np.testing.assert_array_equal(a.wHw, b.wHw)
 
 
-def test_quadrature__raise_on_indefinite_H(problem):
+def test_quadrature__raise_on_indefinite_H_at_its_first_negative_pivot(problem):
     op, K, W = problem
     theta = np.array([-1.0, 0.5])  # theta_e + theta_g lambda_max(K) < 0
     assert np.linalg.eigvalsh(theta[0] * K + theta[1] * np.eye(N)).min() < 0
+    run = _run(problem)
     with pytest.raises(IndefiniteError, match="not positive definite"):
-        _run(problem).quadrature(theta, 1e-8)
+        run.quadrature(theta, 1e-8)
+    assert run.steps < 40  # stopped at the first negative pivot, not at the step limit (400)
 
 
 def test_LanczosProbes__raise_on_several_components(problem):

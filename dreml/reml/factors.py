@@ -94,7 +94,8 @@ sample's other observed traits and its relatives); the genomic values G^ = (sum_
 trait by trait t: sum_k lambda_kt u_k, from the factors' BLUPs u_gk = theta_gk K_g W_k (the
 form of `dreml.reml.effects.Effects.blup`, theta_g K_g P y, with W_k in the place of P y): the
 genetic part of the factors, which enters a sample's missing trait through its relatives and,
-for a sample with other traits observed, through those.
+for a sample with other traits observed, through those. Samples outside the fit (no trait
+observed): `dreml.reml.factor_prediction`, from W; choosing K: `dreml.reml.factor_selection`.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ def add_factor_options(p: argparse.ArgumentParser) -> None:
         "--factor-tol",
         type=float,
         default=defaults.tol,
-        help="stop when the relative change of the loadings and the largest change of a factor's h2 are both below "
+        help="stop when the relative change of the loadings, the largest change of a factor's h2 and the change of "
+        "the covariates' fit, and their estimated remaining distances, are all below "
         f"this (default {defaults.tol:g}; at least 10x --pcg-tol on the randomised path)",
     )
     g.add_argument(

@@ -127,7 +127,7 @@ class FactorConfig:
     Fields:
         n_factors: K, the number of latent factors (1 <= K < T).
         max_iter: most EM iterations.
-        tol: the stopping rule's bound on the changes of Lambda and h2 and their estimated
+        tol: the stopping rule's bound on the changes of Lambda, h2 and B and their estimated
             remaining distances to the fixed point (module docstring).
         e_step_tol: relative residual of the E-step PCG solve.
         e_step_max_iter: most PCG iterations (passes) per E-step.

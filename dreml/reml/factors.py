@@ -226,7 +226,7 @@ class FactorModelResult:
         return np.einsum("kt,ikl,lt->it", self.loadings, self.factor_covariance, self.loadings) + self.psi
 
     def to_dict(self) -> dict:
-        """JSON-serialisable summary (per-sample arrays left out)."""
+        """JSON-serialisable summary (per-sample arrays left out; beta as p lists of T)."""
         return {
             "n_factors": int(self.loadings.shape[0]),
             "n_traits": int(self.loadings.shape[1]),
@@ -237,6 +237,7 @@ class FactorModelResult:
             "h2_total": self.h2_total.tolist(),
             "h2_se": self.h2_se.tolist(),
             "h2_mc_se": self.h2_mc_se.tolist(),
+            "beta": self.beta.tolist(),
             "iterations": self.iterations,
             "converged": self.converged,
             "status": self.status,

@@ -75,6 +75,7 @@ def test_dreml_fit_factors_cli__equals_the_dense_fit_and_writes_the_outputs(coho
     np.testing.assert_allclose(report["loadings"], ref.loadings, rtol=0, atol=1e-6)
     np.testing.assert_allclose(report["psi"], ref.psi, rtol=1e-6)
     np.testing.assert_allclose(report["h2_total"], ref.h2_total, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(report["beta"], ref.beta, rtol=0, atol=1e-6)
 
     factors = [line.split("\t") for line in (tmp_path / "f.factors.tsv").read_text().splitlines()]
     assert factors[0] == ["factor", "h2", "SE", "MC_SE", "variance_share"] and [r[0] for r in factors[1:]] == ["F1", "F2"]

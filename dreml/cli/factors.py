@@ -2,8 +2,8 @@
 
 `--factors` takes one K, several candidates (`1,2,4`, ranges `1-6`) or `auto` (1..min(T - 1, 10)):
 with several, K is chosen by held-out likelihood (`dreml.reml.factor_selection`, the fraction
-`--factor-holdout` of the observed values held out, `--factor-rule best|1se`) and the model
-refitted with it.
+`--factor-holdout` of the observed values held out, `--factor-rule 1se|best`, default 1se) and
+the model refitted with it.
 `--factor-predict-unphenotyped` also predicts the samples (after --keep/--remove) with no trait
 value, through their relatives (`dreml.factors`, one more shard load and pass).
 
@@ -90,10 +90,10 @@ def add_factor_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--factor-rule",
-        choices=("best", "1se"),
+        choices=("1se", "best"),
         default=selection.rule,
-        help="with several candidate K: best: the K of the highest held-out log density; 1se: the smallest K within one "
-        f"standard error of it (default {selection.rule})",
+        help="with several candidate K: 1se: the smallest K whose held-out log density is within one standard error "
+        f"of the highest; best: the K of the highest (default {selection.rule})",
     )
     g.add_argument(
         "--factor-predict-unphenotyped",

@@ -113,11 +113,11 @@ def test_dreml_fit_factors_cli__chooses_k_and_predicts_unphenotyped_samples(coho
     assert np.array_equal(np.setdiff1d(np.arange(N), union), new)
     config = FactorConfig(n_factors=1, max_iter=3, reml=FitConfig(method="exact", seed=7))
     operator = DenseOperator(K[np.ix_(union, union)])
-    ref = choose_factor_count(operator, Y[union], None, config, FactorSelectionConfig((1, 2, 3), 0.2))
+    ref = choose_factor_count(operator, Y[union], None, config, FactorSelectionConfig((1, 2, 3), 0.2, rule="1se"))
     report = json.loads((tmp_path / "g.factors.json").read_text())
     selection = report["selection"]
     assert selection["candidates"] == [1, 2, 3] and selection["chosen"] == ref.chosen and selection["seed"] == 7
-    assert selection["rule"] == "best" and selection["best"] == ref.chosen
+    assert selection["rule"] == "1se" and selection["best"] == ref.best  # no --factor-rule: 1se
     assert selection["n_heldout"] == ref.n_heldout and selection["holdout_fraction"] == 0.2
     np.testing.assert_allclose(selection["heldout_log_density"], ref.scores, rtol=0, atol=1e-6)
     assert report["n_factors"] == ref.chosen and report["unphenotyped"]["n_samples"] == len(new)

@@ -82,6 +82,11 @@ def test_choose_factor_count__raise_on_candidate_not_below_trait_count(simulatio
         choose_factor_count(op, Y, None, FactorConfig(n_factors=1), FactorSelectionConfig(candidates=(1, 12)))
 
 
+def test_factor_selection_config__defaults_to_one_standard_error_rule():
+    config = FactorSelectionConfig(candidates=(1, 2))
+    assert config.rule == "1se" and config.holdout == 0.1
+
+
 def test_factor_selection_config__raise_on_invalid_setting():
     with pytest.raises(ValueError, match="candidates must be at least 2 distinct factor counts"):
         FactorSelectionConfig(candidates=(2, 2))

@@ -28,6 +28,7 @@ class DenseOperator:
         if len(self._names) != K.shape[0]:
             raise ValueError("one name per component is needed")
         self._passes = 0
+        self._eigh: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_genotypes(cls, Z: Sequence[np.ndarray], names: Sequence[str] | None = None) -> DenseOperator:
@@ -57,6 +58,15 @@ class DenseOperator:
     def diagonal(self) -> np.ndarray:
         """diag(K_g), shape (G, n)."""
         return np.einsum("gii->gi", self.K)
+
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """(s, U) with K_1 = U diag(s) U^T, for one component; computed once and kept (the
+        spectral exact path, `dreml.reml.spectral`, shares it between fits)."""
+        if self.n_components != 1:
+            raise ValueError(f"eigh() is for one component, this operator has {self.n_components}")
+        if self._eigh is None:
+            self._eigh = np.linalg.eigh(self.K[0])
+        return self._eigh
 
     def matmat(self, V: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         block, vector = as_block(V, self.shape[0])

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dreml.errors import InputError
+from dreml.operators.dense import DenseOperator
 from dreml.operators.protocol import GRMOperator
 from dreml.reml.config import FitConfig, fresh_seed
 from dreml.reml.evaluation import residualise
@@ -19,6 +20,7 @@ from dreml.reml.optimizer import run_ai
 from dreml.reml.probes import draw_probes
 from dreml.reml.randomised import RandomisedEvaluator
 from dreml.reml.results import RemlResult, uncertainty
+from dreml.reml.spectral import SpectralEvaluator
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +98,10 @@ def fit_reml(
     method, reason = choose_method(config.method, n, operator.n_components)
     config = dataclasses.replace(config, method=method)  # the record reruns the path that ran
     logger.info("REML path: %s (%s); seed %d", method, reason, seed)
-    evaluator: ExactEvaluator | RandomisedEvaluator
-    if method == "exact":
+    evaluator: ExactEvaluator | SpectralEvaluator | RandomisedEvaluator
+    if method == "exact" and isinstance(operator, DenseOperator) and operator.n_components == 1:
+        evaluator = SpectralEvaluator(operator, y, X)  # its eigendecomposition serves every fit on it
+    elif method == "exact":
         evaluator = ExactEvaluator(operator, y, X)
     elif randomised is not None:
         evaluator = randomised(operator, y, X, config)

@@ -18,7 +18,7 @@ demo: $(STAMP)
 # one BLAS thread in the test process: its Dask workers already keep the cores busy, and
 # oversubscribed OpenBLAS threads made small dense solves 100x slower on a loaded 2-core machine
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
 # BENCH_ARGS=--quick for a smoke run
 bench: $(STAMP)

@@ -385,6 +385,35 @@ class TraitsOutcome:
     probe_groups: tuple[tuple[int, ...], ...] = ()
 
 
+def complete_cases(inputs: Sequence[FitInputs]) -> list[FitInputs]:
+    """The traits restricted to the samples that have every one of them (and the covariates)
+    observed, as BOLT-REML does for several traits: one sample set, so that with one component
+    the traits share their probes (`dreml.reml.traits`). Each trait keeps its own sample order.
+
+    Raises:
+        InputError: no sample has every trait observed.
+    """
+    common = inputs[0].data.sample_index
+    for i in inputs[1:]:
+        common = np.intersect1d(common, i.data.sample_index)
+    if common.size == 0:
+        names = ", ".join(i.data.phenotype_name for i in inputs)
+        raise InputError(f"--complete-cases: no sample has every trait observed ({names}) with its covariates")
+    out = []
+    for i in inputs:
+        d, keep = i.data, np.isin(i.data.sample_index, common)
+        data = dataclasses.replace(
+            d,
+            sample_index=d.sample_index[keep],
+            iid=d.iid[keep],
+            y=d.y[keep],
+            X=d.X[keep],
+            report={**d.report, "complete_cases": int(keep.sum())},
+        )
+        out.append(dataclasses.replace(i, data=data))
+    return out
+
+
 def fit_traits_prepared(
     inputs: Sequence[FitInputs],
     *,

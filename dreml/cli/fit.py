@@ -21,7 +21,7 @@ from dreml.cli.factors import add_factor_options, run_factors, wants_factors
 from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
 from dreml.cli.sparse import add_sparse_options, run_sparse, wants_sparse
 from dreml.errors import InputError
-from dreml.fit import FitInputs, TraitsOutcome, fit_prepared, fit_traits_prepared
+from dreml.fit import FitInputs, TraitsOutcome, complete_cases, fit_prepared, fit_traits_prepared
 from dreml.fit_result import FitResult
 from dreml.liability import LiabilityScale
 from dreml.outputs import atomic_write_text, summary_table, write_json, write_outputs
@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fit every phenotype column (or give --pheno-name a,b,c): the traits share the passes; "
         "PREFIX.<trait>.* per trait and PREFIX.traits.tsv",
+    )
+    p.add_argument(
+        "--complete-cases",
+        action="store_true",
+        help="with several traits: fit every trait on the samples that have all of them (and the covariates) "
+        "observed, so that the traits share their probes (docs/cli.md)",
     )
     p.add_argument(
         "--per-trait-probes",
@@ -234,6 +240,9 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
     if len(set(names)) != len(names):
         raise InputError(f"--pheno-name lists a trait twice: {', '.join(names)}")
     inputs = [inputs_from_args(args, pheno_name=name) for name in names]
+    if args.complete_cases:
+        inputs = complete_cases(inputs)
+        logger.info("--complete-cases: %d samples have every trait observed", len(inputs[0].data.sample_index))
     check_priors(config, inputs[0])
     liability = [_liability(args, i) for i in inputs]
     check_out_prefix(args.out)

@@ -245,6 +245,19 @@ def test_dreml_fit_cli__raise_on_missing_store(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("none.zarr: no such store")
 
 
+def test_dreml_fit_cli__raise_on_complete_cases_without_a_common_sample(cohort, tmp_path, capsys):
+    root, _ = cohort
+    rows = [line.split() for line in open(root / "c.pheno").readlines()[1:]]
+    split = tmp_path / "split.pheno"  # a on the odd samples, b on the even ones
+    lines = [f"{r[0]} {r[1]} {r[2] if k % 2 else 'NA'} {'NA' if k % 2 else r[2]}\n" for k, r in enumerate(rows)]
+    split.write_text("FID IID a b\n" + "".join(lines))
+    args = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(split), "--all-pheno", "--complete-cases"]
+    code = dreml_main(args + ["--out", str(tmp_path / "o")])
+    assert code == 2
+    expected = "--complete-cases: no sample has every trait observed (a, b) with its covariates"
+    assert capsys.readouterr().err.strip().endswith(expected)
+
+
 def test_component_choice_resolve__raise_on_two_choices():
     with pytest.raises(InputError, match=r"choose one of a component spec, by-chromosome and MAF bins"):
         ComponentChoice(by_chromosome=True, maf_bins=(0.01, 0.5)).resolve([])
@@ -465,7 +478,8 @@ def test_dreml_fit_cli__several_traits_share_passes_and_equal_their_own_fits(coh
 def test_dreml_fit_cli__traits_on_the_same_samples_share_probes(cohort, client, tmp_path):
     """One component, a and b on the same samples: they share their probes (recorded in the
     summary and each report), and a's fit does not depend on the traits beside it (1e-8: the
-    same after --pheno-name b,a); c, alone on its samples, still equals its own fit."""
+    same after --pheno-name b,a); c, alone on its samples, still equals its own fit; with
+    --complete-cases all three share, as with --keep of the common samples."""
     from dreml.reml.traits import trait_seeds
 
     base = _traits_base(cohort, client, _three_traits(cohort, tmp_path))
@@ -479,6 +493,19 @@ def test_dreml_fit_cli__traits_on_the_same_samples_share_probes(cohort, client, 
     for x, y in zip(a["components"], again["components"]):
         assert x["variance"] == pytest.approx(y["variance"], rel=1e-8)
     assert a["loglik"] == pytest.approx(again["loglik"], rel=1e-8)
+    # --complete-cases: all three on the samples that have c, one probe group; the same
+    # fits as --keep of those samples (1e-10)
+    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", "--complete-cases", "--out", str(tmp_path / "cc")]) == 0
+    assert json.loads((tmp_path / "cc.traits.json").read_text())["probe_groups"] == [["a", "b", "c"]]
+    pheno = [line.split() for line in (tmp_path / "m.pheno").read_text().splitlines()[1:]]
+    (tmp_path / "keep.txt").write_text("".join(f"{r[0]} {r[1]}\n" for r in pheno if r[4] != "NA"))
+    keep = ["--keep", str(tmp_path / "keep.txt")]
+    assert dreml_main(base + ["--pheno-name", "a,b,c", "--seed", "5", *keep, "--out", str(tmp_path / "kp")]) == 0
+    for name in "abc":
+        cc, kp = (json.loads((tmp_path / f"{p}.{name}.json").read_text()) for p in ("cc", "kp"))
+        assert cc["n_samples"] == kp["n_samples"] < a["n_samples"]
+        for x, y in zip(cc["components"], kp["components"]):
+            assert x["variance"] == pytest.approx(y["variance"], rel=1e-10)
     c_seed = trait_seeds(5, 3)[2]
     assert dreml_main(base + ["--pheno-name", "c", "--seed", str(c_seed), "--out", str(tmp_path / "alone_c")]) == 0
     c_alone, c_together = (json.loads((tmp_path / f"{p}.json").read_text()) for p in ("alone_c", "m.c"))

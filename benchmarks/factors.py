@@ -9,7 +9,8 @@ exact REML path, so the comparison is of the models, not of the solvers).
   variance comes from the factors);
 - held out: a share `new` of the samples entirely (new individuals: every trait masked) and a
   share `missing` of the other samples' trait values, at random.
-Fits: the factor model with K = 5 (default `FactorConfig`, seed 0) on the observed values of the
+Fits: the factor model with K = 5 (default `FactorConfig`, seed 0; `--max-iter`, `--accelerate`:
+SQUAREM, `FactorConfig.accelerate`) on the observed values of the
 phenotyped samples, the new samples predicted through their relatives as `dreml fit
 --factor-predict-unphenotyped` does (`predict_factors`: one product with K over all samples);
 with `--choose 1-8`, K chosen among those candidates by held-out log density (`--rule best|1se`,
@@ -28,7 +29,9 @@ Rows:
   values with (r_pheno) the held-out phenotypes and (r_genetic) the true genetic values
   sum_k lambda_kt g_k (the factor model's Y^ for r_pheno, its genomic prediction G^ for
   r_genetic), separately for the partly observed samples (_partly: the factor model also uses
-  the sample's observed traits) and the new samples (_new: relatives only); wall time.
+  the sample's observed traits) and the new samples (_new: relatives only); wall time; for the
+  factor model its EM iterations (evaluations), whether the stopping rule was met, and the
+  rejected extrapolations.
 """
 
 from __future__ import annotations
@@ -124,15 +127,18 @@ def trait_h2(Lambda: np.ndarray, h2: np.ndarray, psi: np.ndarray) -> np.ndarray:
     return (Lambda**2 * h2[:, None]).sum(axis=0) / ((Lambda**2).sum(axis=0) + psi)
 
 
-def run(quick: bool, choose: tuple[int, ...] = (), rule: str = "best") -> list[dict]:
+def run(
+    quick: bool, choose: tuple[int, ...] = (), rule: str = "best", accelerate: bool = False, max_iter: int = 50
+) -> list[dict]:
     size = QUICK if quick else FULL
     sim = simulate(size["n"], size["m"], size["traits"], size["missing"], size["new"])
     Y_obs = np.where(sim["held_out"], np.nan, sim["Y"])
     K_true = len(FACTOR_H2)
     phenotyped = np.flatnonzero(~sim["new"])
     operator = DenseOperator(sim["K"][np.ix_(phenotyped, phenotyped)])
-    config = FactorConfig(n_factors=K_true, reml=FitConfig(seed=0))
+    config = FactorConfig(n_factors=K_true, max_iter=max_iter, accelerate=accelerate, reml=FitConfig(seed=0))
     common = {"n": size["n"], "m": size["m"], "traits": size["traits"], "missing": size["missing"], "new": size["new"]}
+    common["accelerate"] = accelerate
     rows = []
     t0 = time.perf_counter()
     if choose:
@@ -196,7 +202,15 @@ def run(quick: bool, choose: tuple[int, ...] = (), rule: str = "best") -> list[d
                 "r_pheno_new": mean_correlation(predicted, sim["Y"], new),
                 "r_genetic_new": mean_correlation(genetic, sim["G"], new),
                 "seconds": seconds,
-                **({"iterations": fit.iterations, "converged": fit.converged} if name.startswith("factor") else {}),
+                **(
+                    {
+                        "iterations": fit.iterations,
+                        "converged": fit.converged,
+                        "rejected": sum(h.get("accepted") is False for h in fit.history),
+                    }
+                    if name.startswith("factor")
+                    else {}
+                ),
             }
         )
     return rows
@@ -207,8 +221,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--choose", type=factor_counts, default=(), help="candidate K values (1,2,4 or 1-8): choose K")
     parser.add_argument("--rule", choices=("best", "1se"), default="best", help="rule of --choose")
+    parser.add_argument("--accelerate", action="store_true", help="SQUAREM around the EM (FactorConfig.accelerate)")
+    parser.add_argument("--max-iter", type=int, default=50, help="most EM iterations (evaluations with --accelerate)")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick, choose=args.choose, rule=args.rule)))
+    print(format_table(run(args.quick, args.choose, args.rule, args.accelerate, args.max_iter)))
 
 
 if __name__ == "__main__":

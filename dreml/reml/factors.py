@@ -94,9 +94,13 @@ evaluations (3 per cycle; `max_iter` bounds them). The stopping rule is applied 
 two plain steps and, since their rate estimate after an extrapolation reflects only the fast
 directions, also to the sequence of the cycles' second plain points; the fit returns a plain EM
 point. At a fixed point of F the acceleration changes nothing, so both runs reach the same
-fixed points. Measured (benchmarks/factors.py, notes in the commit): on small problems 5-8x fewer
-EM evaluations to the same fixed point; on the T = 40 and T = 200 simulations the iterates move
-along the ridge far faster but the rule is still not met within the measured budgets.
+fixed points (tested: the same fixed point as the plain EM run to its rule, K = 1). Measured:
+on small problems 5-8x fewer EM evaluations to the rule (n = 100, T = 5, K = 1, tol 1e-6: 38
+against 285; T = 6, K = 2, tol 1e-4: 374 against 2,624). On the T = 40 and T = 200 simulations
+(benchmarks/factors.py --accelerate) it moves along the ridge several times faster per
+evaluation, but neither mode meets the rule within 1,000 (T = 40) or 600 (T = 200)
+evaluations: the iterates drift at a nearly constant speed with one or two factors at h2 ~0,
+whose rotation the data barely identify; hence off by default.
 
 Initialisation: masked PCA of R0 (B = B0). Each trait is scaled to unit variance over its observed
 entries, missing entries start at 0 (the trait's mean after residualising) and are replaced by

@@ -30,11 +30,14 @@ extrapolation is accepted when the E-step and every REML fit at x' converged, ev
 finite and ||F(x') - x'|| <= RESIDUAL_GROWTH ||F(x1) - x1|| = 10 ||u2 - u1||. (A successful
 extrapolation along the slow direction may raise the residual: the fast directions are
 scaled by alpha^2 in v; with the bound 1 instead of 10, 13 of 30 extrapolations were
-rejected on the K = 1 test problem, 92 EM evaluations instead of 38, and every one on
-benchmarks/factors.py --quick.) Otherwise the cycle falls back to the plain EM point x2 (F(x')
-is discarded) and step_max becomes max(1, |alpha| / 4); an accepted cycle with alpha at
-step_max raises step_max 4-fold. Each stabilising step's history entry records alpha,
-projected, residual, plain_residual and accepted.
+rejected on the K = 1 test problem, 92 EM evaluations instead of 38, and on
+benchmarks/factors.py --quick every one with |alpha| > 1 in 200 evaluations, with the R
+package's step_max rule.) Otherwise, and when evaluating F(x') raised (e.g. a factor's REML
+failed), the cycle falls back to the plain EM point x2 (F(x') is discarded) and step_max
+becomes max(1, |alpha| / 4) (the package divides step_max by 4 only when alpha was at it; that
+left runs of rejected steps just below it); an accepted cycle with alpha at step_max raises
+step_max 4-fold. Each stabilising step's history entry records alpha, projected, residual,
+plain_residual and accepted.
 
 Stopping (`fit_factor_model`): the plain rule (`dreml.reml.factors`) on the cycle's two plain
 steps x0 -> x1 -> x2, whose rate estimate right after an extrapolation reflects the fast
@@ -128,9 +131,8 @@ def accepts(residual: float, plain_residual: float, failures: str) -> bool:
 
 
 def next_step_max(step_max: float, alpha: float, accepted: bool) -> float:
-    """step_max after a cycle: x4 when an accepted step reached it (the R package's rule); after a
-    rejected step, |alpha| / 4, at least 1 (the package divides step_max only when alpha was at
-    it, which here left runs of rejected steps just below it)."""
+    """step_max after a cycle (module docstring): x4 when an accepted step reached it; after a
+    rejected step, |alpha| / 4, at least 1."""
     if not accepted:
         return max(STEP_MAX0, -alpha / MSTEP)
     return step_max * MSTEP if -alpha >= step_max else step_max

@@ -92,8 +92,11 @@ fails or its fixed-point residual ||F(x') - x'|| exceeds 10 x the plain step's
 (`dreml.reml.factors_squarem` states the scheme and the safeguard). Iterations then count EM
 evaluations (3 per cycle; `max_iter` bounds them). The stopping rule is applied to the cycle's
 two plain steps and, since their rate estimate after an extrapolation reflects only the fast
-directions, also to the sequence of the cycles' second plain points; the fit returns a plain EM
-point. At a fixed point of F the acceleration changes nothing, so both runs reach the same
+directions, also to the sequence of the cycles' second plain points and with the largest rate
+of the last 10 cycles' plain steps; the fit returns a plain EM point. Where the slow rate is
+closer to 1 than any two-point estimate shows, a loose tol can stop early: on a K = 2 test
+problem tol 1e-3 stopped 8.6e-3 (relative) from the fixed point in Lambda, tol 1e-5 within
+8e-6 (`dreml.reml.factors_squarem`). At a fixed point of F the acceleration changes nothing, so both runs reach the same
 fixed points (tested: the same fixed point as the plain EM run to its rule, K = 1). Measured:
 on small problems 5-8x fewer EM evaluations to the rule (n = 100, T = 5, K = 1, tol 1e-6: 38
 against 285; T = 6, K = 2, tol 1e-4: 374 against 2,624). On the T = 40 and T = 200 simulations
@@ -139,6 +142,7 @@ from dreml.reml.results import RemlResult
 from dreml.reml.traits import fit_reml_traits
 
 logger = logging.getLogger(__name__)
+SLOW_RATE_WINDOW = 10  # cycles over which the accelerated stopping rule takes its slow rate
 
 
 @dataclass(frozen=True)
@@ -203,8 +207,9 @@ class FactorModelResult:
             remaining_lambda, remaining_h2, remaining_beta (the
             stopping rule's D, None in the first iteration), e_step_iterations,
             e_step_residual, psi_mean, passes, wall_s; with `accelerate` also step ("em" or
-            "stabilise"), on the second plain step of a cycle cycle_change and cycle_remaining
-            (the rule on the cycles' sequence, largest of the three), on the stabilising step
+            "stabilise"), on the second plain step of a cycle cycle_change, cycle_remaining
+            (the rule on the cycles' sequence, largest of the three) and slow_remaining (D with
+            the slow rate, largest of the three), on the stabilising step
             alpha, projected, residual, plain_residual, accepted (`dreml.reml.factors_squarem`);
             a stabilising step that raised has only iteration, step, error and those five.
         passes: passes over the genotypes in all (the exact path reads K_g once: 1 pass); method:
@@ -605,6 +610,7 @@ def fit_factor_model(
         step_max = STEP_MAX0
         last_x2: EmState | None = None
         last_cycle_changes: tuple[float, float, float] | None = None
+        rates: list[tuple[float, ...]] = []
         while len(history) < config.max_iter:
             u0 = coordinates.vector(*state)
             first = evaluate(state, "em")
@@ -623,8 +629,13 @@ def fit_factor_model(
                 cycle_change=None if cycle_changes is None else max(cycle_changes),
                 cycle_remaining=None if cycle_remaining is None else max(cycle_remaining),
             )
+            # the slow rate: the largest plain-pair rate below 1 in the last SLOW_RATE_WINDOW cycles
+            rates.append(tuple(d / d_prev if d_prev > 0 else 0.0 for d, d_prev in zip(second.changes, first.changes)))
+            slow = [max([r[q] for r in rates[-SLOW_RATE_WINDOW:] if r[q] < 1.0], default=0.0) for q in range(3)]
+            slow_remaining = max(d * rho / (1.0 - rho) for d, rho in zip(second.changes, slow))
+            history[-1].update(slow_remaining=slow_remaining)
             last_x2, last_cycle_changes = state, cycle_changes
-            if plain_done and cycle_changes is not None and cycle_remaining is not None:
+            if plain_done and cycle_changes is not None and cycle_remaining is not None and slow_remaining < tol:
                 if max(*cycle_changes, *cycle_remaining) < tol:
                     converged = not failures
                     break

@@ -39,11 +39,19 @@ left runs of rejected steps just below it); an accepted cycle with alpha at step
 step_max 4-fold. Each stabilising step's history entry records alpha, projected, residual,
 plain_residual and accepted.
 
-Stopping (`fit_factor_model`): the plain rule (`dreml.reml.factors`) on the cycle's two plain
-steps x0 -> x1 -> x2, whose rate estimate right after an extrapolation reflects the fast
-directions only (the slow one was just removed), and therefore also the same rule on the
-sequence of the cycles' x2 (the sequence the accelerated run produces, with its own rate). The
-fit returns x2 of the cycle that meets both: a plain EM point.
+Stopping (`fit_factor_model`): three conditions, all after the cycle's second plain step.
+(1) The plain rule (`dreml.reml.factors`) on the cycle's two plain steps x0 -> x1 -> x2. Right
+after an extrapolation the slow direction has just been reduced, so this pair's rate reflects
+the fast directions and its D underestimates the remaining distance; hence (2) the same rule on
+the sequence of the cycles' x2 (the sequence the accelerated run produces, with its own rate),
+and (3) D recomputed with the slow rate, for each of the three quantities the largest pair rate
+below 1 in the last SLOW_RATE_WINDOW = 10 cycles: max(d rho* / (1 - rho*)) < tol. The fit
+returns the x2 of the cycle that meets all three: a plain EM point. Measured limits: on a K = 2
+problem (n = 60, T = 8, tests' `factor_traits`, seed 4) whose slow rate is ~0.999, a rate no
+two-point estimate of this run saw, tol 1e-3 stopped after 41 evaluations 1.6e-3 in h2 and
+8.6e-3 (relative) in Lambda from the fixed point (a tol 1e-6 run); tol 1e-5 stopped after
+1,445 evaluations within 1.5e-6 and 7.9e-6. Without (3) tol 1e-5 stopped after 827 at 3.4e-5
+in h2. The plain EM met neither tolerance within 1,000 and 1,500 iterations.
 """
 
 from __future__ import annotations

@@ -96,14 +96,14 @@ directions, also to the sequence of the cycles' second plain points and with the
 of the last 10 cycles' plain steps; the fit returns a plain EM point. Where the slow rate is
 closer to 1 than any two-point estimate shows, a loose tol can stop early: on a K = 2 test
 problem tol 1e-3 stopped 8.6e-3 (relative) from the fixed point in Lambda, tol 1e-5 within
-8e-6 (`dreml.reml.factors_squarem`). At a fixed point of F the acceleration changes nothing, so both runs reach the same
-fixed points (tested: the same fixed point as the plain EM run to its rule, K = 1). Measured:
-on small problems 5-8x fewer EM evaluations to the rule (n = 100, T = 5, K = 1, tol 1e-6: 38
-against 285; T = 6, K = 2, tol 1e-4: 374 against 2,624). On the T = 40 and T = 200 simulations
-(benchmarks/factors.py --accelerate) it moves along the ridge several times faster per
-evaluation, but neither mode meets the rule within 1,000 (T = 40) or 600 (T = 200)
-evaluations: the iterates drift at a nearly constant speed with one or two factors at h2 ~0,
-whose rotation the data barely identify; hence off by default.
+8e-6 (`dreml.reml.factors_squarem`). The extrapolation does not move a fixed point of F, so both
+modes have the same fixed points (tested: the same one as the plain EM run to its rule, K = 1).
+Measured: on small problems 5-8x fewer EM evaluations to the rule (n = 100, T = 5, K = 1, tol
+1e-6: 38 against 285; T = 6, K = 2, tol 1e-4: 470 against 2,624). On the T = 40 and T = 200
+simulations (benchmarks/factors.py --accelerate) it moves along the ridge ~4x faster per
+evaluation, but the rule was not met (T = 40: plain 3,000 iterations, accelerated 1,000
+evaluations; T = 200: 200 and 600): the iterates drift at a nearly constant speed, with one or
+two factors at h2 ~0 whose rotation the data barely identify; hence off by default.
 
 Initialisation: masked PCA of R0 (B = B0). Each trait is scaled to unit variance over its observed
 entries, missing entries start at 0 (the trait's mean after residualising) and are replaced by

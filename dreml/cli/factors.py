@@ -66,7 +66,7 @@ def factor_counts(text: str) -> tuple[int, ...]:
 
 
 def add_factor_options(p: argparse.ArgumentParser) -> None:
-    """--factors, --factor-holdout, --factor-rule, --factor-predict-unphenotyped, --factor-max-iter,
+    """--factors, --factor-holdout, --factor-rule, --factor-predict-unphenotyped, --factor-max-iter, --factor-accelerate,
     --factor-tol and --factor-e-step-tol on `dreml fit`'s parser."""
     defaults = FactorConfig(n_factors=1)
     selection = FactorSelectionConfig(candidates=(1, 2))
@@ -116,6 +116,13 @@ def add_factor_options(p: argparse.ArgumentParser) -> None:
         f"this (default {defaults.tol:g}; at least 10x --pcg-tol on the randomised path)",
     )
     g.add_argument(
+        "--factor-accelerate",
+        action="store_true",
+        help="SQUAREM around the EM (cycles of two EM steps, an extrapolation and a stabilising EM step, back to "
+        "the plain step when the extrapolated point fails or its fixed-point residual grows more than 10-fold); "
+        "--factor-max-iter then counts EM evaluations (docs/math.md). Default off",
+    )
+    g.add_argument(
         "--factor-e-step-tol",
         type=float,
         default=defaults.e_step_tol,
@@ -150,6 +157,7 @@ def run_factors(args: argparse.Namespace, config: FitConfig) -> int:
             max_iter=args.factor_max_iter,
             tol=args.factor_tol,
             e_step_tol=args.factor_e_step_tol,
+            accelerate=args.factor_accelerate,
             reml=config,
         )
         selection = None

@@ -59,17 +59,21 @@ def _run(argv: list[str]) -> int:
     return args.run(args)
 
 
-def test_dreml_fit_factors_cli__equals_the_dense_fit_and_writes_the_outputs(cohort, client, tmp_path):
+@pytest.mark.parametrize("accelerate", [False, True], ids=["em", "squarem"])
+def test_dreml_fit_factors_cli__equals_the_dense_fit_and_writes_the_outputs(cohort, client, tmp_path, accelerate):
     root, K, Y, ids = cohort
     prefix = tmp_path / "f"
     argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--all-pheno", "--factors", "2"]
     argv += ["--method", "exact", "--worker-dtype", "float64", "--seed", "7", "--factor-max-iter", "3"]
+    argv += ["--factor-accelerate"] if accelerate else []
     assert _run(argv + ["--scheduler", client.scheduler.address, "--out", str(prefix)]) == 0
 
     union = np.flatnonzero(np.isfinite(Y).any(axis=1))
-    config = FactorConfig(n_factors=2, max_iter=3, reml=FitConfig(method="exact", seed=7))
+    config = FactorConfig(n_factors=2, max_iter=3, accelerate=accelerate, reml=FitConfig(method="exact", seed=7))
     ref = fit_factor_model(DenseOperator(K[np.ix_(union, union)]), Y[union], None, config)
     report = json.loads((tmp_path / "f.factors.json").read_text())
+    assert report["config"]["accelerate"] is accelerate
+    assert [h.get("step") for h in report["history"]] == [h.get("step") for h in ref.history]
     assert report["seed"] == 7 and report["iterations"] == ref.iterations and report["converged"] == ref.converged
     assert report["traits"] == [f"t{t + 1}" for t in range(T)] and len(report["history"]) == ref.iterations
     np.testing.assert_allclose(report["loadings"], ref.loadings, rtol=0, atol=1e-6)

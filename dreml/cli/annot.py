@@ -22,7 +22,7 @@ from dreml.annotations.holdout import parse_chromosomes
 from dreml.annotations.io import StoreAnnotations, fit_store, heldout_text, summary_text, write_annotated
 from dreml.annotations.maps import MODELS
 from dreml.cli.common import cluster_client
-from dreml.cli.inputs import inputs_from_args, memory_budget, trait_names
+from dreml.cli.inputs import inputs_from_args, operator_options, trait_names
 from dreml.errors import InputError
 from dreml.reml import FitConfig
 
@@ -185,10 +185,7 @@ def run_annotated(args: argparse.Namespace, config: FitConfig) -> int:
             client=client,
             config=settings,
             worker_dtype=config.worker_dtype,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            memory_budget=memory_budget(args),
-            frequencies=args.freq_from,
+            **operator_options(args),
         )
     paths = write_annotated(result, ids, args.out, description, heldout)
     print(summary_text(result))

@@ -13,7 +13,7 @@ import logging
 
 from dreml.bivariate import bivariate_inputs, fit_bivariate_prepared, summary_text, write_bivariate
 from dreml.cli.common import cluster_client
-from dreml.cli.inputs import inputs_from_args, memory_budget
+from dreml.cli.inputs import inputs_from_args, operator_options
 from dreml.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,7 @@ def run_bivariate(args: argparse.Namespace) -> int:
             rg_fix=args.rg_fix,
             residual_covariance=False if args.reml_bivar_nocove else None,
             priors=priors,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            memory_budget=memory_budget(args),
-            frequencies=args.freq_from,
+            **operator_options(args),
         )
     paths = write_bivariate(fit, args.out, fixed_effects=args.reml_est_fix)
     print(summary_text(fit.to_dict()))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.fit import _add_config_flags, check_out_prefix, config_from_args
-from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, operator_options
 from dreml.cv import CVOptions, CVResult, cross_validate_prepared, fold_labels
 from dreml.errors import InputError
 from dreml.fit import FitInputs
@@ -117,10 +117,7 @@ def run(args: argparse.Namespace) -> int:
             options,
             client=client,
             config=config,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            frequencies=args.freq_from,
-            memory_budget=memory_budget(args),
+            **operator_options(args),
         )
     report = result.to_dict()
     paths = [Path(args.out + ".cv.tsv"), Path(args.out + ".cv.json")]

@@ -29,7 +29,7 @@ from dreml.cli.inputs import (
     add_genotype_options,
     add_sample_selection,
     component_choice,
-    memory_budget,
+    operator_options,
     sample_selection,
     variant_selection,
 )
@@ -175,10 +175,7 @@ def run(args: argparse.Namespace) -> int:
             samples,
             client=client,
             dtype=np.dtype(args.worker_dtype),
-            memory_budget=memory_budget(args),
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            frequencies=args.freq_from,
+            **operator_options(args),
         ) as operator,
     ):
         t_load = time.perf_counter() - t0

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 
 from dreml.cli.common import cluster_client, positive_int
-from dreml.cli.inputs import inputs_from_args, memory_budget, sample_selection, trait_names
+from dreml.cli.inputs import inputs_from_args, operator_options, sample_selection, trait_names
 from dreml.errors import InputError
 from dreml.factors import factors_tsv_text, fit_factors_prepared, write_factors
 from dreml.phenotypes import read_sample_table
@@ -180,10 +180,7 @@ def run_factors(args: argparse.Namespace, config: FitConfig) -> int:
             selection=selection,
             predict_samples=predict_samples,
             client=client,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            memory_budget=memory_budget(args),
-            frequencies=args.freq_from,
+            **operator_options(args),
         )
     paths = write_factors(fit, args.out)
     r = fit.result

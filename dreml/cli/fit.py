@@ -18,7 +18,7 @@ from dreml.cli.annot import add_annotation_options, run_annotated, wants_annotat
 from dreml.cli.bivariate import add_bivariate_options, run_bivariate, wants_bivariate
 from dreml.cli.common import add_cluster_options, cluster_client
 from dreml.cli.factors import add_factor_options, run_factors, wants_factors
-from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, memory_budget, trait_names
+from dreml.cli.inputs import add_input_options, add_method_options, inputs_from_args, operator_options, trait_names
 from dreml.cli.sparse import add_sparse_options, run_sparse, wants_sparse
 from dreml.errors import InputError
 from dreml.fit import FitInputs, TraitsOutcome, complete_cases, fit_prepared, fit_traits_prepared
@@ -203,10 +203,7 @@ def run(args: argparse.Namespace) -> int:
             inputs,
             client=client,
             config=config,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            frequencies=args.freq_from,
-            memory_budget=memory_budget(args),
+            **operator_options(args),
             reml_lrt=tuple(args.reml_lrt or ()),
         )
     report = dataclasses.replace(report, liability=liability)
@@ -251,10 +248,7 @@ def run_traits(args: argparse.Namespace, config: FitConfig, names: list[str] | N
             inputs,
             client=client,
             config=config,
-            min_maf=args.min_maf,
-            max_missing=args.max_missing,
-            memory_budget=memory_budget(args),
-            frequencies=args.freq_from,
+            **operator_options(args),
             share_probes=args.share_probes,
         )
     paths = []

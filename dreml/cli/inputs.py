@@ -188,3 +188,14 @@ def inputs_from_args(args: argparse.Namespace, pheno_name: str | None = None) ->
 def memory_budget(args: argparse.Namespace) -> str | None:
     """--memory-budget, or --gpu-budget-gib as a size."""
     return f"{args.gpu_budget_gib}GiB" if args.gpu_budget_gib else args.memory_budget
+
+
+def operator_options(args: argparse.Namespace) -> dict:
+    """The genotype operator's settings from the command line (--min-maf, --max-missing, the
+    memory budget, --freq-from), as the keyword arguments of the `*_prepared` entry points."""
+    return {
+        "min_maf": args.min_maf,
+        "max_missing": args.max_missing,
+        "memory_budget": memory_budget(args),
+        "frequencies": args.freq_from,
+    }

@@ -30,6 +30,7 @@ _REFUSED = (
     ("plot", "--plot", "no convergence figure is drawn for a bivariate fit"),
     ("annot", "--annot", "annotation-driven variances are univariate"),
     ("variance_model", "--variance-model", "annotation-driven variances are univariate"),
+    ("complete_cases", "--complete-cases", "each trait keeps its own samples (their overlap is part of the model)"),
 )
 
 

@@ -42,6 +42,7 @@ _REFUSED = (
     ("priors", "--reml-priors-var", "each factor's REML starts from Haseman-Elston"),
     ("annot", "--annot", "annotation-driven variances are univariate"),
     ("variance_model", "--variance-model", "annotation-driven variances are univariate"),
+    ("complete_cases", "--complete-cases", "the factor model uses every observed value (missing ones are predicted)"),
 )
 
 

@@ -210,6 +210,7 @@ def test_prepare_bivariate__raise_on_the_same_trait_twice(cohort):
         (["--bivariate", "a"], "expected two phenotype columns"),
         (["--bivariate", "a,a"], "named twice"),
         (["--bivariate", "a,b", "--reml-lrt", "1"], "--reml-lrt does not go with --bivariate"),
+        (["--bivariate", "a,b", "--complete-cases"], "--complete-cases does not go with --bivariate"),
         (["--bivariate", "a,b", "--rg-fix", "2"], r"expected a correlation in \[-1, 1\]"),
         (["--rg-fix", "0"], "need --bivariate"),
         (["--bivariate", "a,c"], "--bivariate trait 'c'"),

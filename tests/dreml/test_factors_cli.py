@@ -182,6 +182,8 @@ def test_run_factors__raise_on_refused_option(cohort, tmp_path):
     argv = ["fit", "--store", str(root / "c.zarr"), "--pheno", str(root / "f.pheno"), "--all-pheno", "--factors", "1"]
     with pytest.raises(InputError, match="--reml-lrt does not go with --factors"):
         _run(argv + ["--reml-lrt", "1", "--out", str(tmp_path / "x")])
+    with pytest.raises(InputError, match="--complete-cases does not go with --factors"):
+        _run(argv + ["--complete-cases", "--out", str(tmp_path / "x")])
 
 
 def test_run_factors__raise_on_trait_named_twice(cohort, tmp_path):
